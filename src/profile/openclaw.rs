@@ -1,0 +1,412 @@
+//! What an OpenClaw gateway does with its port and its config file, computed exactly as the gateway
+//! computes it (OpenClaw 2026.9.x: `src/config/paths.ts`, `extensions/browser/src/config/port-defaults.ts`).
+//! Facts: ../shared/openclaw-gateway.md. Nothing here touches a process; it is pure derivation plus the
+//! reading of the instance's JSON5 config file.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::locate::{self, Seg};
+
+/// The port of an unnamed (`default`) OpenClaw profile.
+pub const DEFAULT_GATEWAY_PORT: u16 = 18789;
+/// Where OpenClaw puts the browser control service when `G + 2` is not a valid port.
+pub const FALLBACK_CONTROL_PORT: u16 = 18791;
+/// Where OpenClaw puts the managed-browser CDP range when `G + 11 .. G + 110` does not fit.
+pub const FALLBACK_CDP_RANGE: (u16, u16) = (18800, 18899);
+/// How many ports one gateway's block spans, `G ..= G + 110`.
+pub const BLOCK_SPAN: u32 = 111;
+/// The highest gateway port whose whole block fits below 65536.
+pub const MAX_BLOCK_BASE: u32 = 65535 - (BLOCK_SPAN - 1);
+
+/// FNV-1a, 32 bits, over the profile name's UTF-8 bytes, as OpenClaw hashes a profile into a port.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 2_166_136_261;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(16_777_619);
+    }
+    h
+}
+
+/// The gateway port OpenClaw picks for a named profile with no port configured:
+/// `20000 + fnv1a32(profile) % 40000`.
+pub fn profile_port(profile: &str) -> u16 {
+    // 20000 + (x % 40000) is at most 59999: always a valid u16.
+    (20_000 + fnv1a32(profile.as_bytes()) % 40_000) as u16
+}
+
+/// What a port derived from the gateway port is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The gateway's WebSocket + HTTP port `G`.
+    Gateway,
+    /// The browser control service, `G + 2`.
+    BrowserControl,
+    /// The derived default CDP port, `G + 3`.
+    Cdp,
+    /// The canvas host, `G + 4` (retired in 2026.9.x, still reserved).
+    Canvas,
+    /// The managed-browser CDP range, `G + 11 ..= G + 110`.
+    CdpRange,
+}
+
+impl Role {
+    /// How a person calls it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway port",
+            Role::BrowserControl => "browser control port",
+            Role::Cdp => "browser CDP port",
+            Role::Canvas => "canvas host port",
+            Role::CdpRange => "browser CDP range",
+        }
+    }
+
+    /// Its formula, for messages.
+    pub fn formula(self) -> &'static str {
+        match self {
+            Role::Gateway => "G",
+            Role::BrowserControl => "G+2",
+            Role::Cdp => "G+3",
+            Role::Canvas => "G+4",
+            Role::CdpRange => "G+11..G+110",
+        }
+    }
+}
+
+/// One port or range derived from the gateway port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedPort {
+    /// What it is for.
+    pub role: Role,
+    /// First port. Values above 65535 are kept (as u32) so they can be reported.
+    pub start: u32,
+    /// Last port, inclusive.
+    pub end: u32,
+    /// Set when OpenClaw would not use the formula's value but fall back to a fixed default:
+    /// what the formula gave, and why it was dropped.
+    pub fallback: Option<String>,
+}
+
+/// Every port a gateway on port `gateway` binds, derived as OpenClaw derives it. A derived value that
+/// OpenClaw rejects outright (the CDP port or canvas port above 65535) is returned as is, above 65535,
+/// for the caller to report.
+pub fn derive_ports(gateway: u16) -> Vec<DerivedPort> {
+    let g = u32::from(gateway);
+    let valid = |p: u32| (1..=65535).contains(&p);
+    let one = |role, p: u32| DerivedPort {
+        role,
+        start: p,
+        end: p,
+        fallback: None,
+    };
+    let mut out = vec![one(Role::Gateway, g)];
+
+    let control = if valid(g + 2) {
+        one(Role::BrowserControl, g + 2)
+    } else {
+        DerivedPort {
+            fallback: Some(format!(
+                "G+2 = {} passes 65535, so OpenClaw falls back to {FALLBACK_CONTROL_PORT}",
+                g + 2
+            )),
+            ..one(Role::BrowserControl, u32::from(FALLBACK_CONTROL_PORT))
+        }
+    };
+    let c = control.start;
+    let control_fell_back = control.fallback.is_some();
+    out.push(control);
+    out.push(DerivedPort {
+        fallback: control_fell_back
+            .then(|| format!("it follows the browser control port {c} (+1)")),
+        ..one(Role::Cdp, c + 1)
+    });
+    out.push(one(Role::Canvas, g + 4));
+
+    let (start, end) = (c + 9, c + 9 + 99);
+    let range = if !valid(start) || end > 65535 {
+        DerivedPort {
+            role: Role::CdpRange,
+            start: u32::from(FALLBACK_CDP_RANGE.0),
+            end: u32::from(FALLBACK_CDP_RANGE.1),
+            fallback: Some(format!(
+                "G+11..G+110 = {start}-{end} passes 65535, OpenClaw falls back to {}-{}",
+                FALLBACK_CDP_RANGE.0, FALLBACK_CDP_RANGE.1
+            )),
+        }
+    } else {
+        DerivedPort {
+            role: Role::CdpRange,
+            start,
+            end,
+            fallback: control_fell_back
+                .then(|| format!("it follows the browser control port {c} (+9..+108)")),
+        }
+    };
+    out.push(range);
+    out
+}
+
+/// A port claimed by an explicit setting in the OpenClaw config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPort {
+    /// The setting, dotted: `browser.profiles.work.cdpPort`.
+    pub field: String,
+    /// The port.
+    pub port: u16,
+    /// Its line in the config file.
+    pub line: usize,
+}
+
+/// What the supervisor needs from an instance's OpenClaw config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenClawConfig {
+    /// `gateway.port` and its line.
+    pub gateway_port: Option<(u16, usize)>,
+    /// `agents.defaults.workspace` as written, and its line.
+    pub workspace: Option<(String, usize)>,
+    /// Ports the file claims on this host: `browser.cdpUrl` (loopback), `browser.profiles.*.cdpPort`,
+    /// `browser.profiles.*.cdpUrl` (loopback), `canvasHost.port`.
+    pub ports: Vec<ConfigPort>,
+}
+
+/// A problem in the config file: the dotted field (empty for syntax), 1-based line (0 unknown), message.
+pub type ConfigProblem = (String, usize, String);
+
+/// Reads an OpenClaw config file as JSON5. A missing file is an empty config (OpenClaw starts without
+/// one); an unreadable or malformed one gives every problem found.
+pub fn read_config(path: &Path) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OpenClawConfig::default()),
+        Err(e) => return Err(vec![(String::new(), 0, format!("cannot read it: {e}"))]),
+    };
+    parse_config(&text)
+}
+
+/// Parses the text of an OpenClaw config file; see [`read_config`].
+pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
+    let root: Value = json5::from_str(text).map_err(|e| {
+        let line = e.position().map_or(0, |p| p.line + 1);
+        vec![(
+            String::new(),
+            line,
+            format!("not valid JSON5: {}", strip_position(&e.to_string())),
+        )]
+    })?;
+    let mut cfg = OpenClawConfig::default();
+    let mut problems = Vec::new();
+    let line_of = |path: &[Seg]| locate::locate_json5(text, path).map_or(0, |p| p.line);
+
+    let port_at = |path: Vec<Seg>, value: &Value, problems: &mut Vec<ConfigProblem>| {
+        let field = locate::dotted(&path);
+        let line = line_of(&path);
+        match value.as_i64().and_then(|n| u16::try_from(n).ok()).filter(|p| *p != 0) {
+            Some(p) => Some(ConfigPort {
+                field,
+                port: p,
+                line,
+            }),
+            None => {
+                problems.push((field, line, format!("{value} is not a port (1..65535)")));
+                None
+            }
+        }
+    };
+
+    if let Some(v) = root.pointer("/gateway/port").filter(|v| !v.is_null()) {
+        if let Some(p) = port_at(locate::keys(&["gateway", "port"]), v, &mut problems) {
+            cfg.gateway_port = Some((p.port, p.line));
+        }
+    }
+    if let Some(v) = root.pointer("/canvasHost/port").filter(|v| !v.is_null()) {
+        cfg.ports
+            .extend(port_at(locate::keys(&["canvasHost", "port"]), v, &mut problems));
+    }
+    let url_at = |path: Vec<Seg>, value: &Value, problems: &mut Vec<ConfigProblem>| {
+        let field = locate::dotted(&path);
+        let line = line_of(&path);
+        match value.as_str().map(loopback_url_port) {
+            Some(Ok(Some(port))) => Some(ConfigPort { field, port, line }),
+            Some(Ok(None)) => None,
+            Some(Err(why)) => {
+                problems.push((field, line, why));
+                None
+            }
+            None => {
+                problems.push((field, line, format!("{value} is not a URL string")));
+                None
+            }
+        }
+    };
+    if let Some(v) = root.pointer("/browser/cdpUrl").filter(|v| !v.is_null()) {
+        cfg.ports
+            .extend(url_at(locate::keys(&["browser", "cdpUrl"]), v, &mut problems));
+    }
+    if let Some(Value::Object(profiles)) = root.pointer("/browser/profiles") {
+        for (name, profile) in profiles {
+            let path = |key: &str| locate::keys(&["browser", "profiles", name, key]);
+            if let Some(v) = profile.get("cdpPort").filter(|v| !v.is_null()) {
+                cfg.ports.extend(port_at(path("cdpPort"), v, &mut problems));
+            }
+            if let Some(v) = profile.get("cdpUrl").filter(|v| !v.is_null()) {
+                cfg.ports.extend(url_at(path("cdpUrl"), v, &mut problems));
+            }
+        }
+    }
+    if let Some(v) = root.pointer("/agents/defaults/workspace").filter(|v| !v.is_null()) {
+        let path = locate::keys(&["agents", "defaults", "workspace"]);
+        match v.as_str() {
+            Some(s) if !s.trim().is_empty() => cfg.workspace = Some((s.to_string(), line_of(&path))),
+            _ => problems.push((
+                locate::dotted(&path),
+                line_of(&path),
+                format!("{v} is not a directory path"),
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The port a CDP URL claims on this host: `Some` for a loopback host, `None` for another host.
+fn loopback_url_port(raw: &str) -> Result<Option<u16>, String> {
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| format!("{raw:?} is not a valid URL ({e})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !loopback {
+        return Ok(None);
+    }
+    url.port_or_known_default()
+        .map(Some)
+        .ok_or_else(|| format!("{raw:?} names no port"))
+}
+
+/// json5's messages end in " at line L column C"; the line is reported separately.
+fn strip_position(msg: &str) -> &str {
+    msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(g: u16) -> Vec<(Role, u32, u32, bool)> {
+        derive_ports(g)
+            .into_iter()
+            .map(|d| (d.role, d.start, d.end, d.fallback.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn default_gateway_derives_the_documented_ports() {
+        assert_eq!(
+            block(18789),
+            vec![
+                (Role::Gateway, 18789, 18789, false),
+                (Role::BrowserControl, 18791, 18791, false),
+                (Role::Cdp, 18792, 18792, false),
+                (Role::Canvas, 18793, 18793, false),
+                (Role::CdpRange, 18800, 18899, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn high_gateway_falls_back_to_the_default_cdp_range() {
+        let b = block(65430);
+        assert_eq!(b[1], (Role::BrowserControl, 65432, 65432, false));
+        assert_eq!(b[2], (Role::Cdp, 65433, 65433, false));
+        assert_eq!(b[4], (Role::CdpRange, 18800, 18899, true));
+        // The highest gateway whose range still fits: 65425 + 110 = 65535.
+        assert_eq!(block(65425)[4], (Role::CdpRange, 65436, 65535, false));
+        assert_eq!(block(65426)[4], (Role::CdpRange, 18800, 18899, true));
+    }
+
+    #[test]
+    fn gateway_at_the_top_falls_back_to_the_default_control_port() {
+        let b = block(65534);
+        assert_eq!(b[1], (Role::BrowserControl, 18791, 18791, true));
+        assert_eq!(b[2], (Role::Cdp, 18792, 18792, true));
+        assert_eq!(b[3], (Role::Canvas, 65538, 65538, false));
+        assert_eq!(b[4], (Role::CdpRange, 18800, 18899, true));
+        // G = 65533: control 65535 is valid, the CDP port 65536 is not (OpenClaw errors).
+        let b = block(65533);
+        assert_eq!(b[1], (Role::BrowserControl, 65535, 65535, false));
+        assert_eq!(b[2], (Role::Cdp, 65536, 65536, false));
+    }
+
+    #[test]
+    fn profile_ports_hash_like_openclaw() {
+        // Reference values computed by the FNV-1a definition in the facts file.
+        assert_eq!(fnv1a32(b""), 2_166_136_261);
+        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
+        assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
+        assert_eq!(profile_port("a"), (20_000 + 0xe40c292c_u32 % 40_000) as u16);
+        for name in ["main", "rescue", "x"] {
+            let p = profile_port(name);
+            assert!((20_000..60_000).contains(&p), "{name}: {p}");
+        }
+    }
+
+    #[test]
+    fn config_file_ports_and_workspace_are_read_with_lines() {
+        let text = r#"{
+  // JSON5: comments, unquoted keys, trailing commas
+  gateway: { port: 19001, },
+  canvasHost: { port: 19005 },
+  browser: {
+    cdpUrl: 'http://127.0.0.1:9222',
+    profiles: {
+      work: { cdpPort: 19020 },
+      remote: { cdpUrl: 'http://10.1.2.3:9222' },
+      local: { cdpUrl: 'ws://localhost/devtools' },
+    },
+  },
+  agents: { defaults: { workspace: '~/bots/rescue' } },
+}"#;
+        let cfg = parse_config(text).unwrap();
+        assert_eq!(cfg.gateway_port, Some((19001, 3)));
+        assert_eq!(cfg.workspace, Some(("~/bots/rescue".to_string(), 13)));
+        let ports: Vec<_> = cfg
+            .ports
+            .iter()
+            .map(|p| (p.field.as_str(), p.port, p.line))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("canvasHost.port", 19005, 4),
+                ("browser.cdpUrl", 9222, 6),
+                ("browser.profiles.local.cdpUrl", 80, 10),
+                ("browser.profiles.work.cdpPort", 19020, 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_config_names_the_line() {
+        let err = parse_config("{\n  gateway: {\n    port: 18789,,\n  }\n}").unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].1, 3, "{err:?}");
+        assert!(err[0].2.starts_with("not valid JSON5"), "{err:?}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let text = "{ gateway: { port: 70000 },\n browser: { cdpUrl: 'nope' } }";
+        let err = parse_config(text).unwrap_err();
+        let fields: Vec<_> = err.iter().map(|e| (e.0.as_str(), e.1)).collect();
+        assert_eq!(fields, vec![("gateway.port", 1), ("browser.cdpUrl", 2)]);
+    }
+}

@@ -1,0 +1,275 @@
+//! The profile file format as written: one YAML mapping per instance. Every key is optional here;
+//! defaults are applied when the profile is resolved (`resolve.rs`). Values that can be checked on
+//! their own (names, ports, durations, signals) are checked while parsing, so the error points at the
+//! value's line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// An instance or OpenClaw profile name: OpenClaw's rule `^[a-z0-9][a-z0-9_-]{0,63}$`, case-insensitive.
+/// It can never contain `/` or `.`, so a name joined to a directory stays inside it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceName(String);
+
+impl InstanceName {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for InstanceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bytes = s.as_bytes();
+        let ok_first = bytes.first().is_some_and(|b| b.is_ascii_alphanumeric());
+        let ok_rest = bytes[1.min(bytes.len())..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
+        if ok_first && ok_rest && bytes.len() <= 64 {
+            Ok(InstanceName(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid name: use 1 to 64 letters, digits, `_` or `-`, starting with a letter or digit (OpenClaw's profile rule)"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A TCP port, 1..=65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port(pub u16);
+
+impl Port {
+    /// A port from any integer, if it is in 1..=65535.
+    pub fn new(n: i64) -> Option<Port> {
+        u16::try_from(n).ok().filter(|p| *p != 0).map(Port)
+    }
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        Port::new(n).ok_or_else(|| {
+            serde::de::Error::custom(format!("port {n} is outside 1..65535"))
+        })
+    }
+}
+
+/// A duration written as a human string: `30s`, `5m`, `1h 30m`, `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration; write it like 500ms, 30s, 5m or 1h"
+                ))
+            })
+    }
+}
+
+/// A stop signal, by name: `SIGTERM`, `TERM`, `SIGINT`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalName(pub i32, pub &'static str);
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let upper = s.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        const SIGNALS: &[(&str, i32, &str)] = &[
+            ("TERM", 15, "SIGTERM"),
+            ("INT", 2, "SIGINT"),
+            ("QUIT", 3, "SIGQUIT"),
+            ("HUP", 1, "SIGHUP"),
+            ("KILL", 9, "SIGKILL"),
+            ("USR1", 10, "SIGUSR1"),
+            ("USR2", 12, "SIGUSR2"),
+        ];
+        SIGNALS
+            .iter()
+            .find(|(n, _, _)| *n == bare)
+            .map(|(_, num, name)| SignalName(*num, name))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a stop signal; use one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL"
+                ))
+            })
+    }
+}
+
+/// One entry of `reserve_ports`: a port (`19500`) or an inclusive range (`"19600-19610"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port, inclusive.
+    pub end: u16,
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            One(i64),
+            Text(String),
+        }
+        let bad = |what: &str| {
+            serde::de::Error::custom(format!(
+                "{what} is not a port or a range; write 19500 or \"19600-19610\" (ports 1..65535)"
+            ))
+        };
+        match Either::deserialize(d)? {
+            Either::One(n) => Port::new(n)
+                .map(|p| PortRange {
+                    start: p.0,
+                    end: p.0,
+                })
+                .ok_or_else(|| bad(&n.to_string())),
+            Either::Text(s) => {
+                let parse = |t: &str| t.trim().parse::<i64>().ok().and_then(Port::new);
+                let (a, b) = match s.split_once('-') {
+                    Some((a, b)) => (parse(a), parse(b)),
+                    None => (parse(&s), parse(&s)),
+                };
+                match (a, b) {
+                    (Some(a), Some(b)) if a <= b => Ok(PortRange {
+                        start: a.0,
+                        end: b.0,
+                    }),
+                    _ => Err(bad(&format!("{s:?}"))),
+                }
+            }
+        }
+    }
+}
+
+/// When a child that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicyKind {
+    /// After every exit, clean or not (OpenClaw's own unit: `Restart=always`).
+    #[default]
+    Always,
+    /// After an exit with a non-zero code or by a signal.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// `restart.backoff`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    pub initial: Option<HumanDuration>,
+    pub max: Option<HumanDuration>,
+    pub reset_after: Option<HumanDuration>,
+}
+
+/// `restart.start_limit`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStartLimit {
+    pub burst: Option<u32>,
+    pub interval: Option<HumanDuration>,
+}
+
+/// `restart`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub policy: Option<RestartPolicyKind>,
+    pub backoff: Option<RawBackoff>,
+    pub start_limit: Option<RawStartLimit>,
+    pub no_restart_exit_codes: Option<Vec<i32>>,
+}
+
+/// `stop`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStop {
+    pub signal: Option<SignalName>,
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `health`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub readiness_url: Option<String>,
+    pub liveness_url: Option<String>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub failure_threshold: Option<u32>,
+    pub start_deadline: Option<HumanDuration>,
+}
+
+/// A whole profile file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub name: Option<InstanceName>,
+    pub port: Option<Port>,
+    pub config_path: Option<String>,
+    pub state_dir: Option<String>,
+    pub workspace: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub working_dir: Option<String>,
+    pub autostart: Option<bool>,
+    pub restart: Option<RawRestart>,
+    pub stop: Option<RawStop>,
+    pub health: Option<RawHealth>,
+    pub reserve_ports: Option<Vec<PortRange>>,
+    pub openclaw_profile: Option<InstanceName>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_openclaw_rule() {
+        for ok in ["main", "rescue", "a", "bot_2", "x-y", "Main", &"a".repeat(64)] {
+            assert!(ok.parse::<InstanceName>().is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "a/b", "..", "a.b", "a b", &"a".repeat(65), "é"] {
+            assert!(bad.parse::<InstanceName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        let r: Vec<PortRange> = serde_yaml::from_str("[19500, \"19600-19610\", \"7\"]").unwrap();
+        assert_eq!((r[0].start, r[0].end), (19500, 19500));
+        assert_eq!((r[1].start, r[1].end), (19600, 19610));
+        assert_eq!((r[2].start, r[2].end), (7, 7));
+        for bad in ["[0]", "[65536]", "[\"5-3\"]", "[\"a-b\"]", "[\"1-70000\"]"] {
+            assert!(serde_yaml::from_str::<Vec<PortRange>>(bad).is_err(), "{bad}");
+        }
+    }
+}
