@@ -5,4 +5,6 @@
 //! ([`cli`]). See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod cli;
+pub mod paths;
 pub mod profile;

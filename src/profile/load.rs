@@ -45,9 +45,20 @@ pub fn is_profile_file(path: &Path) -> bool {
     !hidden && matches!(ext, Some("yaml" | "yml"))
 }
 
+/// What [`read_dir`] found.
+#[derive(Debug, Default)]
+pub struct DirContents {
+    /// The profiles that parsed, in file-name order.
+    pub files: Vec<ProfileFile>,
+    /// What is wrong with the others, or with the directory.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many profile files the directory holds, parsed or not.
+    pub count: usize,
+}
+
 /// Reads every profile in `dir`, in file-name order. Files that fail to parse are left out of the
 /// result and explained in the diagnostics.
-pub fn read_dir(dir: &Path) -> (Vec<ProfileFile>, Vec<Diagnostic>) {
+pub fn read_dir(dir: &Path) -> DirContents {
     let mut diags = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -60,7 +71,10 @@ pub fn read_dir(dir: &Path) -> (Vec<ProfileFile>, Vec<Diagnostic>) {
                 )
                 .hint("pass the directory that holds the *.yaml profiles with --config-dir"),
             );
-            return (Vec::new(), diags);
+            return DirContents {
+                diagnostics: diags,
+                ..DirContents::default()
+            };
         }
     };
     let mut paths: Vec<PathBuf> = entries
@@ -68,6 +82,7 @@ pub fn read_dir(dir: &Path) -> (Vec<ProfileFile>, Vec<Diagnostic>) {
         .filter(|p| is_profile_file(p) && !p.is_dir())
         .collect();
     paths.sort();
+    let count = paths.len();
     let mut files = Vec::new();
     for file in paths {
         match std::fs::read_to_string(&file) {
@@ -82,7 +97,11 @@ pub fn read_dir(dir: &Path) -> (Vec<ProfileFile>, Vec<Diagnostic>) {
             )),
         }
     }
-    (files, diags)
+    DirContents {
+        files,
+        diagnostics: diags,
+        count,
+    }
 }
 
 /// Parses one profile's text, reporting every bad key and value at once.

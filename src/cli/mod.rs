@@ -1,0 +1,199 @@
+//! The commands of `openclawctl` (and the daemon's own `check`) that need no running daemon:
+//! `check` proves a config directory disjoint, `ports` shows what every instance will bind and where
+//! each value came from. Both print to stdout and return the process exit code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::profile::resolve::ClaimSource;
+use crate::profile::{self, Origin, Plan, Profile, Sourced};
+
+/// Exit code of a check that found errors.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+
+/// `check [--config-dir DIR]`: prints the report and its summary; exit 0 when clean, 1 otherwise.
+pub fn check(dir: &Path) -> ExitCode {
+    let plan = profile::load(dir);
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", plan.report);
+    let _ = writeln!(out, "{}", plan.report.summary(dir));
+    exit_for(&plan)
+}
+
+fn exit_for(plan: &Plan) -> ExitCode {
+    if plan.report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
+}
+
+/// `ports [--config-dir DIR] [--json]`: each instance's ports and paths with their origins. The
+/// check's diagnostics follow on stderr; exit 1 if it failed.
+pub fn ports(dir: &Path, json: bool) -> ExitCode {
+    let plan = profile::load(dir);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let view: Vec<InstanceView> = plan.profiles.iter().map(InstanceView::from).collect();
+        match serde_json::to_string_pretty(&view) {
+            Ok(text) => {
+                let _ = writeln!(out, "{text}");
+            }
+            Err(e) => {
+                eprintln!("error: cannot render JSON: {e}");
+                return ExitCode::from(EXIT_CHECK_FAILED);
+            }
+        }
+    } else {
+        let _ = write!(out, "{}", ports_table(&plan.profiles));
+    }
+    if !plan.report.diagnostics.is_empty() {
+        eprint!("{}", plan.report);
+        eprintln!("{}", plan.report.summary(dir));
+    }
+    exit_for(&plan)
+}
+
+/// The human form of `ports`: a block per instance, one row per port or path, with its origin.
+pub fn ports_table(profiles: &[Profile]) -> String {
+    let mut s = String::new();
+    for p in profiles {
+        let mut rows: Vec<(String, String, String)> = vec![(
+            "openclaw profile".to_string(),
+            p.openclaw_profile.as_deref().unwrap_or("default").to_string(),
+            String::new(),
+        )];
+        for c in &p.ports {
+            let from = match &c.source {
+                ClaimSource::Derived(crate::profile::openclaw::Role::Gateway) => {
+                    p.port.origin.to_string()
+                }
+                ClaimSource::Derived(role) => match &c.fallback {
+                    Some(why) => format!("{}, fallback: {why}", role.formula()),
+                    None => role.formula().to_string(),
+                },
+                ClaimSource::Config(_) => format!("config file {}", c.at),
+                ClaimSource::Reserved => format!("profile {}", c.at),
+            };
+            rows.push((c.describe(), c.span(), from));
+        }
+        for (what, v) in [
+            ("config file", &p.config_path),
+            ("state dir", &p.state_dir),
+            ("workspace", &p.workspace),
+        ] {
+            rows.push((
+                what.to_string(),
+                v.value.display().to_string(),
+                v.origin.to_string(),
+            ));
+        }
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(&format!("{} ({})\n", p.name, p.file.display()));
+        for (what, value, from) in rows {
+            s.push_str(format!("  {what:<w0$}  {value:<w1$}  {from}").trim_end());
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// One instance in `ports --json`.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    /// Instance name.
+    pub name: String,
+    /// Its profile file.
+    pub file: PathBuf,
+    /// OpenClaw profile (`default` for the unnamed one).
+    pub openclaw_profile: String,
+    /// The gateway port and its origin.
+    pub port: ValueView<u16>,
+    /// Every port or range it binds.
+    pub ports: Vec<PortView>,
+    /// Config file path.
+    pub config_path: ValueView<PathBuf>,
+    /// State dir.
+    pub state_dir: ValueView<PathBuf>,
+    /// Workspace.
+    pub workspace: ValueView<PathBuf>,
+}
+
+/// A value and where it came from.
+#[derive(Debug, Serialize)]
+pub struct ValueView<T> {
+    /// The value.
+    pub value: T,
+    /// `profile`, `config file`, `profile hash` or `default`.
+    pub source: &'static str,
+    /// The file and line it was read from, when it was read from one.
+    pub at: Option<String>,
+}
+
+/// A port claim in `ports --json`.
+#[derive(Debug, Serialize)]
+pub struct PortView {
+    /// What it is for: `gateway port`, `browser CDP range`, `config `browser.cdpUrl` port`, ...
+    pub what: String,
+    /// First port.
+    pub start: u32,
+    /// Last port, inclusive.
+    pub end: u32,
+    /// `derived`, `config file` or `reserve_ports`.
+    pub source: &'static str,
+    /// Where it is decided.
+    pub at: String,
+    /// Why OpenClaw falls back from the formula, when it does.
+    pub fallback: Option<String>,
+}
+
+fn value_view<T: Clone>(s: &Sourced<T>) -> ValueView<T> {
+    ValueView {
+        value: s.value.clone(),
+        source: s.origin.kind(),
+        at: match &s.origin {
+            Origin::Profile(at) | Origin::ConfigFile(at) => Some(at.to_string()),
+            Origin::ProfileHash(_) | Origin::Default => None,
+        },
+    }
+}
+
+impl From<&Profile> for InstanceView {
+    fn from(p: &Profile) -> Self {
+        InstanceView {
+            name: p.name.to_string(),
+            file: p.file.clone(),
+            openclaw_profile: p
+                .openclaw_profile
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
+            port: value_view(&p.port),
+            ports: p
+                .ports
+                .iter()
+                .map(|c| PortView {
+                    what: c.describe(),
+                    start: c.start,
+                    end: c.end,
+                    source: match c.source {
+                        ClaimSource::Derived(_) => "derived",
+                        ClaimSource::Config(_) => "config file",
+                        ClaimSource::Reserved => "reserve_ports",
+                    },
+                    at: c.at.to_string(),
+                    fallback: c.fallback.clone(),
+                })
+                .collect(),
+            config_path: value_view(&p.config_path),
+            state_dir: value_view(&p.state_dir),
+            workspace: value_view(&p.workspace),
+        }
+    }
+}

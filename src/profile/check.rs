@@ -1,0 +1,436 @@
+//! The disjointness check: proves, over all instances at once, that no two share a config file, a state
+//! dir, a workspace or a port, and that no derived port falls back onto OpenClaw's defaults.
+//!
+//! Both sweeps sort once and walk once (sort-and-sweep), so a check costs O(n log n + findings) rather
+//! than comparing every pair: paths are sorted component-wise, which puts every path right after its
+//! ancestors; port claims are sorted by their first port, so only claims still open can overlap.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::diagnostic::{Diagnostic, Kind, Location};
+use super::openclaw::{BLOCK_SPAN, MAX_BLOCK_BASE};
+use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
+use super::openclaw::Role;
+
+/// Every finding about the set of profiles, unsorted.
+pub fn check(profiles: &[Profile]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    duplicate_names(profiles, &mut out);
+    port_validity(profiles, &mut out);
+    port_overlaps(profiles, &mut out);
+    path_overlaps(profiles, &mut out);
+    out
+}
+
+fn duplicate_names(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+    let mut order: Vec<usize> = (0..profiles.len()).collect();
+    let key = |i: usize| profiles[i].name.as_str().to_ascii_lowercase();
+    order.sort_by_key(|&i| (key(i), profiles[i].file.clone()));
+    for w in order.windows(2) {
+        let (first, dup) = (&profiles[w[0]], &profiles[w[1]]);
+        if key(w[0]) == key(w[1]) {
+            out.push(
+                Diagnostic::error(
+                    Kind::DuplicateName,
+                    dup.name_at.clone(),
+                    format!(
+                        "the name {} is already taken by {} ({})",
+                        dup.name, first.name, first.name_at
+                    ),
+                )
+                .instance(dup.name.as_str())
+                .field("name")
+                .other(first.name.as_str(), first.name_at.clone())
+                .hint("give each instance its own name (names are compared ignoring case)"),
+            );
+        }
+    }
+}
+
+fn port_validity(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+    for p in profiles {
+        let fallbacks: Vec<String> = p
+            .ports
+            .iter()
+            .filter_map(|c| {
+                c.fallback
+                    .as_ref()
+                    .map(|why| format!("{} {} ({why})", c.describe(), c.span()))
+            })
+            .collect();
+        let past: Vec<String> = p
+            .ports
+            .iter()
+            .filter(|c| c.end > 65535)
+            .map(|c| match &c.source {
+                ClaimSource::Derived(role) => {
+                    format!("{} {} ({})", c.describe(), c.span(), role.formula())
+                }
+                _ => format!("{} {}", c.describe(), c.span()),
+            })
+            .collect();
+        if fallbacks.is_empty() && past.is_empty() {
+            continue;
+        }
+        let at = port_location(p);
+        let mut parts = Vec::new();
+        if !fallbacks.is_empty() {
+            parts.push(format!(
+                "gateway port {} makes OpenClaw fall back onto the default instance's ports: {}",
+                p.port.value,
+                fallbacks.join(", ")
+            ));
+        }
+        if !past.is_empty() {
+            parts.push(format!(
+                "gateway port {} derives ports past 65535: {}",
+                p.port.value,
+                past.join(", ")
+            ));
+        }
+        let kind = if fallbacks.is_empty() {
+            Kind::PortOutOfRange
+        } else {
+            Kind::PortFallback
+        };
+        out.push(
+            Diagnostic::error(kind, at, parts.join("; "))
+                .instance(p.name.as_str())
+                .field("port")
+                .hint(format!(
+                    "use a gateway port of {MAX_BLOCK_BASE} or below, so G..G+110 fits"
+                )),
+        );
+    }
+}
+
+fn port_location(p: &Profile) -> Location {
+    p.ports
+        .first()
+        .map_or_else(|| p.name_at.clone(), |c| c.at.clone())
+}
+
+/// One port claim in the sweep.
+struct Entry<'a> {
+    start: u32,
+    end: u32,
+    inst: usize,
+    claim: &'a PortClaim,
+}
+
+fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+    let mut entries: Vec<Entry<'_>> = profiles
+        .iter()
+        .enumerate()
+        .flat_map(|(inst, p)| {
+            p.ports
+                .iter()
+                .filter(|c| c.end <= 65535)
+                .map(move |claim| Entry {
+                    start: claim.start,
+                    end: claim.end,
+                    inst,
+                    claim,
+                })
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        (a.start, a.end, profiles[a.inst].name.as_str())
+            .cmp(&(b.start, b.end, profiles[b.inst].name.as_str()))
+    });
+    let free = FreeBlocks::new(&entries);
+
+    // Per pair of instances: the first overlap found (the lowest port) and how many more.
+    let mut pairs: HashMap<(usize, usize), (usize, usize, usize)> = HashMap::new();
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    let mut active: Vec<usize> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        active.retain(|&a| entries[a].end >= e.start);
+        for &a in &active {
+            let other = &entries[a];
+            if other.inst == e.inst {
+                continue;
+            }
+            let key = (e.inst.min(other.inst), e.inst.max(other.inst));
+            match pairs.get_mut(&key) {
+                Some(found) => found.2 += 1,
+                None => {
+                    pairs.insert(key, (i, a, 0));
+                    order.push(key);
+                }
+            }
+        }
+        active.push(i);
+    }
+    for key in order {
+        let (i, a, more) = pairs[&key];
+        out.push(port_finding(profiles, &entries[i], &entries[a], more, &free));
+    }
+}
+
+fn port_finding(
+    profiles: &[Profile],
+    e: &Entry<'_>,
+    other: &Entry<'_>,
+    more: usize,
+    free: &FreeBlocks,
+) -> Diagnostic {
+    let (me, them) = (&profiles[e.inst], &profiles[other.inst]);
+    let what = |c: &PortClaim| match c.source {
+        ClaimSource::Derived(Role::Gateway) => "port".to_string(),
+        _ => c.describe(),
+    };
+    let relation = if e.start == e.end && other.start == other.end {
+        "is also".to_string()
+    } else if e.start == e.end || (e.end <= other.end && e.start >= other.start) {
+        "lies inside".to_string()
+    } else if other.start == other.end || other.end <= e.end && other.start == e.start {
+        "covers".to_string()
+    } else {
+        format!("overlaps at {}-{}", e.start, other.end.min(e.end))
+    };
+    let relation = match relation.strip_prefix("overlaps at ") {
+        Some(range) => format!("overlaps, at {range},"),
+        None => relation,
+    };
+    let mut message = format!(
+        "{} {} {relation} {}'s {} {} ({})",
+        what(e.claim),
+        e.claim.span(),
+        them.name,
+        what(other.claim).replace("port", "port").trim(),
+        other.claim.span(),
+        other.claim.at
+    );
+    if more > 0 {
+        message.push_str(&format!(
+            " (and {more} more overlap{} between them)",
+            if more == 1 { "" } else { "s" }
+        ));
+    }
+    let hint = match &e.claim.source {
+        ClaimSource::Derived(_) => match free.base_from(other.end + 1, e.inst) {
+            Some(b) => format!("move {} to {b} or above", me.name),
+            None => format!(
+                "move {} to a free block of {BLOCK_SPAN} ports (G..G+110)",
+                me.name
+            ),
+        },
+        ClaimSource::Config(field) => format!("change `{field}` in {}", e.claim.at.file.display()),
+        ClaimSource::Reserved => format!("change {}'s reserve_ports", me.name),
+    };
+    Diagnostic::error(Kind::PortConflict, e.claim.at.clone(), message)
+        .instance(me.name.as_str())
+        .field(match &e.claim.source {
+            ClaimSource::Derived(_) => "port".to_string(),
+            ClaimSource::Config(f) => f.clone(),
+            ClaimSource::Reserved => "reserve_ports".to_string(),
+        })
+        .other(them.name.as_str(), other.claim.at.clone())
+        .hint(hint)
+}
+
+/// Answers "where is the next gateway port, at or above P, whose whole block G..G+110 no other
+/// instance claims?" in about log n per step, for the hint of a port conflict.
+struct FreeBlocks {
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+    insts: Vec<usize>,
+    max_end: Vec<u32>,
+}
+
+impl FreeBlocks {
+    fn new(sorted: &[Entry<'_>]) -> Self {
+        let mut max = 0;
+        FreeBlocks {
+            starts: sorted.iter().map(|e| e.start).collect(),
+            ends: sorted.iter().map(|e| e.end).collect(),
+            insts: sorted.iter().map(|e| e.inst).collect(),
+            max_end: sorted
+                .iter()
+                .map(|e| {
+                    max = max.max(e.end);
+                    max
+                })
+                .collect(),
+        }
+    }
+
+    fn base_from(&self, from: u32, exclude: usize) -> Option<u32> {
+        let mut b = from.max(1);
+        for _ in 0..10_000 {
+            if b > MAX_BLOCK_BASE {
+                return None;
+            }
+            let top = b + BLOCK_SPAN - 1;
+            let hi = self.starts.partition_point(|&s| s <= top);
+            let mut blocker: Option<u32> = None;
+            for j in (0..hi).rev() {
+                if self.max_end[j] < b {
+                    break;
+                }
+                if self.ends[j] >= b && self.insts[j] != exclude {
+                    blocker = Some(blocker.map_or(self.ends[j], |x| x.max(self.ends[j])));
+                }
+            }
+            match blocker {
+                None => return Some(b),
+                Some(end) => b = end + 1,
+            }
+        }
+        None
+    }
+}
+
+/// What a path is to its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PathRole {
+    Config,
+    State,
+    Workspace,
+}
+
+impl PathRole {
+    fn describe(self) -> &'static str {
+        match self {
+            PathRole::Config => "config file",
+            PathRole::State => "state dir",
+            PathRole::Workspace => "workspace",
+        }
+    }
+    fn field(self) -> &'static str {
+        match self {
+            PathRole::Config => "config_path",
+            PathRole::State => "state_dir",
+            PathRole::Workspace => "workspace",
+        }
+    }
+}
+
+struct PathEntry<'a> {
+    real: PathBuf,
+    inst: usize,
+    role: PathRole,
+    written: &'a Sourced<PathBuf>,
+}
+
+fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+    let mut entries: Vec<PathEntry<'_>> = Vec::with_capacity(profiles.len() * 3);
+    for (inst, p) in profiles.iter().enumerate() {
+        for (role, written) in [
+            (PathRole::Config, &p.config_path),
+            (PathRole::State, &p.state_dir),
+            (PathRole::Workspace, &p.workspace),
+        ] {
+            entries.push(PathEntry {
+                real: real_path(&written.value),
+                inst,
+                role,
+                written,
+            });
+        }
+    }
+    entries.sort_by(|a, b| {
+        (&a.real, profiles[a.inst].name.as_str(), a.role).cmp(&(
+            &b.real,
+            profiles[b.inst].name.as_str(),
+            b.role,
+        ))
+    });
+    // Component-wise order puts every path right after its ancestors: the stack holds the chain of
+    // ancestors (and equals) of the current path.
+    let mut stack: Vec<usize> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        while stack
+            .last()
+            .is_some_and(|&s| !e.real.starts_with(&entries[s].real))
+        {
+            stack.pop();
+        }
+        for &s in &stack {
+            let outer = &entries[s];
+            if outer.inst != e.inst {
+                out.push(path_finding(profiles, e, outer));
+            }
+        }
+        stack.push(i);
+    }
+}
+
+fn path_finding(profiles: &[Profile], e: &PathEntry<'_>, outer: &PathEntry<'_>) -> Diagnostic {
+    let (me, them) = (&profiles[e.inst], &profiles[outer.inst]);
+    let show = |p: &PathEntry<'_>| {
+        let written = p.written.value.display().to_string();
+        let mut s = if p.real != p.written.value {
+            format!("{written} (= {})", p.real.display())
+        } else {
+            written
+        };
+        if p.written.origin == Origin::Default {
+            s.push_str(" (OpenClaw's default)");
+        }
+        s
+    };
+    let equal = e.real == outer.real;
+    let message = format!(
+        "{} {} {} {}'s {} {} ({})",
+        e.role.describe(),
+        show(e),
+        if equal { "is also" } else { "lies inside" },
+        them.name,
+        outer.role.describe(),
+        show(outer),
+        origin_location(them, outer.written)
+    );
+    let hint = if equal {
+        format!("give {} its own {}", me.name, e.role.describe())
+    } else {
+        format!(
+            "move {}'s {} out of {}'s {}",
+            me.name,
+            e.role.describe(),
+            them.name,
+            outer.role.describe()
+        )
+    };
+    Diagnostic::error(
+        Kind::PathConflict,
+        origin_location(me, e.written),
+        message,
+    )
+    .instance(me.name.as_str())
+    .field(e.role.field())
+    .other(them.name.as_str(), origin_location(them, outer.written))
+    .hint(hint)
+}
+
+fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
+    match &s.origin {
+        Origin::Profile(at) | Origin::ConfigFile(at) => at.clone(),
+        Origin::ProfileHash(_) | Origin::Default => p.name_at.clone(),
+    }
+}
+
+/// The place a path names: its longest existing ancestor with symlinks and `..` resolved, followed by
+/// the rest (which does not exist yet, so it holds no symlink) with `..` resolved lexically.
+pub fn real_path(p: &Path) -> PathBuf {
+    let mut existing = p.to_path_buf();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return super::resolve::normalize(&out);
+        }
+        match (existing.components().next_back(), existing.parent()) {
+            (Some(last), Some(parent)) => {
+                rest.push(last.as_os_str().to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => return super::resolve::normalize(p),
+        }
+    }
+}

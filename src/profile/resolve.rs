@@ -1,0 +1,727 @@
+//! Turns a parsed profile into a checked [`Profile`]: every omitted value resolved the way
+//! `openclaw --profile P gateway run` would resolve it, paths expanded (`~`, `${VAR}`) and made
+//! absolute, the OpenClaw config file read, and every port the instance will bind derived. Code past
+//! this point never sees an unchecked profile.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::diagnostic::{Diagnostic, Kind, Location};
+use super::load::ProfileFile;
+use super::openclaw::{self, Role};
+use super::raw::{InstanceName, RestartPolicyKind};
+
+/// The command a profile runs when it names none.
+pub const DEFAULT_COMMAND: [&str; 3] = ["openclaw", "gateway", "run"];
+
+/// Variables the supervisor sets for every child from the profile; a profile's `env` may not set them.
+pub const MANAGED_ENV: [(&str, &str); 4] = [
+    ("OPENCLAW_CONFIG_PATH", "config_path"),
+    ("OPENCLAW_STATE_DIR", "state_dir"),
+    ("OPENCLAW_GATEWAY_PORT", "port"),
+    ("OPENCLAW_PROFILE", "openclaw_profile"),
+];
+
+/// Where a resolved value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Written in the profile.
+    Profile(Location),
+    /// Read from the instance's OpenClaw config file.
+    ConfigFile(Location),
+    /// OpenClaw's port for a named profile, `20000 + fnv1a32(profile) % 40000`.
+    ProfileHash(String),
+    /// OpenClaw's default for the profile.
+    Default,
+}
+
+impl Origin {
+    /// The short name used by `openclawctl ports`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Profile(_) => "profile",
+            Origin::ConfigFile(_) => "config file",
+            Origin::ProfileHash(_) => "profile hash",
+            Origin::Default => "default",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Profile(at) => write!(f, "profile {at}"),
+            Origin::ConfigFile(at) => write!(f, "config file {at}"),
+            Origin::ProfileHash(p) => write!(f, "profile hash 20000 + fnv1a32({p:?}) % 40000"),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A resolved value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// Its origin.
+    pub origin: Origin,
+}
+
+/// What a port claim is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimSource {
+    /// Derived from the gateway port.
+    Derived(Role),
+    /// An explicit setting in the OpenClaw config file (dotted field).
+    Config(String),
+    /// An entry of the profile's `reserve_ports`.
+    Reserved,
+}
+
+/// A port or an inclusive range of ports one instance binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortClaim {
+    /// First port (kept as u32 so a derived value past 65535 can be reported).
+    pub start: u32,
+    /// Last port, inclusive.
+    pub end: u32,
+    /// What it is for.
+    pub source: ClaimSource,
+    /// Where it is decided: the profile's `port`, a config-file line, or a `reserve_ports` entry.
+    pub at: Location,
+    /// Set when OpenClaw falls back from the formula to a default value: why.
+    pub fallback: Option<String>,
+}
+
+impl PortClaim {
+    /// "browser CDP range", "gateway port", "browser.profiles.work.cdpPort", "reserved port".
+    pub fn describe(&self) -> String {
+        match &self.source {
+            ClaimSource::Derived(role) => role.describe().to_string(),
+            ClaimSource::Config(field) => format!("config `{field}` port"),
+            ClaimSource::Reserved if self.start == self.end => "reserved port".to_string(),
+            ClaimSource::Reserved => "reserved ports".to_string(),
+        }
+    }
+
+    /// "18800-18899" or "18789".
+    pub fn span(&self) -> String {
+        if self.start == self.end {
+            self.start.to_string()
+        } else {
+            format!("{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// `restart`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub policy: RestartPolicyKind,
+    /// Delay before the second restart in a row (the first after a stable run is immediate).
+    pub backoff_initial: Duration,
+    /// The longest delay.
+    pub backoff_max: Duration,
+    /// A child up this long resets the backoff.
+    pub backoff_reset_after: Duration,
+    /// At most this many starts ...
+    pub start_limit_burst: u32,
+    /// ... in this window, or the instance turns fatal.
+    pub start_limit_interval: Duration,
+    /// Exit codes that mean "restarting will not help" (78 = EX_CONFIG).
+    pub no_restart_exit_codes: Vec<i32>,
+}
+
+/// `stop`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopPolicy {
+    /// The signal number sent first.
+    pub signal: i32,
+    /// Its name.
+    pub signal_name: &'static str,
+    /// How long to wait before SIGKILL.
+    pub timeout: Duration,
+}
+
+/// `health`, resolved, `{port}` substituted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Polled until 2xx after a start.
+    pub readiness_url: String,
+    /// Polled every `interval` once ready.
+    pub liveness_url: String,
+    /// Time between liveness probes.
+    pub interval: Duration,
+    /// One probe's time limit.
+    pub timeout: Duration,
+    /// Consecutive liveness failures that make the instance unhealthy.
+    pub failure_threshold: u32,
+    /// How long a start may take to become ready.
+    pub start_deadline: Duration,
+}
+
+/// One instance, checked and resolved: what the supervisor runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// The instance name.
+    pub name: InstanceName,
+    /// The profile file.
+    pub file: PathBuf,
+    /// Where the name is decided (the `name:` line, or the file for a name from the file stem).
+    pub name_at: Location,
+    /// The OpenClaw profile whose defaults apply; `None` is OpenClaw's unnamed `default` profile.
+    pub openclaw_profile: Option<String>,
+    /// The gateway port `G`.
+    pub port: Sourced<u16>,
+    /// `OPENCLAW_CONFIG_PATH`, absolute.
+    pub config_path: Sourced<PathBuf>,
+    /// `OPENCLAW_STATE_DIR`, absolute.
+    pub state_dir: Sourced<PathBuf>,
+    /// The agent workspace, absolute.
+    pub workspace: Sourced<PathBuf>,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Extra environment for the child.
+    pub env: BTreeMap<String, String>,
+    /// The child's working directory; `None` is the daemon's.
+    pub working_dir: Option<PathBuf>,
+    /// Start with the daemon.
+    pub autostart: bool,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Stop policy.
+    pub stop: StopPolicy,
+    /// Health probes.
+    pub health: HealthPolicy,
+    /// Every port the instance binds, in the order derived.
+    pub ports: Vec<PortClaim>,
+}
+
+/// Looks up an environment variable of the daemon.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Resolves one parsed profile. All problems of the profile come back together.
+pub fn resolve(pf: &ProfileFile, env: EnvLookup<'_>) -> Result<Profile, Vec<Diagnostic>> {
+    let mut r = Resolver {
+        pf,
+        daemon_env: env,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let profile = r.run();
+    match profile {
+        Some(p) if r.errors.is_empty() => Ok(p),
+        _ => {
+            r.errors.append(&mut r.warnings);
+            Err(r.errors)
+        }
+    }
+}
+
+/// Like [`resolve`], but also hands back warnings of a profile that resolved.
+pub fn resolve_with_warnings(
+    pf: &ProfileFile,
+    env: EnvLookup<'_>,
+) -> (Option<Profile>, Vec<Diagnostic>) {
+    let mut r = Resolver {
+        pf,
+        daemon_env: env,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let profile = r.run();
+    let ok = r.errors.is_empty();
+    let mut diags = r.errors;
+    diags.append(&mut r.warnings);
+    (profile.filter(|_| ok), diags)
+}
+
+struct Resolver<'a> {
+    pf: &'a ProfileFile,
+    daemon_env: EnvLookup<'a>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Resolver<'_> {
+    fn at(&self, path: &[&str]) -> Location {
+        self.pf.locate(path)
+    }
+
+    fn error(&mut self, kind: Kind, path: &[&str], name: &str, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(kind, self.at(path), msg)
+            .instance(name)
+            .field(path.join("."))
+    }
+
+    fn run(&mut self) -> Option<Profile> {
+        let raw = &self.pf.raw;
+        let name = match &raw.name {
+            Some(n) => n.clone(),
+            None => {
+                let stem = self
+                    .pf
+                    .file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match stem.parse::<InstanceName>() {
+                    Ok(n) => n,
+                    Err(why) => {
+                        self.errors.push(
+                            Diagnostic::error(
+                                Kind::InvalidValue,
+                                Location::file(&self.pf.file),
+                                format!("the instance takes its name from the file name, and {why}"),
+                            )
+                            .field("name")
+                            .hint("rename the file or set `name:`"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let n = name.as_str().to_string();
+        let name_at = if raw.name.is_some() {
+            self.at(&["name"])
+        } else {
+            Location::file(&self.pf.file)
+        };
+        let openclaw_profile = match &raw.openclaw_profile {
+            Some(p) if p.as_str().eq_ignore_ascii_case("default") => None,
+            Some(p) => Some(p.as_str().to_string()),
+            None if n.eq_ignore_ascii_case("default") => None,
+            None => Some(n.clone()),
+        };
+
+        let env = raw.env.clone().unwrap_or_default();
+        for key in env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                let d = self.error(
+                    Kind::InvalidValue,
+                    &["env", key],
+                    &n,
+                    format!("{key:?} is not a valid environment variable name"),
+                );
+                self.errors.push(d);
+            }
+            if let Some((_, field)) = MANAGED_ENV.iter().find(|(k, _)| k == key) {
+                let d = self
+                    .error(
+                        Kind::InvalidValue,
+                        &["env", key],
+                        &n,
+                        format!("{key} is set by the supervisor from the profile"),
+                    )
+                    .hint(format!("set `{field}:` instead"));
+                self.errors.push(d);
+            }
+        }
+        let lookup = |var: &str| env.get(var).cloned().or_else(|| (self.daemon_env)(var));
+        let home = lookup("HOME").filter(|h| !h.is_empty());
+        let base = absolute(self.pf.file.parent().unwrap_or(Path::new(".")));
+
+        let expand_field = |this: &mut Self, field: &str| -> Option<Sourced<PathBuf>> {
+            let value = match field {
+                "config_path" => raw.config_path.as_deref(),
+                "state_dir" => raw.state_dir.as_deref(),
+                "workspace" => raw.workspace.as_deref(),
+                _ => raw.working_dir.as_deref(),
+            }?;
+            let at = this.at(&[field]);
+            match expand(value, home.as_deref(), &lookup) {
+                Ok(p) => Some(Sourced {
+                    value: without_dots(&base.join(p)),
+                    origin: Origin::Profile(at),
+                }),
+                Err(why) => {
+                    let d = this.error(Kind::UnsetVariable, &[field], &n, why);
+                    this.errors.push(d);
+                    None
+                }
+            }
+        };
+        let state_dir = expand_field(self, "state_dir");
+        let config_path = expand_field(self, "config_path");
+        let workspace = expand_field(self, "workspace");
+        let working_dir = expand_field(self, "working_dir").map(|s| s.value);
+
+        let home_dir = home.as_ref().map(PathBuf::from);
+        let need_home = |this: &mut Self, what: &str| {
+            let d = Diagnostic::error(
+                Kind::UnsetVariable,
+                name_at.clone(),
+                format!("HOME is not set, so OpenClaw's default {what} cannot be resolved"),
+            )
+            .instance(&n)
+            .field(what)
+            .hint(format!("set `{what}:` in the profile or HOME in its `env`"));
+            this.errors.push(d);
+        };
+        let state_dir = match (state_dir, &home_dir) {
+            (Some(s), _) => s,
+            (None, Some(h)) => Sourced {
+                value: without_dots(&h.join(match &openclaw_profile {
+                    Some(p) => format!(".openclaw-{p}"),
+                    None => ".openclaw".to_string(),
+                })),
+                origin: Origin::Default,
+            },
+            (None, None) => {
+                need_home(self, "state_dir");
+                return None;
+            }
+        };
+        let config_path = config_path.unwrap_or_else(|| Sourced {
+            value: state_dir.value.join("openclaw.json"),
+            origin: Origin::Default,
+        });
+
+        // The OpenClaw config file: ports and the workspace it claims.
+        let cfg_file = config_path.value.clone();
+        let cfg = match openclaw::read_config(&cfg_file) {
+            Ok(c) => c,
+            Err(problems) => {
+                for (field, line, msg) in problems {
+                    let mut d = Diagnostic::error(
+                        Kind::Syntax,
+                        Location {
+                            file: cfg_file.clone(),
+                            line,
+                            column: 0,
+                        },
+                        format!("OpenClaw config file: {msg}"),
+                    )
+                    .instance(&n);
+                    if !field.is_empty() {
+                        d.kind = Kind::InvalidValue;
+                        d = d.field(field);
+                    }
+                    self.errors.push(d);
+                }
+                openclaw::OpenClawConfig::default()
+            }
+        };
+        let cfg_at = |line: usize| Location {
+            file: cfg_file.clone(),
+            line,
+            column: 0,
+        };
+
+        let workspace = match (workspace, &cfg.workspace) {
+            (Some(w), _) => w,
+            (None, Some((w, line))) => match expand(w, home.as_deref(), &|_| None) {
+                Ok(p) => Sourced {
+                    value: without_dots(&cfg_file.parent().unwrap_or(Path::new("/")).join(p)),
+                    origin: Origin::ConfigFile(cfg_at(*line)),
+                },
+                Err(why) => {
+                    self.errors.push(
+                        Diagnostic::error(Kind::InvalidValue, cfg_at(*line), why)
+                            .instance(&n)
+                            .field("agents.defaults.workspace"),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => match &home_dir {
+                Some(h) => Sourced {
+                    value: without_dots(&h.join(".openclaw").join(match &openclaw_profile {
+                        Some(p) => format!("workspace-{p}"),
+                        None => "workspace".to_string(),
+                    })),
+                    origin: Origin::Default,
+                },
+                None => {
+                    need_home(self, "workspace");
+                    return None;
+                }
+            },
+        };
+
+        let port = match (raw.port, cfg.gateway_port) {
+            (Some(p), cfg_port) => {
+                if let Some((c, line)) = cfg_port.filter(|(c, _)| *c != p.0) {
+                    self.warnings.push(
+                        Diagnostic::warning(
+                            Kind::Inconsistent,
+                            self.at(&["port"]),
+                            format!(
+                                "port {} overrides gateway.port {c} of the config file ({}): the supervisor sets OPENCLAW_GATEWAY_PORT",
+                                p.0,
+                                cfg_at(line)
+                            ),
+                        )
+                        .instance(&n)
+                        .field("port")
+                        .hint("make them agree to avoid surprises when the gateway is run by hand"),
+                    );
+                }
+                Sourced {
+                    value: p.0,
+                    origin: Origin::Profile(self.at(&["port"])),
+                }
+            }
+            (None, Some((c, line))) => Sourced {
+                value: c,
+                origin: Origin::ConfigFile(cfg_at(line)),
+            },
+            (None, None) => match &openclaw_profile {
+                Some(p) => Sourced {
+                    value: openclaw::profile_port(p),
+                    origin: Origin::ProfileHash(p.clone()),
+                },
+                None => Sourced {
+                    value: openclaw::DEFAULT_GATEWAY_PORT,
+                    origin: Origin::Default,
+                },
+            },
+        };
+        let port_at = match &port.origin {
+            Origin::Profile(at) | Origin::ConfigFile(at) => at.clone(),
+            _ if raw.openclaw_profile.is_some() => self.at(&["openclaw_profile"]),
+            _ => name_at.clone(),
+        };
+
+        let mut ports = Vec::new();
+        for d in openclaw::derive_ports(port.value) {
+            ports.push(PortClaim {
+                start: d.start,
+                end: d.end,
+                source: ClaimSource::Derived(d.role),
+                at: port_at.clone(),
+                fallback: d.fallback,
+            });
+        }
+        for c in &cfg.ports {
+            ports.push(PortClaim {
+                start: u32::from(c.port),
+                end: u32::from(c.port),
+                source: ClaimSource::Config(c.field.clone()),
+                at: cfg_at(c.line),
+                fallback: None,
+            });
+        }
+        for (i, r) in raw.reserve_ports.iter().flatten().enumerate() {
+            ports.push(PortClaim {
+                start: u32::from(r.start),
+                end: u32::from(r.end),
+                source: ClaimSource::Reserved,
+                at: self.pf.locate_index(&["reserve_ports"], i),
+                fallback: None,
+            });
+        }
+
+        let command = raw
+            .command
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
+        if command.first().is_none_or(|c| c.trim().is_empty()) {
+            let d = self.error(Kind::InvalidValue, &["command"], &n, "the command is empty")
+                .hint("name the program first, e.g. [openclaw, gateway, run]");
+            self.errors.push(d);
+        }
+        if let Some(i) = command
+            .iter()
+            .position(|a| a == "--port" || a.starts_with("--port="))
+        {
+            let mut d = Diagnostic::error(
+                Kind::InvalidValue,
+                self.pf.locate_index(&["command"], i),
+                "the command sets --port, which would override the port the supervisor checked",
+            )
+            .instance(&n)
+            .field(format!("command[{i}]"))
+            .hint("set the gateway port with `port:` instead");
+            d.kind = Kind::Inconsistent;
+            self.errors.push(d);
+        }
+
+        let restart = self.restart();
+        let stop = self.stop();
+        let health = self.health(&n, port.value);
+
+        Some(Profile {
+            name,
+            file: self.pf.file.clone(),
+            name_at,
+            openclaw_profile,
+            port,
+            config_path,
+            state_dir,
+            workspace,
+            command,
+            env,
+            working_dir,
+            autostart: raw.autostart.unwrap_or(true),
+            restart,
+            stop,
+            health: health?,
+            ports,
+        })
+    }
+
+    fn restart(&self) -> RestartPolicy {
+        let r = self.pf.raw.restart.clone().unwrap_or_default();
+        let b = r.backoff.unwrap_or_default();
+        let l = r.start_limit.unwrap_or_default();
+        RestartPolicy {
+            policy: r.policy.unwrap_or_default(),
+            backoff_initial: b.initial.map_or(Duration::from_secs(1), |d| d.0),
+            backoff_max: b.max.map_or(Duration::from_secs(60), |d| d.0),
+            backoff_reset_after: b.reset_after.map_or(Duration::from_secs(60), |d| d.0),
+            start_limit_burst: l.burst.unwrap_or(10),
+            start_limit_interval: l.interval.map_or(Duration::from_secs(300), |d| d.0),
+            no_restart_exit_codes: r.no_restart_exit_codes.unwrap_or_else(|| vec![78]),
+        }
+    }
+
+    fn stop(&self) -> StopPolicy {
+        let s = self.pf.raw.stop.clone().unwrap_or_default();
+        let signal = s.signal.unwrap_or(super::raw::SignalName(15, "SIGTERM"));
+        StopPolicy {
+            signal: signal.0,
+            signal_name: signal.1,
+            timeout: s.timeout.map_or(Duration::from_secs(330), |d| d.0),
+        }
+    }
+
+    fn health(&mut self, n: &str, port: u16) -> Option<HealthPolicy> {
+        let h = self.pf.raw.health.clone().unwrap_or_default();
+        let url = |this: &mut Self, field: &str, given: Option<String>, default: &str| {
+            let text = given
+                .unwrap_or_else(|| format!("http://127.0.0.1:{{port}}{default}"))
+                .replace("{port}", &port.to_string());
+            match url::Url::parse(&text) {
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => Some(text),
+                _ => {
+                    let d = this
+                        .error(
+                            Kind::InvalidValue,
+                            &["health", field],
+                            n,
+                            format!("{text:?} is not an http:// URL"),
+                        )
+                        .hint("write it like http://127.0.0.1:{port}/readyz");
+                    this.errors.push(d);
+                    None
+                }
+            }
+        };
+        let readiness_url = url(self, "readiness_url", h.readiness_url, "/readyz");
+        let liveness_url = url(self, "liveness_url", h.liveness_url, "/healthz");
+        let failure_threshold = h.failure_threshold.unwrap_or(3);
+        if failure_threshold == 0 {
+            let d = self.error(
+                Kind::InvalidValue,
+                &["health", "failure_threshold"],
+                n,
+                "must be at least 1",
+            );
+            self.errors.push(d);
+        }
+        Some(HealthPolicy {
+            readiness_url: readiness_url?,
+            liveness_url: liveness_url?,
+            interval: h.interval.map_or(Duration::from_secs(10), |d| d.0),
+            timeout: h.timeout.map_or(Duration::from_secs(2), |d| d.0),
+            failure_threshold,
+            start_deadline: h.start_deadline.map_or(Duration::from_secs(30), |d| d.0),
+        })
+    }
+}
+
+/// Expands a leading `~` (to `home`) and every `${VAR}` (through `lookup`).
+pub fn expand(
+    text: &str,
+    home: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    if rest == "~" || rest.starts_with("~/") {
+        let home = home.ok_or_else(|| format!("{text:?} starts with ~ but HOME is not set"))?;
+        out.push_str(home);
+        rest = &rest[1..];
+    }
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("{text:?} has a `${{` without its closing `}}`"))?;
+        let var = &after[..end];
+        let value = lookup(var)
+            .ok_or_else(|| format!("{text:?} uses ${{{var}}}, which is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    if out.is_empty() {
+        return Err("the path is empty".to_string());
+    }
+    Ok(PathBuf::from(out))
+}
+
+/// `p` made absolute against the current directory, without touching the file system.
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Removes `.` components, keeping `..`: a `..` after a symlink leads where the symlink's target
+/// leads, so only the check (which resolves symlinks first) may resolve it.
+pub fn without_dots(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect()
+}
+
+/// Removes `.` and resolves `..` lexically. Used on how a path is written; the check compares paths
+/// after resolving symlinks too (see `check.rs`).
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tilde_and_variables_expand() {
+        let vars = |v: &str| match v {
+            "BOTS" => Some("/srv/bots".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand("~/x", Some("/home/u"), &vars).unwrap(), PathBuf::from("/home/u/x"));
+        assert_eq!(expand("${BOTS}/main", None, &vars).unwrap(), PathBuf::from("/srv/bots/main"));
+        assert_eq!(expand("a~b", None, &vars).unwrap(), PathBuf::from("a~b"));
+        assert!(expand("${NOPE}/x", None, &vars).unwrap_err().contains("${NOPE}"));
+        assert!(expand("~/x", None, &vars).unwrap_err().contains("HOME"));
+        assert!(expand("${BOTS", None, &vars).is_err());
+    }
+
+    #[test]
+    fn normalize_resolves_dots() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/a/b/../../..")), PathBuf::from("/"));
+    }
+}
