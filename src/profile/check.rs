@@ -35,8 +35,8 @@ fn duplicate_names(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
                     Kind::DuplicateName,
                     dup.name_at.clone(),
                     format!(
-                        "the name {} is already taken by {} ({})",
-                        dup.name, first.name, first.name_at
+                        "two profiles define the instance {}: this one and {}",
+                        dup.name, first.name_at
                     ),
                 )
                 .instance(dup.name.as_str())
@@ -135,9 +135,18 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
                 })
         })
         .collect();
+    // On equal spans a claim that only exists through a fallback sorts last, so the instance whose
+    // port caused the fallback is the one told to move.
     entries.sort_by(|a, b| {
-        (a.start, a.end, profiles[a.inst].name.as_str())
-            .cmp(&(b.start, b.end, profiles[b.inst].name.as_str()))
+        let key = |e: &Entry<'_>| {
+            (
+                e.start,
+                e.end,
+                e.claim.fallback.is_some(),
+                profiles[e.inst].name.as_str(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     let free = FreeBlocks::new(&entries);
 
@@ -181,7 +190,7 @@ fn port_finding(
         ClaimSource::Derived(Role::Gateway) => "port".to_string(),
         _ => c.describe(),
     };
-    let relation = if e.start == e.end && other.start == other.end {
+    let relation = if e.start == other.start && e.end == other.end {
         "is also".to_string()
     } else if e.start == e.end || (e.end <= other.end && e.start >= other.start) {
         "lies inside".to_string()
@@ -199,7 +208,7 @@ fn port_finding(
         what(e.claim),
         e.claim.span(),
         them.name,
-        what(other.claim).replace("port", "port").trim(),
+        what(other.claim),
         other.claim.span(),
         other.claim.at
     );
@@ -339,8 +348,12 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
         ))
     });
     // Component-wise order puts every path right after its ancestors: the stack holds the chain of
-    // ancestors (and equals) of the current path.
+    // ancestors (and equals) of the current path. Once two instances are found to share a place,
+    // what lies inside it (the default config file in a shared state dir, say) is folded into that
+    // finding rather than repeated.
     let mut stack: Vec<usize> = Vec::new();
+    // (the instance inside, the one around it, the pair, the contested place, how many folded in)
+    let mut found: Vec<(usize, usize, (usize, usize), &Path, usize)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         while stack
             .last()
@@ -350,15 +363,32 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
         }
         for &s in &stack {
             let outer = &entries[s];
-            if outer.inst != e.inst {
-                out.push(path_finding(profiles, e, outer));
+            if outer.inst == e.inst {
+                continue;
+            }
+            let pair = (e.inst.min(outer.inst), e.inst.max(outer.inst));
+            let folded = found
+                .iter_mut()
+                .rev()
+                .find(|f| f.2 == pair && outer.real.starts_with(f.3));
+            match folded {
+                Some(f) => f.4 += 1,
+                None => found.push((i, s, pair, &outer.real, 0)),
             }
         }
         stack.push(i);
     }
+    for (e, outer, _, _, more) in found {
+        out.push(path_finding(profiles, &entries[e], &entries[outer], more));
+    }
 }
 
-fn path_finding(profiles: &[Profile], e: &PathEntry<'_>, outer: &PathEntry<'_>) -> Diagnostic {
+fn path_finding(
+    profiles: &[Profile],
+    e: &PathEntry<'_>,
+    outer: &PathEntry<'_>,
+    more: usize,
+) -> Diagnostic {
     let (me, them) = (&profiles[e.inst], &profiles[outer.inst]);
     let show = |p: &PathEntry<'_>| {
         let written = p.written.value.display().to_string();
@@ -373,7 +403,7 @@ fn path_finding(profiles: &[Profile], e: &PathEntry<'_>, outer: &PathEntry<'_>) 
         s
     };
     let equal = e.real == outer.real;
-    let message = format!(
+    let mut message = format!(
         "{} {} {} {}'s {} {} ({})",
         e.role.describe(),
         show(e),
@@ -383,6 +413,12 @@ fn path_finding(profiles: &[Profile], e: &PathEntry<'_>, outer: &PathEntry<'_>) 
         show(outer),
         origin_location(them, outer.written)
     );
+    if more > 0 {
+        message.push_str(&format!(
+            " (and {more} more shared path{} inside it)",
+            if more == 1 { "" } else { "s" }
+        ));
+    }
     let hint = if equal {
         format!("give {} its own {}", me.name, e.role.describe())
     } else {

@@ -190,7 +190,8 @@ impl fmt::Display for Diagnostic {
             Some(name) => write!(f, "{severity}: {name} ({}): ", self.at)?,
             None => write!(f, "{severity}: {}: ", self.at)?,
         }
-        if let Some(field) = &self.field {
+        // A conflict's message names both resources already; elsewhere the field leads.
+        if let (Some(field), None) = (&self.field, &self.other) {
             write!(f, "{field}: ")?;
         }
         f.write_str(&self.message)?;

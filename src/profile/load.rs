@@ -131,9 +131,27 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
         }
     };
 
-    // Each top-level key is checked on its own so one bad key does not hide the next.
+    // Each key is checked on its own so one bad key does not hide the next.
     let mut errors = Vec::new();
-    for (key, val) in &mapping {
+    collect_errors(file, text, &mapping, &[], &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    serde_path_to_error::deserialize(Value::Mapping(mapping))
+        .map_err(|e| vec![field_error(file, text, "", &e)])
+}
+
+/// Deserializes a profile made of just one key of the mapping at `path`, for each key there. A key
+/// whose value is a mapping and whose error lies deeper is searched the same way, key by key, so
+/// two bad keys under `stop:` are both reported.
+fn collect_errors(
+    file: &Path,
+    text: &str,
+    node: &Mapping,
+    path: &[Value],
+    errors: &mut Vec<Diagnostic>,
+) {
+    for (key, val) in node {
         let Some(name) = key.as_str() else {
             errors.push(Diagnostic::error(
                 Kind::UnknownKey,
@@ -142,17 +160,25 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
             ));
             continue;
         };
-        let mut one = Mapping::new();
-        one.insert(key.clone(), val.clone());
-        if let Err(e) = serde_path_to_error::deserialize::<_, RawProfile>(Value::Mapping(one)) {
-            errors.push(field_error(file, text, name, &e));
+        let mut doc = Mapping::new();
+        doc.insert(key.clone(), val.clone());
+        for outer in path.iter().rev() {
+            let mut m = Mapping::new();
+            m.insert(outer.clone(), Value::Mapping(doc));
+            doc = m;
+        }
+        let Err(e) = serde_path_to_error::deserialize::<_, RawProfile>(Value::Mapping(doc)) else {
+            continue;
+        };
+        match val {
+            Value::Mapping(inner) if !inner.is_empty() && e.path().iter().count() > path.len() + 1 => {
+                let mut deeper = path.to_vec();
+                deeper.push(key.clone());
+                collect_errors(file, text, inner, &deeper, errors);
+            }
+            _ => errors.push(field_error(file, text, name, &e)),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    serde_path_to_error::deserialize(Value::Mapping(mapping))
-        .map_err(|e| vec![field_error(file, text, "", &e)])
 }
 
 fn field_error(
