@@ -13,9 +13,16 @@ fn lines(s: &str) -> Vec<&str> {
 fn shipped_profiles_pass_the_check() {
     let scene = Scene::new();
     let dir = common::repo().join("supervisor.d");
-    let out = scene.run("openclawctl", &["check", "--config-dir", dir.to_str().unwrap()]);
+    let out = scene.run(
+        "openclawctl",
+        &["check", "--config-dir", dir.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("check passed: 2 profiles"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("check passed: 2 profiles"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -23,7 +30,10 @@ fn port_inside_another_cdp_range_names_both_files_and_where_to_move() {
     let scene = Scene::new();
     scene.profile("main.yaml", "port: 18789\n");
     // OpenClaw's docs advise 20 ports between instances; the CDP range is 100 wide.
-    scene.profile("rescue.yaml", "# 20 ports apart, as the docs advise\nport: 18809\n");
+    scene.profile(
+        "rescue.yaml",
+        "# 20 ports apart, as the docs advise\nport: 18809\n",
+    );
     let out = scene.check();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -94,11 +104,17 @@ fn state_dir_shared_through_dotdot_is_found() {
     let scene = Scene::new();
     std::fs::create_dir_all(scene.path("bots/main")).unwrap();
     scene.profile("main.yaml", "port: 18789\nstate_dir: ../bots/main\n");
-    scene.profile("rescue.yaml", "port: 19001\nstate_dir: ../bots/rescue/../main\n");
+    scene.profile(
+        "rescue.yaml",
+        "port: 19001\nstate_dir: ../bots/rescue/../main\n",
+    );
     let out = scene.check();
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("rescue (supervisor.d/rescue.yaml:2): state dir "), "{text}");
+    assert!(
+        text.contains("rescue (supervisor.d/rescue.yaml:2): state dir "),
+        "{text}"
+    );
     assert!(text.contains("bots/rescue/../main (= "), "{text}");
     assert!(text.contains("is also main's state dir"), "{text}");
 }
@@ -173,9 +189,15 @@ fn remote_cdp_urls_claim_nothing_here() {
 #[test]
 fn gateway_port_from_the_config_file_is_used_and_shown() {
     let scene = Scene::new();
-    scene.write("home/.openclaw-rescue/openclaw.json", "{\n  gateway: { port: 19500 },\n}\n");
+    scene.write(
+        "home/.openclaw-rescue/openclaw.json",
+        "{\n  gateway: { port: 19500 },\n}\n",
+    );
     scene.profile("rescue.yaml", "# no port: the config file has one\n");
-    let out = scene.run("openclawctl", &["ports", "--config-dir", "supervisor.d", "--json"]);
+    let out = scene.run(
+        "openclawctl",
+        &["ports", "--config-dir", "supervisor.d", "--json"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v[0]["port"]["value"], 19500);
@@ -190,14 +212,20 @@ fn gateway_port_from_the_config_file_is_used_and_shown() {
 #[test]
 fn a_malformed_config_file_is_named_with_its_line() {
     let scene = Scene::new();
-    scene.write("home/.openclaw-main/openclaw.json", "{\n  gateway: {\n    port: 18789,,\n  },\n}\n");
+    scene.write(
+        "home/.openclaw-main/openclaw.json",
+        "{\n  gateway: {\n    port: 18789,,\n  },\n}\n",
+    );
     scene.profile("main.yaml", "port: 18789\n");
     let out = scene.check();
     assert_eq!(out.status.code(), Some(1));
     let cfg = scene.home().join(".openclaw-main/openclaw.json");
     let first = lines(&stdout(&out))[0].to_string();
     assert!(
-        first.starts_with(&format!("error: main ({}:3): OpenClaw config file: not valid JSON5", cfg.display())),
+        first.starts_with(&format!(
+            "error: main ({}:3): OpenClaw config file: not valid JSON5",
+            cfg.display()
+        )),
         "{first}"
     );
 }
@@ -205,7 +233,10 @@ fn a_malformed_config_file_is_named_with_its_line() {
 #[test]
 fn a_missing_config_file_is_fine() {
     let scene = Scene::new();
-    scene.profile("main.yaml", "port: 18789\nconfig_path: ~/nowhere/openclaw.json\n");
+    scene.profile(
+        "main.yaml",
+        "port: 18789\nconfig_path: ~/nowhere/openclaw.json\n",
+    );
     assert_eq!(scene.check().status.code(), Some(0));
 }
 
@@ -233,7 +264,10 @@ fn a_high_gateway_port_falls_back_onto_the_default_range() {
 fn duplicate_names_across_files_are_reported() {
     let scene = Scene::new();
     scene.profile("main.yaml", "port: 18789\n");
-    scene.profile("other.yaml", "name: main\nport: 19001\nstate_dir: ~/other\nworkspace: ~/other-ws\n");
+    scene.profile(
+        "other.yaml",
+        "name: main\nport: 19001\nstate_dir: ~/other\nworkspace: ~/other-ws\n",
+    );
     let out = scene.check();
     assert_eq!(
         lines(&stdout(&out))[0],
@@ -245,7 +279,10 @@ fn duplicate_names_across_files_are_reported() {
 fn every_error_of_every_file_comes_in_one_run_sorted() {
     let scene = Scene::new();
     scene.profile("a.yaml", "prot: 18789\nrestart:\n  policy: sometimes\n");
-    scene.profile("b.yaml", "port: 18789\nstop:\n  timout: 30s\n  signal: SIGFOO\n");
+    scene.profile(
+        "b.yaml",
+        "port: 18789\nstop:\n  timout: 30s\n  signal: SIGFOO\n",
+    );
     scene.profile("c.yaml", "port: [\n");
     scene.write("supervisor.d/notes.txt", "not a profile");
     let out = scene.check();
@@ -267,22 +304,34 @@ fn every_error_of_every_file_comes_in_one_run_sorted() {
 fn unnamed_profile_takes_openclaws_default_port_and_dirs() {
     let scene = Scene::new();
     scene.profile("main.yaml", "openclaw_profile: default\n");
-    let out = scene.run("openclawctl", &["ports", "--config-dir", "supervisor.d", "--json"]);
+    let out = scene.run(
+        "openclawctl",
+        &["ports", "--config-dir", "supervisor.d", "--json"],
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let h = scene.home().display().to_string();
     assert_eq!(v[0]["port"]["value"], 18789);
     assert_eq!(v[0]["port"]["source"], "default");
     assert_eq!(v[0]["openclaw_profile"], "default");
     assert_eq!(v[0]["state_dir"]["value"], format!("{h}/.openclaw"));
-    assert_eq!(v[0]["config_path"]["value"], format!("{h}/.openclaw/openclaw.json"));
-    assert_eq!(v[0]["workspace"]["value"], format!("{h}/.openclaw/workspace"));
+    assert_eq!(
+        v[0]["config_path"]["value"],
+        format!("{h}/.openclaw/openclaw.json")
+    );
+    assert_eq!(
+        v[0]["workspace"]["value"],
+        format!("{h}/.openclaw/workspace")
+    );
 }
 
 #[test]
 fn named_profile_without_a_port_takes_the_hashed_port() {
     let scene = Scene::new();
     scene.profile("rescue.yaml", "");
-    let out = scene.run("openclawctl", &["ports", "--config-dir", "supervisor.d", "--json"]);
+    let out = scene.run(
+        "openclawctl",
+        &["ports", "--config-dir", "supervisor.d", "--json"],
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     // 20000 + fnv1a32("rescue") % 40000, by the definition in the facts file.
     let mut h: u32 = 2_166_136_261;
@@ -298,10 +347,16 @@ fn named_profile_without_a_port_takes_the_hashed_port() {
 #[test]
 fn ports_table_shows_origins() {
     let scene = Scene::new();
-    scene.profile("main.yaml", "port: 18789\nreserve_ports: [\"19500-19510\"]\n");
+    scene.profile(
+        "main.yaml",
+        "port: 18789\nreserve_ports: [\"19500-19510\"]\n",
+    );
     let out = scene.run("openclawctl", &["ports", "--config-dir", "supervisor.d"]);
     let text = stdout(&out);
-    assert!(text.starts_with("main (supervisor.d/main.yaml)\n"), "{text}");
+    assert!(
+        text.starts_with("main (supervisor.d/main.yaml)\n"),
+        "{text}"
+    );
     for want in [
         "gateway port          18789",
         "profile supervisor.d/main.yaml:1",
@@ -343,7 +398,9 @@ fn a_missing_config_dir_is_an_error_naming_it() {
     let out = scene.run("openclawctl", &["check", "--config-dir", "nope.d"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).starts_with("error: nope.d: cannot read the config directory: No such file or directory"),
+        stdout(&out).starts_with(
+            "error: nope.d: cannot read the config directory: No such file or directory"
+        ),
         "{}",
         stdout(&out)
     );
@@ -355,7 +412,10 @@ fn daemon_check_prints_the_same_report() {
     scene.profile("main.yaml", "port: 18789\n");
     scene.profile("rescue.yaml", "port: 18809\n");
     let ctl = scene.check();
-    let daemon = scene.run("openclaw-supervisord", &["check", "--config-dir", "supervisor.d"]);
+    let daemon = scene.run(
+        "openclaw-supervisord",
+        &["check", "--config-dir", "supervisor.d"],
+    );
     assert_eq!(daemon.status.code(), Some(1));
     assert_eq!(stdout(&daemon), stdout(&ctl));
 }
@@ -368,7 +428,10 @@ fn daemon_refuses_to_start_on_a_failed_check() {
     let out = scene.run("openclaw-supervisord", &["--config-dir", "supervisor.d"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains(&lines(&stdout(&scene.check()))[0].to_string()), "{err}");
+    assert!(
+        err.contains(&lines(&stdout(&scene.check()))[0].to_string()),
+        "{err}"
+    );
     assert!(err.contains("refusing to start"), "{err}");
 }
 
@@ -383,8 +446,17 @@ fn shipped_failing_examples_fail_the_check() {
         }
         seen += 1;
         let scene = Scene::new();
-        let out = scene.run("openclawctl", &["check", "--config-dir", dir.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(1), "{} passed:\n{}", dir.display(), stdout(&out));
+        let out = scene.run(
+            "openclawctl",
+            &["check", "--config-dir", dir.to_str().unwrap()],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} passed:\n{}",
+            dir.display(),
+            stdout(&out)
+        );
         assert!(stdout(&out).contains("check failed"), "{}", stdout(&out));
     }
     assert!(seen >= 4, "only {seen} example sets");

@@ -40,7 +40,9 @@ fn run(dir: &std::path::Path) -> ExitCode {
     if !plan.report.ok() {
         eprint!("{}", plan.report);
         eprintln!("{}", plan.report.summary(dir));
-        eprintln!("openclaw-supervisord: refusing to start: fix the profiles above, then start again");
+        eprintln!(
+            "openclaw-supervisord: refusing to start: fix the profiles above, then start again"
+        );
         return ExitCode::from(cli::EXIT_CHECK_FAILED);
     }
     eprint!("{}", plan.report);

@@ -43,9 +43,8 @@ fn main() -> ExitCode {
         Command::Check { config_dir } => {
             cli::check(&config_dir.unwrap_or_else(paths::default_config_dir))
         }
-        Command::Ports { config_dir, json } => cli::ports(
-            &config_dir.unwrap_or_else(paths::default_config_dir),
-            json,
-        ),
+        Command::Ports { config_dir, json } => {
+            cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
+        }
     }
 }

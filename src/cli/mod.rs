@@ -63,7 +63,10 @@ pub fn ports_table(profiles: &[Profile]) -> String {
     for p in profiles {
         let mut rows: Vec<(String, String, String)> = vec![(
             "openclaw profile".to_string(),
-            p.openclaw_profile.as_deref().unwrap_or("default").to_string(),
+            p.openclaw_profile
+                .as_deref()
+                .unwrap_or("default")
+                .to_string(),
             String::new(),
         )];
         for c in &p.ports {

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, Kind, Location};
+use super::openclaw::Role;
 use super::openclaw::{BLOCK_SPAN, MAX_BLOCK_BASE};
 use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
-use super::openclaw::Role;
 
 /// Every finding about the set of profiles, unsorted.
 pub fn check(profiles: &[Profile]) -> Vec<Diagnostic> {
@@ -172,9 +172,21 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
         }
         active.push(i);
     }
+    // One "move X to N" per instance: the lowest block above every instance it collides with.
+    let mut clear_above: HashMap<usize, u32> = HashMap::new();
+    for key in &order {
+        let (i, a, _) = pairs[key];
+        let above = clear_above.entry(entries[i].inst).or_insert(0);
+        *above = (*above).max(entries[a].end + 1);
+    }
+    let moves: HashMap<usize, Option<u32>> = clear_above
+        .into_iter()
+        .map(|(inst, from)| (inst, free.base_from(from, inst, &profiles[inst].ports)))
+        .collect();
     for key in order {
         let (i, a, more) = pairs[&key];
-        out.push(port_finding(profiles, &entries[i], &entries[a], more, &free));
+        let to = moves.get(&entries[i].inst).copied().flatten();
+        out.push(port_finding(profiles, &entries[i], &entries[a], more, to));
     }
 }
 
@@ -183,7 +195,7 @@ fn port_finding(
     e: &Entry<'_>,
     other: &Entry<'_>,
     more: usize,
-    free: &FreeBlocks,
+    move_to: Option<u32>,
 ) -> Diagnostic {
     let (me, them) = (&profiles[e.inst], &profiles[other.inst]);
     let what = |c: &PortClaim| match c.source {
@@ -219,7 +231,7 @@ fn port_finding(
         ));
     }
     let hint = match &e.claim.source {
-        ClaimSource::Derived(_) => match free.base_from(other.end + 1, e.inst) {
+        ClaimSource::Derived(_) => match move_to {
             Some(b) => format!("move {} to {b} or above", me.name),
             None => format!(
                 "move {} to a free block of {BLOCK_SPAN} ports (G..G+110)",
@@ -240,55 +252,78 @@ fn port_finding(
         .hint(hint)
 }
 
-/// Answers "where is the next gateway port, at or above P, whose whole block G..G+110 no other
-/// instance claims?" in about log n per step, for the hint of a port conflict.
+/// Answers "where is the lowest gateway port, at or above F, whose whole block G..G+110 no other
+/// instance claims?" for the hint of a port conflict, without walking the port space claim by claim:
+/// a block is either free of every claim (found by binary search among the gaps of all claims), or
+/// free of all but the instance's own claims, which can only be near one of those.
 struct FreeBlocks {
-    starts: Vec<u32>,
-    ends: Vec<u32>,
-    insts: Vec<usize>,
-    max_end: Vec<u32>,
+    /// Claims no wider than `WIDE`, sorted by start: (start, end, instance).
+    narrow: Vec<(u32, u32, usize)>,
+    /// Wider claims (large `reserve_ports` ranges), checked one by one.
+    wide: Vec<(u32, u32, usize)>,
+    /// The gaps between all claims that hold a whole block: (first free port, last free port).
+    gaps: Vec<(u32, u32)>,
 }
+
+const WIDE: u32 = 1000;
 
 impl FreeBlocks {
     fn new(sorted: &[Entry<'_>]) -> Self {
-        let mut max = 0;
-        FreeBlocks {
-            starts: sorted.iter().map(|e| e.start).collect(),
-            ends: sorted.iter().map(|e| e.end).collect(),
-            insts: sorted.iter().map(|e| e.inst).collect(),
-            max_end: sorted
-                .iter()
-                .map(|e| {
-                    max = max.max(e.end);
-                    max
-                })
-                .collect(),
+        let (wide, narrow): (Vec<_>, Vec<_>) = sorted
+            .iter()
+            .map(|e| (e.start, e.end, e.inst))
+            .partition(|c| c.1 - c.0 > WIDE);
+        let mut gaps = Vec::new();
+        let mut next_free = 1u32;
+        for e in sorted {
+            if e.start > next_free && e.start - next_free >= BLOCK_SPAN {
+                gaps.push((next_free, e.start - 1));
+            }
+            next_free = next_free.max(e.end + 1);
         }
+        if next_free <= MAX_BLOCK_BASE {
+            gaps.push((next_free, 65535));
+        }
+        FreeBlocks { narrow, wide, gaps }
     }
 
-    fn base_from(&self, from: u32, exclude: usize) -> Option<u32> {
-        let mut b = from.max(1);
-        for _ in 0..10_000 {
-            if b > MAX_BLOCK_BASE {
-                return None;
-            }
-            let top = b + BLOCK_SPAN - 1;
-            let hi = self.starts.partition_point(|&s| s <= top);
-            let mut blocker: Option<u32> = None;
-            for j in (0..hi).rev() {
-                if self.max_end[j] < b {
-                    break;
+    /// The lowest base at or above `from` whose block holds no claim at all.
+    fn free_of_all(&self, from: u32) -> Option<u32> {
+        let i = self
+            .gaps
+            .partition_point(|&(_, last)| last < from.saturating_add(BLOCK_SPAN - 1));
+        let &(first, _) = self.gaps.get(i)?;
+        Some(first.max(from)).filter(|b| *b <= MAX_BLOCK_BASE)
+    }
+
+    /// The end of the furthest claim of another instance that the block at `b` would hit.
+    fn blocker(&self, b: u32, me: usize) -> Option<u32> {
+        let top = b + BLOCK_SPAN - 1;
+        let lo = self.narrow.partition_point(|c| c.0 + WIDE < b);
+        let hi = self.narrow.partition_point(|c| c.0 <= top);
+        self.narrow[lo..hi.max(lo)]
+            .iter()
+            .chain(self.wide.iter().filter(|c| c.0 <= top))
+            .filter(|c| c.1 >= b && c.2 != me)
+            .map(|c| c.1)
+            .max()
+    }
+
+    fn base_from(&self, from: u32, me: usize, own: &[PortClaim]) -> Option<u32> {
+        let mut best = self.free_of_all(from);
+        for c in own.iter().filter(|c| c.end <= 65535) {
+            let mut b = from.max(c.start.saturating_sub(BLOCK_SPAN - 1)).max(1);
+            while b <= c.end && b <= MAX_BLOCK_BASE && best.is_none_or(|x| b < x) {
+                match self.blocker(b, me) {
+                    None => {
+                        best = Some(b);
+                        break;
+                    }
+                    Some(end) => b = end + 1,
                 }
-                if self.ends[j] >= b && self.insts[j] != exclude {
-                    blocker = Some(blocker.map_or(self.ends[j], |x| x.max(self.ends[j])));
-                }
-            }
-            match blocker {
-                None => return Some(b),
-                Some(end) => b = end + 1,
             }
         }
-        None
+        best
     }
 }
 
@@ -324,7 +359,22 @@ struct PathEntry<'a> {
     written: &'a Sourced<PathBuf>,
 }
 
+/// A place two instances share, found by the path sweep.
+struct SharedPlace<'a> {
+    /// The entry that lies inside (or equals) the other.
+    inner: usize,
+    /// The entry around it.
+    outer: usize,
+    /// The two instances, lower index first.
+    pair: (usize, usize),
+    /// The contested place: findings of the same pair inside it are folded into this one.
+    place: &'a Path,
+    /// How many were folded in.
+    more: usize,
+}
+
 fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+    let mut real = RealPaths::default();
     let mut entries: Vec<PathEntry<'_>> = Vec::with_capacity(profiles.len() * 3);
     for (inst, p) in profiles.iter().enumerate() {
         for (role, written) in [
@@ -333,7 +383,7 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             (PathRole::Workspace, &p.workspace),
         ] {
             entries.push(PathEntry {
-                real: real_path(&written.value),
+                real: real.resolve(&written.value),
                 inst,
                 role,
                 written,
@@ -352,8 +402,7 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     // what lies inside it (the default config file in a shared state dir, say) is folded into that
     // finding rather than repeated.
     let mut stack: Vec<usize> = Vec::new();
-    // (the instance inside, the one around it, the pair, the contested place, how many folded in)
-    let mut found: Vec<(usize, usize, (usize, usize), &Path, usize)> = Vec::new();
+    let mut found: Vec<SharedPlace<'_>> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         while stack
             .last()
@@ -370,16 +419,27 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             let folded = found
                 .iter_mut()
                 .rev()
-                .find(|f| f.2 == pair && outer.real.starts_with(f.3));
+                .find(|f| f.pair == pair && outer.real.starts_with(f.place));
             match folded {
-                Some(f) => f.4 += 1,
-                None => found.push((i, s, pair, &outer.real, 0)),
+                Some(f) => f.more += 1,
+                None => found.push(SharedPlace {
+                    inner: i,
+                    outer: s,
+                    pair,
+                    place: &outer.real,
+                    more: 0,
+                }),
             }
         }
         stack.push(i);
     }
-    for (e, outer, _, _, more) in found {
-        out.push(path_finding(profiles, &entries[e], &entries[outer], more));
+    for f in found {
+        out.push(path_finding(
+            profiles,
+            &entries[f.inner],
+            &entries[f.outer],
+            f.more,
+        ));
     }
 }
 
@@ -430,15 +490,11 @@ fn path_finding(
             outer.role.describe()
         )
     };
-    Diagnostic::error(
-        Kind::PathConflict,
-        origin_location(me, e.written),
-        message,
-    )
-    .instance(me.name.as_str())
-    .field(e.role.field())
-    .other(them.name.as_str(), origin_location(them, outer.written))
-    .hint(hint)
+    Diagnostic::error(Kind::PathConflict, origin_location(me, e.written), message)
+        .instance(me.name.as_str())
+        .field(e.role.field())
+        .other(them.name.as_str(), origin_location(them, outer.written))
+        .hint(hint)
 }
 
 fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
@@ -448,25 +504,52 @@ fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
     }
 }
 
-/// The place a path names: its longest existing ancestor with symlinks and `..` resolved, followed by
-/// the rest (which does not exist yet, so it holds no symlink) with `..` resolved lexically.
-pub fn real_path(p: &Path) -> PathBuf {
-    let mut existing = p.to_path_buf();
-    let mut rest: Vec<std::ffi::OsString> = Vec::new();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&existing) {
-            let mut out = real;
-            for part in rest.iter().rev() {
-                out.push(part);
-            }
-            return super::resolve::normalize(&out);
-        }
-        match (existing.components().next_back(), existing.parent()) {
-            (Some(last), Some(parent)) => {
-                rest.push(last.as_os_str().to_os_string());
-                existing = parent.to_path_buf();
-            }
-            _ => return super::resolve::normalize(p),
-        }
+/// Resolves paths to the places they name, remembering every directory it resolved: profiles
+/// share parents, so a check of thousands of paths makes few system calls.
+#[derive(Default)]
+pub struct RealPaths {
+    /// Path as written -> (the place, whether it exists).
+    known: HashMap<PathBuf, (PathBuf, bool)>,
+}
+
+impl RealPaths {
+    /// The place `p` names: its longest existing ancestor with symlinks and `..` resolved, followed
+    /// by the rest (which does not exist yet, so it holds no symlink) with `..` resolved lexically.
+    pub fn resolve(&mut self, p: &Path) -> PathBuf {
+        self.lookup(p).0
     }
+
+    fn lookup(&mut self, p: &Path) -> (PathBuf, bool) {
+        if let Some(r) = self.known.get(p) {
+            return r.clone();
+        }
+        // A path under a directory known to be missing is missing too: no system call needed.
+        let parent_missing = p
+            .parent()
+            .and_then(|parent| self.known.get(parent))
+            .is_some_and(|(_, exists)| !exists);
+        let found = if parent_missing {
+            None
+        } else {
+            std::fs::canonicalize(p).ok()
+        };
+        let r = match found {
+            Some(real) => (real, true),
+            None => match (p.components().next_back(), p.parent()) {
+                (Some(last), Some(parent)) => {
+                    let mut r = self.lookup(parent).0;
+                    r.push(last.as_os_str());
+                    (super::resolve::normalize(&r), false)
+                }
+                _ => (super::resolve::normalize(p), false),
+            },
+        };
+        self.known.insert(p.to_path_buf(), r.clone());
+        r
+    }
+}
+
+/// The place a path names (see [`RealPaths::resolve`]).
+pub fn real_path(p: &Path) -> PathBuf {
+    RealPaths::default().resolve(p)
 }

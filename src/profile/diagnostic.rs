@@ -219,7 +219,8 @@ impl Report {
 
     /// Puts the diagnostics in the order they are shown: by file, line, severity, instance.
     pub fn sort(&mut self) {
-        self.diagnostics.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        self.diagnostics
+            .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         self.diagnostics.dedup();
     }
 

@@ -23,7 +23,10 @@ pub struct ProfileFile {
 impl ProfileFile {
     /// Where the key at `path` is written in this file; the whole file if it is not written.
     pub fn locate(&self, path: &[&str]) -> Location {
-        Location::at(&self.file, locate::locate_yaml(&self.text, &locate::keys(path)))
+        Location::at(
+            &self.file,
+            locate::locate_yaml(&self.text, &locate::keys(path)),
+        )
     }
 
     /// Where the `i`th element of the list at `path` is written.
@@ -114,7 +117,11 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
                 column: l.column(),
             }),
         );
-        vec![Diagnostic::error(Kind::Syntax, at, format!("not valid YAML: {e}"))]
+        vec![Diagnostic::error(
+            Kind::Syntax,
+            at,
+            format!("not valid YAML: {e}"),
+        )]
     })?;
     let mapping = match value {
         Value::Null => Mapping::new(),
@@ -171,7 +178,9 @@ fn collect_errors(
             continue;
         };
         match val {
-            Value::Mapping(inner) if !inner.is_empty() && e.path().iter().count() > path.len() + 1 => {
+            Value::Mapping(inner)
+                if !inner.is_empty() && e.path().iter().count() > path.len() + 1 =>
+            {
                 let mut deeper = path.to_vec();
                 deeper.push(key.clone());
                 collect_errors(file, text, inner, &deeper, errors);
@@ -290,9 +299,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let e = errors("port: 70000\nreserve_ports: [19500, \"20-10\"]\nrestart:\n  policy: on_failure\n");
-        assert_eq!(e[0], "error: d/p.yaml:1: port: port 70000 is outside 1..65535");
-        assert!(e[1].starts_with("error: d/p.yaml:2: reserve_ports[1]: \"20-10\" is not a port or a range"), "{}", e[1]);
+        let e = errors(
+            "port: 70000\nreserve_ports: [19500, \"20-10\"]\nrestart:\n  policy: on_failure\n",
+        );
+        assert_eq!(
+            e[0],
+            "error: d/p.yaml:1: port: port 70000 is outside 1..65535"
+        );
+        assert!(
+            e[1].starts_with(
+                "error: d/p.yaml:2: reserve_ports[1]: \"20-10\" is not a port or a range"
+            ),
+            "{}",
+            e[1]
+        );
         assert_eq!(
             e[2],
             "error: d/p.yaml:4: restart.policy: `on_failure` is not one of always, on-failure, never; did you mean `on-failure`?"
@@ -303,7 +323,11 @@ mod tests {
     fn syntax_errors_give_the_line() {
         let e = errors("name: main\nport: [1\nstate_dir: x\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("error: d/p.yaml:3: not valid YAML"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("error: d/p.yaml:3: not valid YAML"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

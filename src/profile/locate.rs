@@ -279,7 +279,10 @@ mod tests {
         let p = vec![Seg::Key("command".into()), Seg::Index(1)];
         assert_eq!(locate_yaml(YAML, &p).map(|p| p.line), Some(12));
         let p = vec![Seg::Key("reserve_ports".into()), Seg::Index(1)];
-        assert_eq!(locate_yaml(YAML, &p).map(|p| (p.line, p.column)), Some((9, 24)));
+        assert_eq!(
+            locate_yaml(YAML, &p).map(|p| (p.line, p.column)),
+            Some((9, 24))
+        );
         let p = vec![Seg::Key("command".into()), Seg::Index(5)];
         assert_eq!(locate_yaml(YAML, &p), None);
     }

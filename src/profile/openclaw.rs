@@ -203,7 +203,11 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
     let port_at = |path: Vec<Seg>, value: &Value, problems: &mut Vec<ConfigProblem>| {
         let field = locate::dotted(&path);
         let line = line_of(&path);
-        match value.as_i64().and_then(|n| u16::try_from(n).ok()).filter(|p| *p != 0) {
+        match value
+            .as_i64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|p| *p != 0)
+        {
             Some(p) => Some(ConfigPort {
                 field,
                 port: p,
@@ -222,8 +226,11 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
         }
     }
     if let Some(v) = root.pointer("/canvasHost/port").filter(|v| !v.is_null()) {
-        cfg.ports
-            .extend(port_at(locate::keys(&["canvasHost", "port"]), v, &mut problems));
+        cfg.ports.extend(port_at(
+            locate::keys(&["canvasHost", "port"]),
+            v,
+            &mut problems,
+        ));
     }
     let url_at = |path: Vec<Seg>, value: &Value, problems: &mut Vec<ConfigProblem>| {
         let field = locate::dotted(&path);
@@ -242,8 +249,11 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
         }
     };
     if let Some(v) = root.pointer("/browser/cdpUrl").filter(|v| !v.is_null()) {
-        cfg.ports
-            .extend(url_at(locate::keys(&["browser", "cdpUrl"]), v, &mut problems));
+        cfg.ports.extend(url_at(
+            locate::keys(&["browser", "cdpUrl"]),
+            v,
+            &mut problems,
+        ));
     }
     if let Some(Value::Object(profiles)) = root.pointer("/browser/profiles") {
         for (name, profile) in profiles {
@@ -256,10 +266,15 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
             }
         }
     }
-    if let Some(v) = root.pointer("/agents/defaults/workspace").filter(|v| !v.is_null()) {
+    if let Some(v) = root
+        .pointer("/agents/defaults/workspace")
+        .filter(|v| !v.is_null())
+    {
         let path = locate::keys(&["agents", "defaults", "workspace"]);
         match v.as_str() {
-            Some(s) if !s.trim().is_empty() => cfg.workspace = Some((s.to_string(), line_of(&path))),
+            Some(s) if !s.trim().is_empty() => {
+                cfg.workspace = Some((s.to_string(), line_of(&path)))
+            }
             _ => problems.push((
                 locate::dotted(&path),
                 line_of(&path),
@@ -276,8 +291,8 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
 
 /// The port a CDP URL claims on this host: `Some` for a loopback host, `None` for another host.
 fn loopback_url_port(raw: &str) -> Result<Option<u16>, String> {
-    let url = url::Url::parse(raw.trim())
-        .map_err(|e| format!("{raw:?} is not a valid URL ({e})"))?;
+    let url =
+        url::Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not a valid URL ({e})"))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

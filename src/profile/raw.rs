@@ -68,9 +68,8 @@ impl Port {
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d)?;
-        Port::new(n).ok_or_else(|| {
-            serde::de::Error::custom(format!("port {n} is outside 1..65535"))
-        })
+        Port::new(n)
+            .ok_or_else(|| serde::de::Error::custom(format!("port {n} is outside 1..65535")))
     }
 }
 
@@ -254,10 +253,28 @@ mod tests {
 
     #[test]
     fn names_follow_openclaw_rule() {
-        for ok in ["main", "rescue", "a", "bot_2", "x-y", "Main", &"a".repeat(64)] {
+        for ok in [
+            "main",
+            "rescue",
+            "a",
+            "bot_2",
+            "x-y",
+            "Main",
+            &"a".repeat(64),
+        ] {
             assert!(ok.parse::<InstanceName>().is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "_a", "a/b", "..", "a.b", "a b", &"a".repeat(65), "é"] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "a/b",
+            "..",
+            "a.b",
+            "a b",
+            &"a".repeat(65),
+            "é",
+        ] {
             assert!(bad.parse::<InstanceName>().is_err(), "{bad}");
         }
     }
@@ -269,7 +286,10 @@ mod tests {
         assert_eq!((r[1].start, r[1].end), (19600, 19610));
         assert_eq!((r[2].start, r[2].end), (7, 7));
         for bad in ["[0]", "[65536]", "[\"5-3\"]", "[\"a-b\"]", "[\"1-70000\"]"] {
-            assert!(serde_yaml::from_str::<Vec<PortRange>>(bad).is_err(), "{bad}");
+            assert!(
+                serde_yaml::from_str::<Vec<PortRange>>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -251,7 +251,13 @@ impl Resolver<'_> {
         self.pf.locate(path)
     }
 
-    fn error(&mut self, kind: Kind, path: &[&str], name: &str, msg: impl Into<String>) -> Diagnostic {
+    fn error(
+        &mut self,
+        kind: Kind,
+        path: &[&str],
+        name: &str,
+        msg: impl Into<String>,
+    ) -> Diagnostic {
         Diagnostic::error(kind, self.at(path), msg)
             .instance(name)
             .field(path.join("."))
@@ -275,7 +281,9 @@ impl Resolver<'_> {
                             Diagnostic::error(
                                 Kind::InvalidValue,
                                 Location::file(&self.pf.file),
-                                format!("the instance takes its name from the file name, and {why}"),
+                                format!(
+                                    "the instance takes its name from the file name, and {why}"
+                                ),
                             )
                             .field("name")
                             .hint("rename the file or set `name:`"),
@@ -521,7 +529,8 @@ impl Resolver<'_> {
             .clone()
             .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
         if command.first().is_none_or(|c| c.trim().is_empty()) {
-            let d = self.error(Kind::InvalidValue, &["command"], &n, "the command is empty")
+            let d = self
+                .error(Kind::InvalidValue, &["command"], &n, "the command is empty")
                 .hint("name the program first, e.g. [openclaw, gateway, run]");
             self.errors.push(d);
         }
@@ -655,8 +664,8 @@ pub fn expand(
             .find('}')
             .ok_or_else(|| format!("{text:?} has a `${{` without its closing `}}`"))?;
         let var = &after[..end];
-        let value = lookup(var)
-            .ok_or_else(|| format!("{text:?} uses ${{{var}}}, which is not set"))?;
+        let value =
+            lookup(var).ok_or_else(|| format!("{text:?} uses ${{{var}}}, which is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -711,10 +720,18 @@ mod tests {
             "BOTS" => Some("/srv/bots".to_string()),
             _ => None,
         };
-        assert_eq!(expand("~/x", Some("/home/u"), &vars).unwrap(), PathBuf::from("/home/u/x"));
-        assert_eq!(expand("${BOTS}/main", None, &vars).unwrap(), PathBuf::from("/srv/bots/main"));
+        assert_eq!(
+            expand("~/x", Some("/home/u"), &vars).unwrap(),
+            PathBuf::from("/home/u/x")
+        );
+        assert_eq!(
+            expand("${BOTS}/main", None, &vars).unwrap(),
+            PathBuf::from("/srv/bots/main")
+        );
         assert_eq!(expand("a~b", None, &vars).unwrap(), PathBuf::from("a~b"));
-        assert!(expand("${NOPE}/x", None, &vars).unwrap_err().contains("${NOPE}"));
+        assert!(expand("${NOPE}/x", None, &vars)
+            .unwrap_err()
+            .contains("${NOPE}"));
         assert!(expand("~/x", None, &vars).unwrap_err().contains("HOME"));
         assert!(expand("${BOTS", None, &vars).is_err());
     }
