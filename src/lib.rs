@@ -8,3 +8,4 @@ pub mod api;
 pub mod cli;
 pub mod paths;
 pub mod profile;
+pub mod supervise;

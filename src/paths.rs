@@ -25,3 +25,42 @@ pub fn default_config_dir() -> PathBuf {
         xdg("XDG_CONFIG_HOME", ".config").join("openclaw-supervisor/supervisor.d")
     }
 }
+
+/// The control socket: `/run/openclaw-supervisor/supervisor.sock` for root,
+/// `$XDG_RUNTIME_DIR/openclaw-supervisor/supervisor.sock` otherwise (`/tmp/openclaw-supervisor-UID/...`
+/// when XDG_RUNTIME_DIR is unset).
+pub fn default_socket() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/run/openclaw-supervisor/supervisor.sock");
+    }
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(|d| PathBuf::from(d).join("openclaw-supervisor"))
+        .unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "/tmp/openclaw-supervisor-{}",
+                nix::unistd::geteuid()
+            ))
+        });
+    dir.join("supervisor.sock")
+}
+
+/// Instance logs: `/var/log/openclaw-supervisor` for root, `$XDG_STATE_HOME/openclaw-supervisor/logs`
+/// (`~/.local/state/...`) otherwise.
+pub fn default_log_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/var/log/openclaw-supervisor")
+    } else {
+        xdg("XDG_STATE_HOME", ".local/state").join("openclaw-supervisor/logs")
+    }
+}
+
+/// The daemon's own state: `/var/lib/openclaw-supervisor` for root,
+/// `$XDG_STATE_HOME/openclaw-supervisor` otherwise.
+pub fn default_state_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/var/lib/openclaw-supervisor")
+    } else {
+        xdg("XDG_STATE_HOME", ".local/state").join("openclaw-supervisor")
+    }
+}

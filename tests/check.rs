@@ -39,7 +39,7 @@ fn port_inside_another_cdp_range_names_both_files_and_where_to_move() {
     assert_eq!(
         lines(&stdout(&out)),
         vec![
-            "error: rescue (supervisor.d/rescue.yaml:2): port 18809 lies inside main's browser CDP range 18800-18899 (supervisor.d/main.yaml:1) (and 4 more overlaps between them); move rescue to 18900 or above",
+            "error: rescue (supervisor.d/rescue.yaml:2): port 18809 lies inside main's browser CDP range 18800-18899 (supervisor.d/main.yaml:1) (and 6 more overlaps between them); move rescue to 18900 or above",
             "check failed: 1 error in 2 profiles in supervisor.d",
         ]
     );
@@ -55,7 +55,7 @@ fn move_hint_skips_blocks_taken_by_third_instances() {
     let out = scene.check();
     let text = stdout(&out);
     assert!(
-        text.contains("port 18809 lies inside main's browser CDP range 18800-18899 (supervisor.d/main.yaml:1) (and 4 more overlaps between them); move rescue to 19061 or above"),
+        text.contains("port 18809 lies inside main's browser CDP range 18800-18899 (supervisor.d/main.yaml:1) (and 6 more overlaps between them); move rescue to 19061 or above"),
         "{text}"
     );
 }
@@ -68,7 +68,7 @@ fn same_gateway_port_is_reported_once_per_pair() {
     let out = scene.check();
     assert_eq!(
         lines(&stdout(&out))[0],
-        "error: b (supervisor.d/b.yaml:1): port 20000 is also a's port 20000 (supervisor.d/a.yaml:1) (and 4 more overlaps between them); move b to 20111 or above"
+        "error: b (supervisor.d/b.yaml:1): port 20000 is also a's port 20000 (supervisor.d/a.yaml:1) (and 10 more overlaps between them); move b to 20111 or above"
     );
     assert_eq!(lines(&stdout(&out)).len(), 2);
 }
@@ -92,7 +92,7 @@ fn state_dir_shared_through_a_symlink_is_found() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     let want = format!(
-        "error: rescue (supervisor.d/rescue.yaml:2): state dir {link} (= {real}) is also main's state dir {real} (supervisor.d/main.yaml:2) (and 3 more shared paths inside it); give rescue its own state dir",
+        "error: rescue (supervisor.d/rescue.yaml:2): state dir {link} (= {real}) is also main's state dir {real} (supervisor.d/main.yaml:2) (and 6 more shared paths inside it); give rescue its own state dir",
         link = link.display(),
         real = std::fs::canonicalize(&real).unwrap().display()
     );
@@ -138,19 +138,57 @@ fn config_file_inside_another_state_dir_is_found() {
 }
 
 #[test]
-fn a_default_workspace_inside_the_default_profiles_state_dir_is_found() {
-    // OpenClaw puts a named profile's default workspace under ~/.openclaw, which is the unnamed
-    // profile's state dir: running both would mix them.
+fn the_default_workspace_lies_in_the_state_dir_so_default_and_named_profiles_coexist() {
+    // The supervisor sets OPENCLAW_STATE_DIR, so OpenClaw's default workspace is STATE_DIR/workspace.
     let scene = Scene::new();
     scene.profile("main.yaml", "openclaw_profile: default\n");
     scene.profile("rescue.yaml", "port: 19001\n");
     let out = scene.check();
-    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = scene.run(
+        "openclawctl",
+        &["ports", "--config-dir", "supervisor.d", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let h = scene.home().display().to_string();
+    assert_eq!(
+        v[1]["workspace"]["value"],
+        format!("{h}/.openclaw-rescue/workspace")
+    );
+    assert_eq!(v[1]["workspace"]["source"], "default");
+}
+
+#[test]
+fn a_workspace_from_the_config_file_inside_another_state_dir_is_found() {
+    let scene = Scene::new();
+    scene.write(
+        "home/.openclaw-rescue/openclaw.json",
+        "{\n  agents: {\n    defaults: { workspace: '~/.openclaw-main/shared' },\n  },\n}\n",
+    );
+    scene.profile("main.yaml", "port: 18789\n");
+    scene.profile("rescue.yaml", "port: 19001\n");
+    let out = scene.check();
     let h = scene.home().display().to_string();
     let want = format!(
-        "error: rescue (supervisor.d/rescue.yaml): workspace {h}/.openclaw/workspace-rescue (OpenClaw's default) lies inside main's state dir {h}/.openclaw (OpenClaw's default) (supervisor.d/main.yaml); move rescue's workspace out of main's state dir"
+        "error: rescue ({h}/.openclaw-rescue/openclaw.json:3): workspace {h}/.openclaw-main/shared lies inside main's state dir {h}/.openclaw-main (OpenClaw's default) (supervisor.d/main.yaml); move rescue's workspace out of main's state dir"
     );
-    assert!(text.contains(&want), "want: {want}\n got: {text}");
+    assert_eq!(lines(&stdout(&out))[0], want);
+}
+
+#[test]
+fn a_profile_workspace_the_config_file_overrides_is_an_error() {
+    let scene = Scene::new();
+    scene.write(
+        "home/.openclaw-main/openclaw.json",
+        "{ agents: { defaults: { workspace: '/srv/elsewhere' } } }",
+    );
+    scene.profile("main.yaml", "port: 18789\nworkspace: ~/ws\n");
+    let out = scene.check();
+    let h = scene.home().display().to_string();
+    assert_eq!(
+        lines(&stdout(&out))[0],
+        format!("error: main (supervisor.d/main.yaml:2): workspace: workspace {h}/ws is overridden by agents.defaults.workspace /srv/elsewhere in the config file ({h}/.openclaw-main/openclaw.json:1); set the workspace in one place only")
+    );
 }
 
 #[test]
@@ -204,9 +242,14 @@ fn gateway_port_from_the_config_file_is_used_and_shown() {
     assert_eq!(v[0]["port"]["source"], "config file");
     let cfg = scene.home().join(".openclaw-rescue/openclaw.json");
     assert_eq!(v[0]["port"]["at"], format!("{}:2", cfg.display()));
-    assert_eq!(v[0]["ports"][4]["what"], "browser CDP range");
-    assert_eq!(v[0]["ports"][4]["start"], 19511);
-    assert_eq!(v[0]["ports"][4]["end"], 19610);
+    let range = v[0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["what"] == "browser CDP range")
+        .unwrap();
+    assert_eq!(range["start"], 19511);
+    assert_eq!(range["end"], 19610);
 }
 
 #[test]
@@ -357,16 +400,26 @@ fn ports_table_shows_origins() {
         text.starts_with("main (supervisor.d/main.yaml)\n"),
         "{text}"
     );
-    for want in [
-        "gateway port          18789",
-        "profile supervisor.d/main.yaml:1",
-        "browser CDP range     18800-18899",
-        "G+11..G+110",
-        "reserved ports        19500-19510",
-        "profile supervisor.d/main.yaml:2",
-    ] {
-        assert!(text.contains(want), "missing {want:?} in\n{text}");
-    }
+    let row = |label: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} row in\n{text}"));
+        line[line.find(label).unwrap() + label.len()..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        row("gateway port"),
+        ["18789", "profile", "supervisor.d/main.yaml:1"]
+    );
+    assert_eq!(row("MCP app sandbox port"), ["18790", "G+1"]);
+    assert_eq!(row("browser CDP range"), ["18800-18899", "G+11..G+110"]);
+    assert_eq!(
+        row("reserved ports"),
+        ["19500-19510", "profile", "supervisor.d/main.yaml:2"]
+    );
 }
 
 #[test]

@@ -377,11 +377,13 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     let mut real = RealPaths::default();
     let mut entries: Vec<PathEntry<'_>> = Vec::with_capacity(profiles.len() * 3);
     for (inst, p) in profiles.iter().enumerate() {
-        for (role, written) in [
+        let own = [
             (PathRole::Config, &p.config_path),
             (PathRole::State, &p.state_dir),
             (PathRole::Workspace, &p.workspace),
-        ] {
+        ];
+        let agents = p.agent_workspaces.iter().map(|w| (PathRole::Workspace, w));
+        for (role, written) in own.into_iter().chain(agents) {
             entries.push(PathEntry {
                 real: real.resolve(&written.value),
                 inst,

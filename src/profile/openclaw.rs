@@ -42,12 +42,16 @@ pub fn profile_port(profile: &str) -> u16 {
 pub enum Role {
     /// The gateway's WebSocket + HTTP port `G`.
     Gateway,
+    /// The MCP App sandbox host, `G + 1` (bound when `mcp.apps` is enabled, or on demand).
+    McpSandbox,
     /// The browser control service, `G + 2`.
     BrowserControl,
     /// The derived default CDP port, `G + 3`.
     Cdp,
     /// The canvas host, `G + 4` (retired in 2026.9.x, still reserved).
     Canvas,
+    /// Browser extension relays, `G + 10` counting down to `G + 3` (control + 1 ..= control + 8).
+    ExtensionRelay,
     /// The managed-browser CDP range, `G + 11 ..= G + 110`.
     CdpRange,
 }
@@ -57,6 +61,8 @@ impl Role {
     pub fn describe(self) -> &'static str {
         match self {
             Role::Gateway => "gateway port",
+            Role::McpSandbox => "MCP app sandbox port",
+            Role::ExtensionRelay => "browser extension relay ports",
             Role::BrowserControl => "browser control port",
             Role::Cdp => "browser CDP port",
             Role::Canvas => "canvas host port",
@@ -68,6 +74,8 @@ impl Role {
     pub fn formula(self) -> &'static str {
         match self {
             Role::Gateway => "G",
+            Role::McpSandbox => "G+1",
+            Role::ExtensionRelay => "G+3..G+10",
             Role::BrowserControl => "G+2",
             Role::Cdp => "G+3",
             Role::Canvas => "G+4",
@@ -102,7 +110,7 @@ pub fn derive_ports(gateway: u16) -> Vec<DerivedPort> {
         end: p,
         fallback: None,
     };
-    let mut out = vec![one(Role::Gateway, g)];
+    let mut out = vec![one(Role::Gateway, g), one(Role::McpSandbox, g + 1)];
 
     let control = if valid(g + 2) {
         one(Role::BrowserControl, g + 2)
@@ -124,6 +132,13 @@ pub fn derive_ports(gateway: u16) -> Vec<DerivedPort> {
         ..one(Role::Cdp, c + 1)
     });
     out.push(one(Role::Canvas, g + 4));
+    out.push(DerivedPort {
+        role: Role::ExtensionRelay,
+        start: c + 1,
+        end: c + 8,
+        fallback: control_fell_back
+            .then(|| format!("it follows the browser control port {c} (+1..+8)")),
+    });
 
     let (start, end) = (c + 9, c + 9 + 99);
     let range = if !valid(start) || end > 65535 {
@@ -170,6 +185,10 @@ pub struct OpenClawConfig {
     /// Ports the file claims on this host: `browser.cdpUrl` (loopback), `browser.profiles.*.cdpPort`,
     /// `browser.profiles.*.cdpUrl` (loopback), `canvasHost.port`.
     pub ports: Vec<ConfigPort>,
+    /// `mcp.apps.sandboxPort`, which replaces `G + 1`, and its line.
+    pub mcp_sandbox_port: Option<(u16, usize)>,
+    /// Agents' own workspaces: (dotted field, path as written, line).
+    pub agent_workspaces: Vec<(String, String, usize)>,
 }
 
 /// A problem in the config file: the dotted field (empty for syntax), 1-based line (0 unknown), message.
@@ -232,37 +251,89 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
             &mut problems,
         ));
     }
-    let url_at = |path: Vec<Seg>, value: &Value, problems: &mut Vec<ConfigProblem>| {
-        let field = locate::dotted(&path);
-        let line = line_of(&path);
-        match value.as_str().map(loopback_url_port) {
-            Some(Ok(Some(port))) => Some(ConfigPort { field, port, line }),
-            Some(Ok(None)) => None,
-            Some(Err(why)) => {
-                problems.push((field, line, why));
-                None
-            }
-            None => {
-                problems.push((field, line, format!("{value} is not a URL string")));
-                None
+    let url_at = |path: &[Seg], value: &Value, problems: &mut Vec<ConfigProblem>| {
+        let why = match value.as_str().map(cdp_url) {
+            Some(Ok(u)) => return Some(u),
+            Some(Err(why)) => why,
+            None => format!("{value} is not a URL string"),
+        };
+        problems.push((locate::dotted(path), line_of(path), why));
+        None
+    };
+    // browser.cdpUrl: its host is also where profiles that give only a cdpPort connect.
+    let mut browser_host_local = true;
+    if let Some(v) = root.pointer("/browser/cdpUrl").filter(|v| !v.is_null()) {
+        let path = locate::keys(&["browser", "cdpUrl"]);
+        if let Some(u) = url_at(&path, v, &mut problems) {
+            browser_host_local = u.local;
+            if u.local {
+                cfg.ports.push(ConfigPort {
+                    field: locate::dotted(&path),
+                    port: u.port.unwrap_or(u.default_port),
+                    line: line_of(&path),
+                });
             }
         }
-    };
-    if let Some(v) = root.pointer("/browser/cdpUrl").filter(|v| !v.is_null()) {
-        cfg.ports.extend(url_at(
-            locate::keys(&["browser", "cdpUrl"]),
-            v,
-            &mut problems,
-        ));
     }
     if let Some(Value::Object(profiles)) = root.pointer("/browser/profiles") {
         for (name, profile) in profiles {
             let path = |key: &str| locate::keys(&["browser", "profiles", name, key]);
-            if let Some(v) = profile.get("cdpPort").filter(|v| !v.is_null()) {
-                cfg.ports.extend(port_at(path("cdpPort"), v, &mut problems));
-            }
-            if let Some(v) = profile.get("cdpUrl").filter(|v| !v.is_null()) {
-                cfg.ports.extend(url_at(path("cdpUrl"), v, &mut problems));
+            let cdp_port = match profile.get("cdpPort").filter(|v| !v.is_null()) {
+                Some(v) => port_at(path("cdpPort"), v, &mut problems),
+                None => None,
+            };
+            let url = match profile.get("cdpUrl").filter(|v| !v.is_null()) {
+                Some(v) => url_at(&path("cdpUrl"), v, &mut problems),
+                None => None,
+            };
+            // As OpenClaw resolves a profile: the URL's own port wins, then cdpPort, then 80/443;
+            // a cdpPort alone connects to browser.cdpUrl's host.
+            let claim = match (url, cdp_port) {
+                (Some(u), _) if !u.local => None,
+                (Some(u), Some(p)) if u.port.is_none() => Some(p),
+                (Some(u), _) => {
+                    let field = path("cdpUrl");
+                    Some(ConfigPort {
+                        field: locate::dotted(&field),
+                        port: u.port.unwrap_or(u.default_port),
+                        line: line_of(&field),
+                    })
+                }
+                (None, Some(p)) if browser_host_local => Some(p),
+                (None, _) => None,
+            };
+            cfg.ports.extend(claim);
+        }
+    }
+    if let Some(v) = root
+        .pointer("/mcp/apps/sandboxPort")
+        .filter(|v| !v.is_null())
+    {
+        let path = locate::keys(&["mcp", "apps", "sandboxPort"]);
+        if let Some(p) = port_at(path, v, &mut problems) {
+            cfg.mcp_sandbox_port = Some((p.port, p.line));
+        }
+    }
+    // Agents with a workspace of their own: `agents.list[i]` and `agents.entries.<id>`.
+    let mut agents: Vec<(Vec<Seg>, &Value)> = Vec::new();
+    if let Some(Value::Array(list)) = root.pointer("/agents/list") {
+        for (i, a) in list.iter().enumerate() {
+            let mut path = locate::keys(&["agents", "list"]);
+            path.push(Seg::Index(i));
+            agents.push((path, a));
+        }
+    }
+    if let Some(Value::Object(entries)) = root.pointer("/agents/entries") {
+        for (id, a) in entries {
+            agents.push((locate::keys(&["agents", "entries", id]), a));
+        }
+    }
+    for (mut path, agent) in agents {
+        if let Some(w) = agent.get("workspace").and_then(Value::as_str) {
+            path.push(Seg::Key("workspace".into()));
+            if !w.trim().is_empty() {
+                cfg.agent_workspaces
+                    .push((locate::dotted(&path), w.to_string(), line_of(&path)));
             }
         }
     }
@@ -289,22 +360,41 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
     }
 }
 
-/// The port a CDP URL claims on this host: `Some` for a loopback host, `None` for another host.
-fn loopback_url_port(raw: &str) -> Result<Option<u16>, String> {
+/// A CDP URL as OpenClaw reads it.
+struct CdpUrl {
+    /// The port written in the URL.
+    port: Option<u16>,
+    /// 80, or 443 for https and wss.
+    default_port: u16,
+    /// Whether the host is this one: `localhost`, 127.0.0.0/8, ::1 or ::ffff:127.x.
+    local: bool,
+}
+
+fn cdp_url(raw: &str) -> Result<CdpUrl, String> {
     let url =
         url::Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not a valid URL ({e})"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+    let default_port = match url.scheme() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        other => {
+            return Err(format!(
+                "{raw:?} has scheme {other}:, OpenClaw takes http, https, ws or wss"
+            ))
+        }
+    };
+    let local = match url.host() {
+        Some(url::Host::Domain(d)) => d.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         None => false,
     };
-    if !loopback {
-        return Ok(None);
-    }
-    url.port_or_known_default()
-        .map(Some)
-        .ok_or_else(|| format!("{raw:?} names no port"))
+    Ok(CdpUrl {
+        port: url.port(),
+        default_port,
+        local,
+    })
 }
 
 /// json5's messages end in " at line L column C"; the line is reported separately.
@@ -329,9 +419,11 @@ mod tests {
             block(18789),
             vec![
                 (Role::Gateway, 18789, 18789, false),
+                (Role::McpSandbox, 18790, 18790, false),
                 (Role::BrowserControl, 18791, 18791, false),
                 (Role::Cdp, 18792, 18792, false),
                 (Role::Canvas, 18793, 18793, false),
+                (Role::ExtensionRelay, 18792, 18799, false),
                 (Role::CdpRange, 18800, 18899, false),
             ]
         );
@@ -340,25 +432,26 @@ mod tests {
     #[test]
     fn high_gateway_falls_back_to_the_default_cdp_range() {
         let b = block(65430);
-        assert_eq!(b[1], (Role::BrowserControl, 65432, 65432, false));
-        assert_eq!(b[2], (Role::Cdp, 65433, 65433, false));
-        assert_eq!(b[4], (Role::CdpRange, 18800, 18899, true));
+        assert_eq!(b[2], (Role::BrowserControl, 65432, 65432, false));
+        assert_eq!(b[3], (Role::Cdp, 65433, 65433, false));
+        assert_eq!(b[6], (Role::CdpRange, 18800, 18899, true));
         // The highest gateway whose range still fits: 65425 + 110 = 65535.
-        assert_eq!(block(65425)[4], (Role::CdpRange, 65436, 65535, false));
-        assert_eq!(block(65426)[4], (Role::CdpRange, 18800, 18899, true));
+        assert_eq!(block(65425)[6], (Role::CdpRange, 65436, 65535, false));
+        assert_eq!(block(65426)[6], (Role::CdpRange, 18800, 18899, true));
     }
 
     #[test]
     fn gateway_at_the_top_falls_back_to_the_default_control_port() {
         let b = block(65534);
-        assert_eq!(b[1], (Role::BrowserControl, 18791, 18791, true));
-        assert_eq!(b[2], (Role::Cdp, 18792, 18792, true));
-        assert_eq!(b[3], (Role::Canvas, 65538, 65538, false));
-        assert_eq!(b[4], (Role::CdpRange, 18800, 18899, true));
+        assert_eq!(b[2], (Role::BrowserControl, 18791, 18791, true));
+        assert_eq!(b[3], (Role::Cdp, 18792, 18792, true));
+        assert_eq!(b[4], (Role::Canvas, 65538, 65538, false));
+        assert_eq!(b[5], (Role::ExtensionRelay, 18792, 18799, true));
+        assert_eq!(b[6], (Role::CdpRange, 18800, 18899, true));
         // G = 65533: control 65535 is valid, the CDP port 65536 is not (OpenClaw errors).
         let b = block(65533);
-        assert_eq!(b[1], (Role::BrowserControl, 65535, 65535, false));
-        assert_eq!(b[2], (Role::Cdp, 65536, 65536, false));
+        assert_eq!(b[2], (Role::BrowserControl, 65535, 65535, false));
+        assert_eq!(b[3], (Role::Cdp, 65536, 65536, false));
     }
 
     #[test]
@@ -386,13 +479,24 @@ mod tests {
       work: { cdpPort: 19020 },
       remote: { cdpUrl: 'http://10.1.2.3:9222' },
       local: { cdpUrl: 'ws://localhost/devtools' },
+      mapped: { cdpUrl: 'http://[::ffff:127.0.0.1]', cdpPort: 19030 },
     },
   },
-  agents: { defaults: { workspace: '~/bots/rescue' } },
+  agents: { defaults: { workspace: '~/bots/rescue' }, list: [{ id: 'ops', workspace: '/srv/ops' }] },
+  mcp: { apps: { sandboxPort: 19040 } },
 }"#;
         let cfg = parse_config(text).unwrap();
         assert_eq!(cfg.gateway_port, Some((19001, 3)));
-        assert_eq!(cfg.workspace, Some(("~/bots/rescue".to_string(), 13)));
+        assert_eq!(cfg.workspace, Some(("~/bots/rescue".to_string(), 14)));
+        assert_eq!(
+            cfg.agent_workspaces,
+            vec![(
+                "agents.list[0].workspace".to_string(),
+                "/srv/ops".to_string(),
+                14
+            )]
+        );
+        assert_eq!(cfg.mcp_sandbox_port, Some((19040, 15)));
         let ports: Vec<_> = cfg
             .ports
             .iter()
@@ -404,6 +508,7 @@ mod tests {
                 ("canvasHost.port", 19005, 4),
                 ("browser.cdpUrl", 9222, 6),
                 ("browser.profiles.local.cdpUrl", 80, 10),
+                ("browser.profiles.mapped.cdpPort", 19030, 11),
                 ("browser.profiles.work.cdpPort", 19020, 8),
             ]
         );

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::check;
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::load::ProfileFile;
 use super::openclaw::{self, Role};
@@ -17,11 +18,12 @@ use super::raw::{InstanceName, RestartPolicyKind};
 pub const DEFAULT_COMMAND: [&str; 3] = ["openclaw", "gateway", "run"];
 
 /// Variables the supervisor sets for every child from the profile; a profile's `env` may not set them.
-pub const MANAGED_ENV: [(&str, &str); 4] = [
+pub const MANAGED_ENV: [(&str, &str); 5] = [
     ("OPENCLAW_CONFIG_PATH", "config_path"),
     ("OPENCLAW_STATE_DIR", "state_dir"),
     ("OPENCLAW_GATEWAY_PORT", "port"),
     ("OPENCLAW_PROFILE", "openclaw_profile"),
+    ("OPENCLAW_WORKSPACE_DIR", "workspace"),
 ];
 
 /// Where a resolved value came from.
@@ -182,6 +184,8 @@ pub struct Profile {
     pub state_dir: Sourced<PathBuf>,
     /// The agent workspace, absolute.
     pub workspace: Sourced<PathBuf>,
+    /// Workspaces of agents that have their own (`agents.list[i].workspace` in the config file).
+    pub agent_workspaces: Vec<Sourced<PathBuf>>,
     /// The program and its arguments.
     pub command: Vec<String>,
     /// Extra environment for the child.
@@ -330,7 +334,15 @@ impl Resolver<'_> {
             }
         }
         let lookup = |var: &str| env.get(var).cloned().or_else(|| (self.daemon_env)(var));
-        let home = lookup("HOME").filter(|h| !h.is_empty());
+        // OpenClaw's home: OPENCLAW_HOME (itself `~`-expanded), else HOME.
+        let os_home = lookup("HOME").filter(|h| !h.is_empty());
+        let home = match lookup("OPENCLAW_HOME").filter(|h| !h.trim().is_empty()) {
+            Some(h) => match expand(h.trim(), os_home.as_deref(), &|_| None) {
+                Ok(p) => Some(p.display().to_string()),
+                Err(_) => os_home.clone(),
+            },
+            None => os_home.clone(),
+        };
         let base = absolute(self.pf.file.parent().unwrap_or(Path::new(".")));
 
         let expand_field = |this: &mut Self, field: &str| -> Option<Sourced<PathBuf>> {
@@ -420,34 +432,68 @@ impl Resolver<'_> {
             column: 0,
         };
 
-        let workspace = match (workspace, &cfg.workspace) {
-            (Some(w), _) => w,
-            (None, Some((w, line))) => match expand(w, home.as_deref(), &|_| None) {
-                Ok(p) => Sourced {
-                    value: without_dots(&cfg_file.parent().unwrap_or(Path::new("/")).join(p)),
-                    origin: Origin::ConfigFile(cfg_at(*line)),
-                },
-                Err(why) => {
-                    self.errors.push(
-                        Diagnostic::error(Kind::InvalidValue, cfg_at(*line), why)
-                            .instance(&n)
-                            .field("agents.defaults.workspace"),
-                    );
-                    return None;
-                }
+        // OpenClaw resolves a relative workspace against the gateway's working directory.
+        let run_dir = working_dir
+            .clone()
+            .unwrap_or_else(|| absolute(Path::new(".")));
+        let cfg_path = |this: &mut Self, field: &str, w: &str, line: usize| match expand(
+            w,
+            home.as_deref(),
+            &|_| None,
+        ) {
+            Ok(p) => Some(Sourced {
+                value: without_dots(&run_dir.join(p)),
+                origin: Origin::ConfigFile(cfg_at(line)),
+            }),
+            Err(why) => {
+                this.errors.push(
+                    Diagnostic::error(Kind::InvalidValue, cfg_at(line), why)
+                        .instance(&n)
+                        .field(field),
+                );
+                None
+            }
+        };
+        // The config file's agents.defaults.workspace wins over OPENCLAW_WORKSPACE_DIR, which is
+        // how the supervisor passes the profile's `workspace`: the two must agree.
+        let cfg_workspace = match &cfg.workspace {
+            Some((w, line)) => match cfg_path(self, "agents.defaults.workspace", w, *line) {
+                Some(s) => Some(s),
+                None => return None,
             },
-            (None, None) => match &home_dir {
-                Some(h) => Sourced {
-                    value: without_dots(&h.join(".openclaw").join(match &openclaw_profile {
-                        Some(p) => format!("workspace-{p}"),
-                        None => "workspace".to_string(),
-                    })),
-                    origin: Origin::Default,
-                },
-                None => {
-                    need_home(self, "workspace");
+            None => None,
+        };
+        let agent_workspaces: Vec<Sourced<PathBuf>> = cfg
+            .agent_workspaces
+            .iter()
+            .filter_map(|(field, w, line)| cfg_path(self, field, w, *line))
+            .collect();
+        let workspace = match (workspace, cfg_workspace) {
+            (Some(w), Some(c)) if check::real_path(&w.value) != check::real_path(&c.value) => {
+                let Origin::ConfigFile(at) = &c.origin else {
                     return None;
-                }
+                };
+                self.errors.push(
+                    Diagnostic::error(
+                        Kind::Inconsistent,
+                        self.at(&["workspace"]),
+                        format!(
+                            "workspace {} is overridden by agents.defaults.workspace {} in the config file ({at})",
+                            w.value.display(),
+                            c.value.display()
+                        ),
+                    )
+                    .instance(&n)
+                    .field("workspace")
+                    .hint("set the workspace in one place only"),
+                );
+                return None;
+            }
+            (_, Some(c)) => c,
+            (Some(w), None) => w,
+            (None, None) => Sourced {
+                value: state_dir.value.join("workspace"),
+                origin: Origin::Default,
             },
         };
 
@@ -497,6 +543,17 @@ impl Resolver<'_> {
 
         let mut ports = Vec::new();
         for d in openclaw::derive_ports(port.value) {
+            // mcp.apps.sandboxPort replaces G+1.
+            if let (Role::McpSandbox, Some((p, line))) = (d.role, cfg.mcp_sandbox_port) {
+                ports.push(PortClaim {
+                    start: u32::from(p),
+                    end: u32::from(p),
+                    source: ClaimSource::Config("mcp.apps.sandboxPort".into()),
+                    at: cfg_at(line),
+                    fallback: None,
+                });
+                continue;
+            }
             ports.push(PortClaim {
                 start: d.start,
                 end: d.end,
@@ -563,6 +620,7 @@ impl Resolver<'_> {
             config_path,
             state_dir,
             workspace,
+            agent_workspaces,
             command,
             env,
             working_dir,

@@ -1,0 +1,707 @@
+//! One instance: a task that owns its child, its state machine and its timers. Commands (start,
+//! stop, restart) arrive over a channel with a reply; the state is published on a `watch` channel so
+//! that reading it never waits for the task. Invariant: at most one child per instance, because only
+//! this task spawns, and it spawns only when it has none.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::RestartTracker;
+use super::logs::{InstanceLog, Stream};
+use super::probe::Prober;
+use super::reaper::{Exit, Reaper};
+use super::spawn::{resolve_program, SpawnRequest, Spawner};
+use super::tree;
+use crate::profile::raw::RestartPolicyKind;
+use crate::profile::Profile;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not running, and not meant to.
+    Stopped,
+    /// Started, not ready yet.
+    Starting,
+    /// Ready, and answering its liveness probe.
+    Running,
+    /// Failed its liveness probe too often; being restarted.
+    Unhealthy,
+    /// Waiting before the next start.
+    Backoff,
+    /// Being stopped.
+    Stopping,
+    /// Exited, and the policy says not to restart.
+    Exited,
+    /// Will not be restarted without an operator: start limit hit, a no-restart exit code, or a
+    /// start that cannot work (missing executable).
+    Fatal,
+}
+
+impl State {
+    /// The lower-case name used in logs and by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Unhealthy => "unhealthy",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Fatal => "fatal",
+        }
+    }
+}
+
+/// What an instance shows of itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// Instance name.
+    pub name: String,
+    /// Its state.
+    pub state: State,
+    /// The gateway's pid while there is one.
+    pub pid: Option<i32>,
+    /// When the current child started.
+    pub started_at: Option<SystemTime>,
+    /// How many times it was started again after its first start.
+    pub restarts: u32,
+    /// How the last child ended.
+    pub last_exit: Option<Exit>,
+    /// The last thing that went wrong, in words.
+    pub last_error: Option<String>,
+    /// The gateway port.
+    pub port: u16,
+    /// Whether the operator wants it running.
+    pub want_running: bool,
+    /// When the next start is due, while in backoff.
+    pub next_start_in: Option<Duration>,
+}
+
+/// The result of a command: the status after it, or why it failed.
+pub type Reply = Result<Status, String>;
+
+/// A command for an instance task.
+#[derive(Debug)]
+pub enum Command {
+    /// Start (no-op when running); replies once ready or failed.
+    Start(oneshot::Sender<Reply>),
+    /// Stop, optionally with another timeout than the profile's; replies once stopped.
+    Stop(Option<Duration>, oneshot::Sender<Reply>),
+    /// Stop if running, then start; replies once ready or failed.
+    Restart(oneshot::Sender<Reply>),
+}
+
+/// What every instance task shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The spawning thread.
+    pub spawner: Spawner,
+    /// Exit notifications.
+    pub reaper: Reaper,
+    /// The HTTP client for probes.
+    pub prober: Prober,
+}
+
+/// The handle the supervisor keeps for an instance task.
+#[derive(Clone)]
+pub struct Handle {
+    /// Commands.
+    pub tx: mpsc::Sender<Command>,
+    /// The current status.
+    pub status: watch::Receiver<Status>,
+    /// Its log.
+    pub log: InstanceLog,
+    /// The profile it runs.
+    pub profile: Arc<Profile>,
+}
+
+/// How often readiness is polled while starting.
+const READY_POLL: Duration = Duration::from_millis(200);
+/// The longest a restart of an unhealthy (hung) child waits for it to stop before SIGKILL.
+const UNHEALTHY_STOP_CAP: Duration = Duration::from_secs(30);
+/// How long processes left behind by an exited gateway get after the stop signal, before SIGKILL.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
+
+struct Child {
+    pid: i32,
+    exit: oneshot::Receiver<Exit>,
+    since: Instant,
+    ready: bool,
+    liveness_failures: u32,
+}
+
+/// Starts the task of one instance. It ends when `cancel` fires, after stopping its child.
+pub fn spawn(
+    profile: Profile,
+    shared: Shared,
+    log: InstanceLog,
+    cancel: CancellationToken,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(64);
+    let status = Status {
+        name: profile.name.to_string(),
+        state: State::Stopped,
+        pid: None,
+        started_at: None,
+        restarts: 0,
+        last_exit: None,
+        last_error: None,
+        port: profile.port.value,
+        want_running: profile.autostart,
+        next_start_in: None,
+    };
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let profile = Arc::new(profile);
+    let task = Task {
+        profile: profile.clone(),
+        shared,
+        log: log.clone(),
+        status,
+        status_tx,
+        child: None,
+        tracker: RestartTracker::default(),
+        next_start: profile.autostart.then(Instant::now),
+        next_probe: None,
+        waiting_ready: Vec::new(),
+        started_once: false,
+    };
+    let join = tokio::spawn(task.run(rx, cancel));
+    (
+        Handle {
+            tx,
+            status: status_rx,
+            log,
+            profile,
+        },
+        join,
+    )
+}
+
+struct Task {
+    profile: Arc<Profile>,
+    shared: Shared,
+    log: InstanceLog,
+    status: Status,
+    status_tx: watch::Sender<Status>,
+    child: Option<Child>,
+    tracker: RestartTracker,
+    /// When to start next, if a start is due.
+    next_start: Option<Instant>,
+    next_probe: Option<Instant>,
+    /// Replies owed once the child is ready (or fails).
+    waiting_ready: Vec<oneshot::Sender<Reply>>,
+    started_once: bool,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        loop {
+            if self.child.is_none() {
+                if let Some(at) = self.next_start {
+                    if at <= Instant::now() {
+                        self.next_start = None;
+                        self.start().await;
+                        continue;
+                    }
+                }
+            }
+            let next_start = self.next_start.filter(|_| self.child.is_none());
+            let next_probe = self.next_probe.filter(|_| self.child.is_some());
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.stop(None).await;
+                    self.fail_waiters("the supervisor is shutting down");
+                    return;
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => {
+                        self.stop(None).await;
+                        return;
+                    }
+                },
+                exit = async {
+                    match self.child.as_mut() {
+                        Some(c) => (&mut c.exit).await.ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let exit = exit.unwrap_or(Exit::Signal(9));
+                    self.on_exit(exit).await;
+                }
+                _ = sleep_until(next_start) => {}
+                _ = sleep_until(next_probe) => self.probe().await,
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        self.status.pid = self.child.as_ref().map(|c| c.pid);
+        self.status.next_start_in = self
+            .next_start
+            .filter(|_| self.child.is_none())
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        self.status_tx.send_replace(self.status.clone());
+    }
+
+    fn set_state(&mut self, state: State) {
+        if self.status.state != state {
+            tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}", self.status.state.as_str(), state.as_str());
+        }
+        self.status.state = state;
+        self.publish();
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(reply) => {
+                self.status.want_running = true;
+                match self.status.state {
+                    State::Running => {
+                        let _ = reply.send(Ok(self.status.clone()));
+                    }
+                    State::Starting | State::Unhealthy => self.waiting_ready.push(reply),
+                    _ => {
+                        // An operator's start clears the history that made it fatal or slow.
+                        self.tracker.reset();
+                        self.status.last_error = None;
+                        self.next_start = Some(Instant::now());
+                        self.waiting_ready.push(reply);
+                    }
+                }
+            }
+            Command::Stop(timeout, reply) => {
+                self.status.want_running = false;
+                self.next_start = None;
+                self.stop(timeout).await;
+                self.fail_waiters("stopped by an operator before it was ready");
+                let _ = reply.send(Ok(self.status.clone()));
+            }
+            Command::Restart(reply) => {
+                self.status.want_running = true;
+                self.stop(None).await;
+                self.fail_waiters("restarted by an operator before it was ready");
+                self.tracker.reset();
+                self.status.last_error = None;
+                self.next_start = Some(Instant::now());
+                self.waiting_ready.push(reply);
+            }
+        }
+        self.publish();
+    }
+
+    fn fail_waiters(&mut self, why: &str) {
+        for w in self.waiting_ready.drain(..) {
+            let _ = w.send(Err(why.to_string()));
+        }
+    }
+
+    fn answer_waiters(&mut self) {
+        let status = self.status.clone();
+        let why = status
+            .last_error
+            .clone()
+            .unwrap_or_else(|| format!("it is {}", status.state.as_str()));
+        for w in self.waiting_ready.drain(..) {
+            let _ = w.send(match status.state {
+                State::Running => Ok(status.clone()),
+                _ => Err(why.clone()),
+            });
+        }
+    }
+
+    fn request(&self) -> Result<SpawnRequest, String> {
+        let p = &self.profile;
+        let mut env: Vec<(String, String)> =
+            p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push((
+            "OPENCLAW_CONFIG_PATH".into(),
+            p.config_path.value.display().to_string(),
+        ));
+        env.push((
+            "OPENCLAW_STATE_DIR".into(),
+            p.state_dir.value.display().to_string(),
+        ));
+        env.push((
+            "OPENCLAW_WORKSPACE_DIR".into(),
+            p.workspace.value.display().to_string(),
+        ));
+        env.push(("OPENCLAW_GATEWAY_PORT".into(), p.port.value.to_string()));
+        env.push((
+            "OPENCLAW_PROFILE".into(),
+            p.openclaw_profile
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+        ));
+        env.push((tree::MARKER_VAR.into(), p.name.to_string()));
+        let cwd = p.working_dir.clone();
+        let here = cwd
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let path = p
+            .env
+            .get("PATH")
+            .map(Into::into)
+            .or_else(|| std::env::var_os("PATH"));
+        let (program, args) = p.command.split_first().ok_or("the command is empty")?;
+        let program = resolve_program(program, path, &here)?;
+        Ok(SpawnRequest {
+            program,
+            args: args.to_vec(),
+            env,
+            cwd,
+        })
+    }
+
+    fn prepare_dirs(&self) -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        for dir in [&self.profile.state_dir.value, &self.profile.workspace.value] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self) {
+        let now = Instant::now();
+        if self.tracker.start_limit_hit(&self.profile.restart, now) {
+            let r = &self.profile.restart;
+            self.fatal(format!(
+                "started {} times within {}: giving up (start limit); see the last exit and the log, then `openclawctl start {}`",
+                r.start_limit_burst,
+                humantime::format_duration(r.start_limit_interval),
+                self.profile.name
+            ))
+            .await;
+            return;
+        }
+        let req = match self.prepare_dirs().and_then(|()| self.request()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fatal(e).await;
+                return;
+            }
+        };
+        self.kill_leftovers(None).await;
+        match self.shared.spawner.spawn(req).await {
+            Ok(child) => {
+                self.tracker.record_start(now);
+                if self.started_once {
+                    self.status.restarts += 1;
+                }
+                self.started_once = true;
+                let exit = self.shared.reaper.watch(child.pid);
+                self.log.capture(child.stdout, Stream::Stdout);
+                self.log.capture(child.stderr, Stream::Stderr);
+                self.log
+                    .note(format!(
+                        "started pid {} ({})",
+                        child.pid,
+                        self.profile.command.join(" ")
+                    ))
+                    .await;
+                self.child = Some(Child {
+                    pid: child.pid,
+                    exit,
+                    since: now,
+                    ready: false,
+                    liveness_failures: 0,
+                });
+                self.status.started_at = Some(SystemTime::now());
+                self.next_probe = Some(now);
+                self.set_state(State::Starting);
+            }
+            Err(e) => {
+                let why = format!("cannot start {}: {e}", self.profile.command.join(" "));
+                self.status.last_error = Some(why.clone());
+                self.log.note(why).await;
+                self.schedule_restart(Duration::ZERO).await;
+            }
+        }
+    }
+
+    async fn fatal(&mut self, why: String) {
+        tracing::error!(instance = %self.profile.name, "{why}");
+        self.log.note(format!("fatal: {why}")).await;
+        self.status.last_error = Some(why);
+        self.next_start = None;
+        self.set_state(State::Fatal);
+        self.answer_waiters();
+    }
+
+    async fn probe(&mut self) {
+        let Some(child) = self.child.as_ref() else {
+            return;
+        };
+        let h = &self.profile.health;
+        let now = Instant::now();
+        if !child.ready {
+            match self
+                .shared
+                .prober
+                .probe(&h.readiness_url, h.timeout.min(READY_POLL * 5))
+                .await
+            {
+                Ok(()) => {
+                    if let Some(c) = self.child.as_mut() {
+                        c.ready = true;
+                    }
+                    self.status.last_error = None;
+                    self.next_probe = Some(Instant::now() + h.interval);
+                    self.set_state(State::Running);
+                    self.answer_waiters();
+                }
+                Err(e) if now.duration_since(child.since) >= h.start_deadline => {
+                    let why = format!(
+                        "not ready within {} ({e})",
+                        humantime::format_duration(h.start_deadline)
+                    );
+                    self.unhealthy(why).await;
+                }
+                Err(_) => self.next_probe = Some(now + READY_POLL),
+            }
+            return;
+        }
+        match self.shared.prober.probe(&h.liveness_url, h.timeout).await {
+            Ok(()) => {
+                if let Some(c) = self.child.as_mut() {
+                    c.liveness_failures = 0;
+                }
+                self.next_probe = Some(Instant::now() + h.interval);
+            }
+            Err(e) => {
+                let failures = self.child.as_mut().map_or(0, |c| {
+                    c.liveness_failures += 1;
+                    c.liveness_failures
+                });
+                tracing::warn!(instance = %self.profile.name, failures, "liveness probe failed: {e}");
+                if failures >= h.failure_threshold {
+                    self.unhealthy(format!("{failures} liveness probes failed in a row ({e})"))
+                        .await;
+                } else {
+                    self.next_probe = Some(Instant::now() + h.interval);
+                }
+            }
+        }
+    }
+
+    /// A child that does not answer: stop it (the stop signal, then SIGKILL) and restart it by policy.
+    async fn unhealthy(&mut self, why: String) {
+        self.log
+            .note(format!("unhealthy: {why}; restarting it"))
+            .await;
+        self.status.last_error = Some(why);
+        self.set_state(State::Unhealthy);
+        let timeout = self.profile.stop.timeout.min(UNHEALTHY_STOP_CAP);
+        let uptime = self
+            .child
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.since.elapsed());
+        if let Some(exit) = self.stop_child(timeout).await {
+            self.status.last_exit = Some(exit);
+        }
+        let delay = self
+            .tracker
+            .next_delay(&self.profile.restart, uptime, fastrand::f64());
+        self.schedule_restart(delay).await;
+    }
+
+    async fn on_exit(&mut self, exit: Exit) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        let uptime = child.since.elapsed();
+        self.status.last_exit = Some(exit);
+        self.next_probe = None;
+        self.log
+            .note(format!(
+                "pid {} ended: {exit} after {}",
+                child.pid,
+                humantime::format_duration(round(uptime))
+            ))
+            .await;
+        tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {exit}");
+        // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
+        self.kill_leftovers(Some(child.pid)).await;
+        let r = &self.profile.restart;
+        if let Exit::Code(code) = exit {
+            if r.no_restart_exit_codes.contains(&code) {
+                let hint = if code == 78 {
+                    " (EX_CONFIG: a config error)"
+                } else {
+                    ""
+                };
+                self.fatal(format!(
+                    "exited with code {code}{hint}, listed in restart.no_restart_exit_codes: restarting will not help; fix it, then `openclawctl start {}`",
+                    self.profile.name
+                ))
+                .await;
+                return;
+            }
+        }
+        let clean = matches!(exit, Exit::Code(0) | Exit::Signal(15));
+        let restart = match r.policy {
+            RestartPolicyKind::Always => true,
+            RestartPolicyKind::OnFailure => !clean,
+            RestartPolicyKind::Never => false,
+        };
+        if !restart {
+            self.status.want_running = false;
+            self.set_state(State::Exited);
+            self.answer_waiters();
+            return;
+        }
+        if !clean {
+            self.status.last_error = Some(format!("ended by {exit}"));
+        }
+        let delay = self.tracker.next_delay(r, uptime, fastrand::f64());
+        self.schedule_restart(delay).await;
+    }
+
+    async fn schedule_restart(&mut self, delay: Duration) {
+        if !self.status.want_running {
+            self.set_state(State::Stopped);
+            return;
+        }
+        self.next_start = Some(Instant::now() + delay);
+        if delay.is_zero() {
+            self.publish();
+        } else {
+            self.log
+                .note(format!(
+                    "restarting in {}",
+                    humantime::format_duration(round(delay))
+                ))
+                .await;
+            self.set_state(State::Backoff);
+        }
+    }
+
+    /// Stops the child, if any, by the stop policy (or `timeout`), and every process of the
+    /// instance with it.
+    async fn stop(&mut self, timeout: Option<Duration>) {
+        if self.child.is_none() {
+            if !matches!(self.status.state, State::Fatal | State::Exited) {
+                self.set_state(State::Stopped);
+            }
+            return;
+        }
+        self.set_state(State::Stopping);
+        let timeout = timeout.unwrap_or(self.profile.stop.timeout);
+        if let Some(exit) = self.stop_child(timeout).await {
+            self.status.last_exit = Some(exit);
+        }
+        self.set_state(State::Stopped);
+    }
+
+    /// The stop signal to the child's process group; after `timeout`, SIGKILL; then whatever is left
+    /// of the instance's processes. Returns how the child ended.
+    async fn stop_child(&mut self, timeout: Duration) -> Option<Exit> {
+        let mut child = self.child.take()?;
+        self.next_probe = None;
+        let sig = Signal::try_from(self.profile.stop.signal).unwrap_or(Signal::SIGTERM);
+        self.log
+            .note(format!("stopping pid {} with {}", child.pid, sig.as_str()))
+            .await;
+        let _ = killpg(Pid::from_raw(child.pid), sig);
+        let exit = match tokio::time::timeout(timeout, &mut child.exit).await {
+            Ok(r) => r.ok(),
+            Err(_) => {
+                self.log
+                    .note(format!(
+                        "pid {} still running after {}: SIGKILL",
+                        child.pid,
+                        humantime::format_duration(timeout)
+                    ))
+                    .await;
+                let _ = killpg(Pid::from_raw(child.pid), Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(Pid::from_raw(child.pid), Signal::SIGKILL);
+                tokio::time::timeout(Duration::from_secs(10), &mut child.exit)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        if let Some(e) = exit {
+            self.log.note(format!("pid {} ended: {e}", child.pid)).await;
+        }
+        self.kill_leftovers(Some(child.pid)).await;
+        exit
+    }
+
+    /// Ends every process still carrying this instance's marker or in the tree of `root`: the stop
+    /// signal first, SIGKILL after a short grace.
+    async fn kill_leftovers(&mut self, root: Option<i32>) {
+        let name = self.profile.name.to_string();
+        let state = self.profile.state_dir.value.display().to_string();
+        let find = {
+            let (name, state) = (name.clone(), state.clone());
+            move || tree::instance_processes(root, &name, &state)
+        };
+        let left = tokio::task::spawn_blocking(find.clone())
+            .await
+            .unwrap_or_default();
+        if left.is_empty() {
+            return;
+        }
+        let sig = Signal::try_from(self.profile.stop.signal).unwrap_or(Signal::SIGTERM);
+        let pids: Vec<i32> = left.iter().map(|p| p.pid).collect();
+        self.log
+            .note(format!("ending processes left behind: {pids:?}"))
+            .await;
+        for p in &left {
+            tree::signal_proc(p, sig);
+        }
+        let deadline = Instant::now() + STRAGGLER_GRACE;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let left = tokio::task::spawn_blocking(find.clone())
+                .await
+                .unwrap_or_default();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                for p in &left {
+                    tree::signal_proc(p, Signal::SIGKILL);
+                }
+                // SIGKILL cannot be ignored; wait (bounded) until they are gone and reaped.
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if tokio::task::spawn_blocking(find.clone())
+                        .await
+                        .unwrap_or_default()
+                        .is_empty()
+                    {
+                        return;
+                    }
+                }
+                tracing::error!(instance = %name, "processes survived SIGKILL: {:?}", left.iter().map(|p| p.pid).collect::<Vec<_>>());
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}

@@ -1,0 +1,142 @@
+//! The one place the daemon waits for children. The daemon is a child subreaper, so besides the
+//! gateways it spawns it inherits every orphaned descendant (OpenClaw's setsid'd spawn broker, say):
+//! all of them are reaped here, on SIGCHLD, with `waitpid(-1)`, and the exit of a gateway is handed to
+//! the instance task that watches its pid. Nothing else may call `wait`.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => match nix::sys::signal::Signal::try_from(*s) {
+                Ok(sig) => write!(f, "signal {}", sig.as_str()),
+                Err(_) => write!(f, "signal {s}"),
+            },
+        }
+    }
+}
+
+/// How many exits of processes nobody watched (yet) are remembered, for a watch that comes late.
+const EARLY_KEPT: usize = 4096;
+
+#[derive(Default)]
+struct State {
+    watching: HashMap<i32, oneshot::Sender<Exit>>,
+    early: HashMap<i32, Exit>,
+    early_order: VecDeque<i32>,
+    reaped_orphans: u64,
+}
+
+/// Hands out the exits of the daemon's children. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Reaper {
+    state: Arc<Mutex<State>>,
+    /// Held while a child is being spawned: std's spawn waits for a child whose exec failed, and that
+    /// wait must not lose the race to `waitpid(-1)`.
+    spawn_lock: Arc<Mutex<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; carry on with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Reaper {
+    /// Starts reaping on SIGCHLD until `cancel` fires. Call before the first spawn.
+    pub fn start(cancel: CancellationToken) -> std::io::Result<Reaper> {
+        let reaper = Reaper::default();
+        let mut sigchld = signal(SignalKind::child())?;
+        let r = reaper.clone();
+        tokio::spawn(async move {
+            r.reap_all();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    got = sigchld.recv() => {
+                        if got.is_none() { break; }
+                        r.reap_all();
+                    }
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// The lock to hold around a spawn (see the field).
+    pub fn spawn_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.spawn_lock)
+    }
+
+    /// A receiver of `pid`'s exit. Call once per pid, right after spawning it.
+    pub fn watch(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = lock(&self.state);
+        match st.early.remove(&pid) {
+            Some(exit) => {
+                let _ = tx.send(exit);
+            }
+            None => {
+                st.watching.insert(pid, tx);
+            }
+        }
+        rx
+    }
+
+    /// How many processes the daemon reaped that it did not spawn (orphans it inherited).
+    pub fn reaped_orphans(&self) -> u64 {
+        lock(&self.state).reaped_orphans
+    }
+
+    /// Reaps every child that has exited.
+    pub fn reap_all(&self) {
+        let _spawning = lock(&self.spawn_lock);
+        loop {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!("waitpid failed: {e}");
+                    return;
+                }
+            };
+            let mut st = lock(&self.state);
+            match st.watching.remove(&pid) {
+                Some(tx) => {
+                    let _ = tx.send(exit);
+                }
+                None => {
+                    st.reaped_orphans += 1;
+                    tracing::debug!(pid, %exit, "reaped a process the daemon inherited");
+                    st.early.insert(pid, exit);
+                    st.early_order.push_back(pid);
+                    while st.early_order.len() > EARLY_KEPT {
+                        if let Some(old) = st.early_order.pop_front() {
+                            st.early.remove(&old);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The processes of an instance, found through /proc: the gateway, everything descended from it, its
+//! process group, and whatever left the group or session and was reparented to the daemon (which is a
+//! subreaper) but still carries the instance's marker in its environment.
+
+use std::collections::{HashMap, HashSet};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Set in every child's environment (and so inherited by its whole tree) to the instance name.
+pub const MARKER_VAR: &str = "OPENCLAW_SUPERVISOR_INSTANCE";
+
+/// One process, from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Proc {
+    /// Process id.
+    pub pid: i32,
+    /// Parent.
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Start time in clock ticks since boot: with the pid, names one process even if the pid is reused.
+    pub start: u64,
+}
+
+/// Every process on the host that /proc shows.
+pub fn snapshot() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_stat)
+        .collect()
+}
+
+/// `/proc/PID/stat` of one process, if it still exists (and is not a zombie).
+pub fn read_stat(pid: i32) -> Option<Proc> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself contain spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state); ppid is field 4, pgrp 5, starttime 22.
+    if f.first() == Some(&"Z") {
+        return None;
+    }
+    Some(Proc {
+        pid,
+        ppid: f.get(1)?.parse().ok()?,
+        pgid: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// Whether `pid`'s environment holds `MARKER_VAR=<instance>` and `OPENCLAW_STATE_DIR=<state_dir>`.
+pub fn has_marker(pid: i32, instance: &str, state_dir: &str) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let marker = format!("{MARKER_VAR}={instance}");
+    let state = format!("OPENCLAW_STATE_DIR={state_dir}");
+    let mut found = (false, false);
+    for var in env.split(|b| *b == 0) {
+        if var == marker.as_bytes() {
+            found.0 = true;
+        } else if var == state.as_bytes() {
+            found.1 = true;
+        }
+    }
+    found == (true, true)
+}
+
+/// The processes that belong to an instance right now: `root` and its descendants, the members of
+/// its process group, and any process that carries the instance's marker, with their descendants.
+pub fn instance_processes(root: Option<i32>, instance: &str, state_dir: &str) -> Vec<Proc> {
+    let all = snapshot();
+    let me = std::process::id() as i32;
+    let mut children: HashMap<i32, Vec<&Proc>> = HashMap::new();
+    for p in &all {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut seeds: Vec<&Proc> = Vec::new();
+    for p in &all {
+        if p.pid == me {
+            continue;
+        }
+        let in_tree = root.is_some_and(|r| p.pid == r || p.pgid == r);
+        if in_tree || has_marker(p.pid, instance, state_dir) {
+            seeds.push(p);
+        }
+    }
+    let mut seen: HashSet<i32> = HashSet::new();
+    let mut out = Vec::new();
+    while let Some(p) = seeds.pop() {
+        if p.pid == me || !seen.insert(p.pid) {
+            continue;
+        }
+        out.push(*p);
+        if let Some(kids) = children.get(&p.pid) {
+            seeds.extend(kids.iter().copied());
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `p` if it is still the same process (same pid and start time).
+pub fn signal_proc(p: &Proc, sig: Signal) {
+    if read_stat(p.pid).is_some_and(|now| now.start == p.start) {
+        let _ = kill(Pid::from_raw(p.pid), sig);
+    }
+}
