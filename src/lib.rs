@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod daemon;
 pub mod paths;
 pub mod profile;
 pub mod supervise;

@@ -1,6 +1,10 @@
 //! The gRPC contract compiled from `proto/openclaw/supervisor/v1/supervisor.proto`, and the
 //! conversions between the library's own types and its messages.
 
+pub mod client;
+pub mod server;
+pub mod socket;
+
 /// Generated messages, client and server of `openclaw.supervisor.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

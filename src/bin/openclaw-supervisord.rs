@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
-use openclaw_supervisor::{cli, paths, profile};
+use openclaw_supervisor::{cli, daemon, paths};
 
 /// Supervise the OpenClaw gateways described by the profiles in a config directory.
 #[derive(Debug, Parser)]
@@ -16,6 +17,27 @@ struct Args {
     /// otherwise].
     #[arg(long, global = true, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
+    /// The control socket [default: /run/openclaw-supervisor/supervisor.sock for root,
+    /// $XDG_RUNTIME_DIR/openclaw-supervisor/supervisor.sock otherwise].
+    #[arg(long, env = "OPENCLAW_SUPERVISOR_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Where instance logs (NAME.log) go [default: /var/log/openclaw-supervisor for root,
+    /// ~/.local/state/openclaw-supervisor/logs otherwise].
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// The daemon's own state [default: /var/lib/openclaw-supervisor for root,
+    /// ~/.local/state/openclaw-supervisor otherwise].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Rotate an instance log when it passes this many bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    log_max_bytes: u64,
+    /// How many rotated instance logs to keep.
+    #[arg(long, default_value_t = 5)]
+    log_keep: usize,
+    /// The daemon's own log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
+    #[arg(long, default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,23 +51,42 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     let dir = args.config_dir.unwrap_or_else(paths::default_config_dir);
-    match args.command {
-        Some(Command::Check) => cli::check(&dir),
-        None => run(&dir),
+    if let Some(Command::Check) = args.command {
+        return cli::check(&dir);
     }
-}
-
-fn run(dir: &std::path::Path) -> ExitCode {
-    let plan = profile::load(dir);
-    if !plan.report.ok() {
-        eprint!("{}", plan.report);
-        eprintln!("{}", plan.report.summary(dir));
-        eprintln!(
-            "openclaw-supervisord: refusing to start: fix the profiles above, then start again"
-        );
-        return ExitCode::from(cli::EXIT_CHECK_FAILED);
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // journald adds its own timestamps; a terminal gets them from us.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    if journal {
+        fmt.without_time().init();
+    } else {
+        fmt.init();
     }
-    eprint!("{}", plan.report);
-    eprintln!("{}", plan.report.summary(dir));
-    ExitCode::SUCCESS
+    let opts = daemon::Options {
+        config_dir: dir,
+        socket: args.socket.unwrap_or_else(paths::default_socket),
+        log_dir: args.log_dir.unwrap_or_else(paths::default_log_dir),
+        state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
+        log_max_bytes: args.log_max_bytes,
+        log_keep: args.log_keep,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("openclaw-supervisord: cannot start its runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(daemon::run(opts))
 }

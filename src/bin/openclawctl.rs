@@ -5,12 +5,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use openclaw_supervisor::{cli, paths};
+use openclaw_supervisor::cli::{self, remote};
+use openclaw_supervisor::paths;
 
 /// Control the OpenClaw gateways of this host.
 #[derive(Debug, Parser)]
 #[command(name = "openclawctl", version, about)]
 struct Args {
+    /// The daemon's control socket [default: /run/openclaw-supervisor/supervisor.sock for root,
+    /// $XDG_RUNTIME_DIR/openclaw-supervisor/supervisor.sock otherwise].
+    #[arg(long, global = true, env = "OPENCLAW_SUPERVISOR_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,10 +40,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the instances: state, pid, uptime, restarts, port, CPU and RSS of the whole tree, last exit.
+    Status {
+        /// Only these instances.
+        names: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start instances and wait until each is ready (exit 1 if any failed).
+    Start {
+        /// The instances.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop instances and their whole process trees, and keep them stopped.
+    Stop {
+        /// The instances.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Override the profiles' stop.timeout (e.g. 10s) before SIGKILL.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Stop (if running) and start instances, waiting until each is ready.
+    Restart {
+        /// The instances.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let socket = args.socket.unwrap_or_else(paths::default_socket);
+    let remote = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode>>>| {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(f),
+            Err(e) => {
+                eprintln!("error: cannot start a runtime: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    };
     match args.command {
         Command::Check { config_dir } => {
             cli::check(&config_dir.unwrap_or_else(paths::default_config_dir))
@@ -46,5 +93,24 @@ fn main() -> ExitCode {
         Command::Ports { config_dir, json } => {
             cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
         }
+        Command::Status { names, json } => remote(Box::pin(remote::status(&socket, names, json))),
+        Command::Start { names } => remote(Box::pin(remote::act(
+            &socket,
+            remote::Action::Start,
+            names,
+            None,
+        ))),
+        Command::Stop { names, timeout } => remote(Box::pin(remote::act(
+            &socket,
+            remote::Action::Stop,
+            names,
+            timeout,
+        ))),
+        Command::Restart { names } => remote(Box::pin(remote::act(
+            &socket,
+            remote::Action::Restart,
+            names,
+            None,
+        ))),
     }
 }

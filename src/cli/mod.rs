@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+pub mod remote;
+
 use crate::profile::resolve::ClaimSource;
 use crate::profile::{self, Origin, Plan, Profile, Sourced};
 

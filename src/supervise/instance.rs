@@ -377,14 +377,7 @@ impl Task {
     async fn start(&mut self) {
         let now = Instant::now();
         if self.tracker.start_limit_hit(&self.profile.restart, now) {
-            let r = &self.profile.restart;
-            self.fatal(format!(
-                "started {} times within {}: giving up (start limit); see the last exit and the log, then `openclawctl start {}`",
-                r.start_limit_burst,
-                humantime::format_duration(r.start_limit_interval),
-                self.profile.name
-            ))
-            .await;
+            self.start_limit_fatal().await;
             return;
         }
         let req = match self.prepare_dirs().and_then(|()| self.request()) {
@@ -430,6 +423,17 @@ impl Task {
                 self.schedule_restart(Duration::ZERO).await;
             }
         }
+    }
+
+    async fn start_limit_fatal(&mut self) {
+        let r = &self.profile.restart;
+        let why = format!(
+            "started {} times within {}: giving up (start limit); see the last exit and the log, then `openclawctl start {}`",
+            r.start_limit_burst,
+            humantime::format_duration(r.start_limit_interval),
+            self.profile.name
+        );
+        self.fatal(why).await;
     }
 
     async fn fatal(&mut self, why: String) {
@@ -534,6 +538,7 @@ impl Task {
             .await;
         tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {exit}");
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
+        self.set_state(State::Stopping);
         self.kill_leftovers(Some(child.pid)).await;
         let r = &self.profile.restart;
         if let Exit::Code(code) = exit {
@@ -573,6 +578,13 @@ impl Task {
     async fn schedule_restart(&mut self, delay: Duration) {
         if !self.status.want_running {
             self.set_state(State::Stopped);
+            return;
+        }
+        if self
+            .tracker
+            .start_limit_hit(&self.profile.restart, Instant::now())
+        {
+            self.start_limit_fatal().await;
             return;
         }
         self.next_start = Some(Instant::now() + delay);

@@ -37,7 +37,7 @@ pub struct Report {
 /// The set of running instances.
 pub struct Supervisor {
     instances: BTreeMap<String, Handle>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     cancel: CancellationToken,
     /// None when sysinfo cannot read this system: figures are then 0.
     system: Mutex<Option<sysinfo::System>>,
@@ -51,7 +51,8 @@ impl Supervisor {
         log_cfg: &logs::LogConfig,
         cancel: CancellationToken,
     ) -> std::io::Result<Supervisor> {
-        let reaper = reaper::Reaper::start(cancel.clone())?;
+        // The reaper outlives the instances: their stops wait for exits it delivers.
+        let reaper = reaper::Reaper::start(CancellationToken::new())?;
         let shared = instance::Shared {
             spawner: spawn::Spawner::start(reaper.clone())?,
             reaper,
@@ -69,7 +70,7 @@ impl Supervisor {
         }
         Ok(Supervisor {
             instances,
-            tasks,
+            tasks: Mutex::new(tasks),
             cancel,
             system: Mutex::new(sysinfo::System::new().ok()),
         })
@@ -144,12 +145,39 @@ impl Supervisor {
     }
 
     /// Stops every instance, in parallel, each by its stop policy, and waits for all of them.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.cancel.cancel();
-        for t in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
             let _ = t.await;
         }
     }
+}
+
+/// Processes that hold an instance's gateway port or state dir before the daemon started anything (a
+/// gateway left from an earlier run, or started by hand): (instance, pid, command line, why).
+pub fn leftovers(profiles: &[crate::profile::Profile]) -> Vec<(String, i32, String, String)> {
+    let mut out = Vec::new();
+    for p in profiles {
+        let state = p.state_dir.value.display().to_string();
+        for pid in tree::using_state_dir(&state) {
+            out.push((
+                p.name.to_string(),
+                pid,
+                tree::cmdline(pid),
+                format!("uses state dir {state}"),
+            ));
+        }
+        for pid in tree::listeners(p.port.value) {
+            out.push((
+                p.name.to_string(),
+                pid,
+                tree::cmdline(pid),
+                format!("listens on port {}", p.port.value),
+            ));
+        }
+    }
+    out
 }
 
 fn descendants(all: &[tree::Proc], root: i32) -> Vec<i32> {

@@ -108,3 +108,70 @@ pub fn signal_proc(p: &Proc, sig: Signal) {
         let _ = kill(Pid::from_raw(p.pid), sig);
     }
 }
+
+/// The command line of `pid`, for reports: arguments joined by spaces.
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Processes listening on TCP `port` (IPv4 or IPv6), from /proc/net/tcp{,6} and the sockets in
+/// /proc/*/fd. Only processes whose fds the daemon may read are found.
+pub fn listeners(port: u16) -> Vec<i32> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let p = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            if *state == "0A" && p == Some(port) {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in snapshot() {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
+            continue;
+        };
+        let holds = fds.filter_map(|e| e.ok()).any(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| inodes.contains(l.to_string_lossy().as_ref()))
+        });
+        if holds {
+            out.push(p.pid);
+        }
+    }
+    out
+}
+
+/// Processes whose environment names `state_dir` as their OPENCLAW_STATE_DIR.
+pub fn using_state_dir(state_dir: &str) -> Vec<i32> {
+    let want = format!("OPENCLAW_STATE_DIR={state_dir}");
+    snapshot()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        })
+        .map(|p| p.pid)
+        .collect()
+}

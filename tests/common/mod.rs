@@ -79,3 +79,204 @@ pub fn stderr(o: &Output) -> String {
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The stand-in gateway built by cargo (`examples/fake-gateway.rs`).
+pub fn fake_gateway() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_openclawctl"));
+    let dir = exe.parent().unwrap().join("examples");
+    let fake = dir.join("fake-gateway");
+    if !fake.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "fake-gateway"])
+            .current_dir(repo())
+            .status()
+            .expect("cargo build --example fake-gateway");
+        assert!(status.success());
+    }
+    fake
+}
+
+/// `n` free TCP ports on 127.0.0.1, each at least 111 apart (a gateway's block).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    loop {
+        let listeners: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        ports.sort();
+        let spread = ports.windows(2).all(|w| w[1] - w[0] >= 111);
+        if spread && ports.iter().all(|p| *p <= 65_000) {
+            return ports;
+        }
+    }
+}
+
+/// Waits for `cond` to give `Some`, polling, up to a generous deadline: the machine is shared, so
+/// the deadline only stops a test that would otherwise hang.
+pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("gave up waiting for: {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Pids of live processes whose environment has `var=value`.
+pub fn pids_with_env(var: &str, value: &str) -> Vec<u32> {
+    let want = format!("{var}={value}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        })
+        .collect()
+}
+
+/// A running `openclaw-supervisord` on a scene: its socket, logs and state live in the scene.
+pub struct Daemon {
+    pub child: Option<std::process::Child>,
+    pub socket: PathBuf,
+    pub logs: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Scene {
+    /// Starts the daemon on this scene's `supervisor.d` and waits until its API answers.
+    pub fn daemon(&self) -> Daemon {
+        let d = self.spawn_daemon();
+        wait_for("the daemon's API to answer", || {
+            d.ctl(&["status", "--json"]).status.success().then_some(())
+        });
+        d
+    }
+
+    /// Starts the daemon without waiting for it.
+    pub fn spawn_daemon(&self) -> Daemon {
+        let socket = self.path("run/supervisor.sock");
+        let logs = self.path("logs");
+        let stderr = self.path("daemon.stderr");
+        let child = Command::new(bin_path("openclaw-supervisord"))
+            .args(["--config-dir", "supervisor.d", "--socket"])
+            .arg(&socket)
+            .arg("--log-dir")
+            .arg(&logs)
+            .arg("--state-dir")
+            .arg(self.path("daemon-state"))
+            .current_dir(self.root.path())
+            .env("HOME", self.home())
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start the daemon");
+        Daemon {
+            child: Some(child),
+            socket,
+            logs,
+            stderr,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Runs openclawctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_path("openclawctl"))
+            .args(args)
+            .env("OPENCLAW_SUPERVISOR_SOCKET", &self.socket)
+            .output()
+            .expect("run openclawctl")
+    }
+
+    /// `status --json` of one instance.
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        let out = self.ctl(&["status", "--json", name]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v[0].clone()
+    }
+
+    /// Waits until `name`'s status satisfies `pred`, and returns that status.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let last = self.status(name);
+            if pred(&last) {
+                return last;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "gave up waiting for {name} to be {what}; last status: {last}\ndaemon log:\n{}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The instance's log file.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the daemon's exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = wait_for("the daemon to exit", || child.try_wait().ok().flatten());
+        status.code()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
