@@ -152,44 +152,57 @@ fn main() {
     }
 }
 
+/// Answers requests on one connection until the client closes it: HTTP/1.1 keep-alive, as the real
+/// gateway (a Node.js HTTP server) does.
 fn serve(mut stream: TcpStream, started: Instant, ready_after: Duration, hung: &AtomicBool) {
-    let mut request = String::new();
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
     });
-    if reader.read_line(&mut request).is_err() {
-        return;
-    }
     loop {
-        let mut header = String::new();
-        match reader.read_line(&mut header) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if header == "\r\n" || header == "\n" => break,
+        let mut request = String::new();
+        match reader.read_line(&mut request) {
+            Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        let mut close = false;
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header == "\r\n" || header == "\n" => break,
+                Ok(_) => {
+                    let h = header.to_ascii_lowercase();
+                    close |= h.starts_with("connection:") && h.contains("close");
+                }
+            }
+        }
+        if hung.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(3600));
+            return;
+        }
+        let path = request.split_whitespace().nth(1).unwrap_or("/");
+        let uptime = started.elapsed().as_millis();
+        let (status, body) = match path {
+            "/healthz" | "/health" => ("200 OK", r#"{"ok":true,"status":"live"}"#.to_string()),
+            "/readyz" if started.elapsed() >= ready_after => (
+                "200 OK",
+                format!(r#"{{"ready":true,"failing":[],"uptimeMs":{uptime}}}"#),
+            ),
+            "/readyz" => (
+                "503 Service Unavailable",
+                format!(r#"{{"ready":false,"failing":["startup"],"uptimeMs":{uptime}}}"#),
+            ),
+            _ => ("404 Not Found", "{}".to_string()),
+        };
+        let written = write!(
+            stream,
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        if written.is_err() || close {
+            return;
+        }
     }
-    if hung.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_secs(3600));
-        return;
-    }
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let uptime = started.elapsed().as_millis();
-    let (status, body) = match path {
-        "/healthz" | "/health" => ("200 OK", r#"{"ok":true,"status":"live"}"#.to_string()),
-        "/readyz" if started.elapsed() >= ready_after => (
-            "200 OK",
-            format!(r#"{{"ready":true,"failing":[],"uptimeMs":{uptime}}}"#),
-        ),
-        "/readyz" => (
-            "503 Service Unavailable",
-            format!(r#"{{"ready":false,"failing":["startup"],"uptimeMs":{uptime}}}"#),
-        ),
-        _ => ("404 Not Found", "{}".to_string()),
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
 }

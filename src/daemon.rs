@@ -64,6 +64,9 @@ pub async fn run(opts: Options) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
+    // as the hard limit permits.
+    raise_fd_limit();
     // Orphaned descendants of the gateways (a setsid'd spawn broker) come back to us to be reaped.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(
@@ -89,13 +92,7 @@ pub async fn run(opts: Options) -> ExitCode {
         keep: opts.log_keep,
         tail_lines: 1000,
     };
-    for (instance, pid, cmd, why) in crate::supervise::leftovers(&plan.profiles) {
-        tracing::warn!(
-            instance,
-            pid,
-            "found a process that {why} before starting anything (its gateway will not start while it does): {cmd}"
-        );
-    }
+    crate::supervise::clear_leftovers(&plan.profiles).await;
     let supervisor = match Supervisor::start(plan, &log_cfg, cancel.child_token()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -137,4 +134,15 @@ pub async fn run(opts: Options) -> ExitCode {
     let _ = std::fs::remove_file(&opts.socket);
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }

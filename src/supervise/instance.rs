@@ -387,7 +387,6 @@ impl Task {
                 return;
             }
         };
-        self.kill_leftovers(None).await;
         match self.shared.spawner.spawn(req).await {
             Ok(child) => {
                 self.tracker.record_start(now);

@@ -99,11 +99,12 @@ impl InstanceLog {
             .open(&path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(cfg.tail_lines)));
-        let (live, _) = broadcast::channel(1024);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        // Followers that fall more than this behind skip ahead (and are told how far).
+        let (live, _) = broadcast::channel(64);
         let writer = Writer {
             path,
-            file: std::io::BufWriter::with_capacity(64 * 1024, file),
+            file: std::io::BufWriter::with_capacity(8 * 1024, file),
             size,
             max_bytes: cfg.max_bytes,
             keep: cfg.keep,
@@ -164,8 +165,8 @@ async fn read_lines(
     stream: Stream,
     tx: mpsc::Sender<LogLine>,
 ) {
-    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
-    let mut buf = Vec::with_capacity(256);
+    let mut reader = BufReader::with_capacity(8 * 1024, pipe);
+    let mut buf = Vec::new();
     let mut dropped: u64 = 0;
     loop {
         buf.clear();
@@ -280,7 +281,7 @@ impl Writer {
         }
         match open_append(&self.path) {
             Ok(f) => {
-                self.file = std::io::BufWriter::with_capacity(64 * 1024, f);
+                self.file = std::io::BufWriter::with_capacity(8 * 1024, f);
                 self.size = 0;
             }
             Err(e) => tracing::warn!(file = %self.path.display(), "cannot reopen the log: {e}"),

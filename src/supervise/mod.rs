@@ -154,30 +154,52 @@ impl Supervisor {
     }
 }
 
-/// Processes that hold an instance's gateway port or state dir before the daemon started anything (a
-/// gateway left from an earlier run, or started by hand): (instance, pid, command line, why).
-pub fn leftovers(profiles: &[crate::profile::Profile]) -> Vec<(String, i32, String, String)> {
-    let mut out = Vec::new();
-    for p in profiles {
-        let state = p.state_dir.value.display().to_string();
-        for pid in tree::using_state_dir(&state) {
-            out.push((
-                p.name.to_string(),
-                pid,
-                tree::cmdline(pid),
-                format!("uses state dir {state}"),
-            ));
-        }
-        for pid in tree::listeners(p.port.value) {
-            out.push((
-                p.name.to_string(),
-                pid,
-                tree::cmdline(pid),
-                format!("listens on port {}", p.port.value),
-            ));
-        }
+/// Before anything starts: every process that already uses an instance's state dir or gateway port
+/// is reported, and those an earlier run of a supervisor left (they carry the instance's marker) are
+/// ended, the stop signal first and SIGKILL 2 s later, so no instance meets a duplicate gateway on
+/// its state dir. One pass over /proc for all instances.
+pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
+    let known: Vec<tree::Known> = profiles
+        .iter()
+        .map(|p| tree::Known {
+            name: p.name.to_string(),
+            state_dir: p.state_dir.value.display().to_string(),
+            port: p.port.value,
+        })
+        .collect();
+    let scan = {
+        let known = known.clone();
+        move || tree::host_scan(&known)
+    };
+    let found = tokio::task::spawn_blocking(scan.clone())
+        .await
+        .unwrap_or_default();
+    let ours: Vec<tree::Proc> = found.iter().filter(|h| h.ours).map(|h| h.proc_).collect();
+    for h in &found {
+        let what = if h.ours {
+            "left by an earlier run; ending it"
+        } else {
+            "not started by this supervisor; its gateway will fail while it runs"
+        };
+        tracing::warn!(instance = %h.instance, pid = h.proc_.pid, "a process {} ({what}): {}", h.why, h.cmdline);
     }
-    out
+    if ours.is_empty() {
+        return;
+    }
+    for p in &ours {
+        tree::signal_proc(p, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while ours
+        .iter()
+        .any(|p| tree::read_stat(p.pid).is_some_and(|now| now.start == p.start))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for p in &ours {
+        tree::signal_proc(p, nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 fn descendants(all: &[tree::Proc], root: i32) -> Vec<i32> {

@@ -70,7 +70,9 @@ pub fn has_marker(pid: i32, instance: &str, state_dir: &str) -> bool {
 }
 
 /// The processes that belong to an instance right now: `root` and its descendants, the members of
-/// its process group, and any process that carries the instance's marker, with their descendants.
+/// its process group, and the daemon's children that carry the instance's marker (the orphans of its
+/// gateways come back to the daemon, a subreaper), with their descendants. Leftovers elsewhere on the
+/// host are dealt with once, before the first start ([`host_scan`]).
 pub fn instance_processes(root: Option<i32>, instance: &str, state_dir: &str) -> Vec<Proc> {
     let all = snapshot();
     let me = std::process::id() as i32;
@@ -84,7 +86,7 @@ pub fn instance_processes(root: Option<i32>, instance: &str, state_dir: &str) ->
             continue;
         }
         let in_tree = root.is_some_and(|r| p.pid == r || p.pgid == r);
-        if in_tree || has_marker(p.pid, instance, state_dir) {
+        if in_tree || (p.ppid == me && has_marker(p.pid, instance, state_dir)) {
             seeds.push(p);
         }
     }
@@ -122,10 +124,89 @@ pub fn cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Processes listening on TCP `port` (IPv4 or IPv6), from /proc/net/tcp{,6} and the sockets in
-/// /proc/*/fd. Only processes whose fds the daemon may read are found.
-pub fn listeners(port: u16) -> Vec<i32> {
-    let mut inodes = HashSet::new();
+/// What an instance is known by on the host, for [`host_scan`].
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// Instance name.
+    pub name: String,
+    /// Its `OPENCLAW_STATE_DIR`.
+    pub state_dir: String,
+    /// Its gateway port.
+    pub port: u16,
+}
+
+/// A process found holding an instance's place before the daemon started anything.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// The instance.
+    pub instance: String,
+    /// The process.
+    pub proc_: Proc,
+    /// Its command line.
+    pub cmdline: String,
+    /// What it holds.
+    pub why: String,
+    /// Whether it carries the instance's marker: left by an earlier run of a supervisor.
+    pub ours: bool,
+}
+
+/// One pass over the host, reading each process's environment once: every process that uses an
+/// instance's state dir or listens on its gateway port.
+pub fn host_scan(known: &[Known]) -> Vec<Holder> {
+    let by_state: HashMap<String, &Known> = known
+        .iter()
+        .map(|k| (format!("OPENCLAW_STATE_DIR={}", k.state_dir), k))
+        .collect();
+    let by_port: HashMap<u16, &Known> = known.iter().map(|k| (k.port, k)).collect();
+    let listening = listening_inodes(&by_port);
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for p in snapshot().into_iter().filter(|p| p.pid != me) {
+        if let Ok(env) = std::fs::read(format!("/proc/{}/environ", p.pid)) {
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            for v in &vars {
+                let Some(k) = std::str::from_utf8(v).ok().and_then(|v| by_state.get(v)) else {
+                    continue;
+                };
+                let marker = format!("{MARKER_VAR}={}", k.name);
+                out.push(Holder {
+                    instance: k.name.clone(),
+                    proc_: p,
+                    cmdline: cmdline(p.pid),
+                    why: format!("uses state dir {}", k.state_dir),
+                    ours: vars.iter().any(|v| *v == marker.as_bytes()),
+                });
+            }
+        }
+        if listening.is_empty() {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
+            continue;
+        };
+        for fd in fds.filter_map(|e| e.ok()) {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if let Some(port) = listening.get(link.to_string_lossy().as_ref()) {
+                if let Some(k) = by_port.get(port) {
+                    out.push(Holder {
+                        instance: k.name.clone(),
+                        proc_: p,
+                        cmdline: cmdline(p.pid),
+                        why: format!("listens on port {port}"),
+                        ours: false,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `socket:[inode]` -> port, for the TCP sockets listening on one of `ports`.
+fn listening_inodes<T>(ports: &HashMap<u16, T>) -> HashMap<String, u16> {
+    let mut out = HashMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -135,43 +216,16 @@ pub fn listeners(port: u16) -> Vec<i32> {
             let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
                 continue;
             };
-            let p = local
+            let port = local
                 .rsplit(':')
                 .next()
                 .and_then(|h| u16::from_str_radix(h, 16).ok());
-            if *state == "0A" && p == Some(port) {
-                inodes.insert(format!("socket:[{inode}]"));
+            if let (true, Some(port)) = (*state == "0A", port) {
+                if ports.contains_key(&port) {
+                    out.insert(format!("socket:[{inode}]"), port);
+                }
             }
         }
     }
-    if inodes.is_empty() {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for p in snapshot() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
-            continue;
-        };
-        let holds = fds.filter_map(|e| e.ok()).any(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|l| inodes.contains(l.to_string_lossy().as_ref()))
-        });
-        if holds {
-            out.push(p.pid);
-        }
-    }
     out
-}
-
-/// Processes whose environment names `state_dir` as their OPENCLAW_STATE_DIR.
-pub fn using_state_dir(state_dir: &str) -> Vec<i32> {
-    let want = format!("OPENCLAW_STATE_DIR={state_dir}");
-    snapshot()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{}/environ", p.pid))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
-        })
-        .map(|p| p.pid)
-        .collect()
 }

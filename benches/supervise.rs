@@ -1,0 +1,295 @@
+//! Benchmark of the supervisor, printing figures (no thresholds): `cargo bench --bench supervise`.
+//!
+//! 1. Restart latency after SIGKILL: from the kill until the replacement accepts TCP on the gateway
+//!    port, median of 20, for openclaw-supervisord and for runit's runsv (Debian `runit`) running the
+//!    same stand-in gateway, as a ratio. Between kills each child stays up 1.5 s, so both supervisors
+//!    see a child that had been up: runsv restarts at once, and so does our daemon (the profile's
+//!    backoff resets after 1 s of uptime and its start limit is raised for the 20 kills).
+//! 2. The daemon's own CPU and RSS over 60 s idle, with 2 and with 500 instances running.
+//!
+//! `cargo test --bench supervise` runs a short version (3 kills, 10 instances, 2 s idle).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok()
+}
+
+fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Kills the child `pid_of()` names `n` times, timing each restart until the port accepts again.
+fn restarts(n: usize, port: u16, pid_of: impl Fn() -> Option<u32>) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        wait("the child to accept", || accepts(port));
+        std::thread::sleep(Duration::from_millis(1500));
+        let pid = pid_of().expect("a child pid");
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait("the old child to die", || !alive(pid));
+        wait("the replacement to accept", || accepts(port));
+        out.push(t.elapsed());
+    }
+    out
+}
+
+fn fake_gateway() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_openclawctl"));
+    let fake = exe.parent().unwrap().join("examples/fake-gateway");
+    let release = exe.parent().unwrap().ends_with("release");
+    let mut args = vec!["build", "--example", "fake-gateway"];
+    if release {
+        args.push("--release");
+    }
+    let ok = Command::new(env!("CARGO"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok && fake.exists());
+    fake
+}
+
+/// Free ports, 111 apart, from `from` up.
+fn ports(n: usize, from: u16) -> Vec<u16> {
+    let mut out = Vec::new();
+    let mut p = from;
+    while out.len() < n {
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            out.push(p);
+            p += 111;
+        } else {
+            p += 1;
+        }
+    }
+    out
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, profiles: &[(String, String)]) -> Daemon {
+        let conf = dir.join("supervisor.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        for (name, text) in profiles {
+            std::fs::write(conf.join(format!("{name}.yaml")), text).unwrap();
+        }
+        let socket = dir.join("supervisor.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_openclaw-supervisord"))
+            .arg("--config-dir")
+            .arg(&conf)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--log-dir")
+            .arg(dir.join("logs"))
+            .arg("--state-dir")
+            .arg(dir.join("daemon-state"))
+            .env("HOME", dir)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, socket }
+    }
+
+    fn statuses(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_openclawctl"))
+            .args(["status", "--json"])
+            .env("OPENCLAW_SUPERVISOR_SOCKET", &self.socket)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn wait_all_running(&self, n: usize) {
+        wait("every instance to run", || {
+            let s = self.statuses();
+            s.len() == n && s.iter().all(|i| i["state"] == "running")
+        });
+    }
+
+    /// CPU time used (user + system) and RSS, from /proc.
+    fn usage(&self) -> (Duration, u64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        (Duration::from_millis(ticks * 1000 / hz), rss_kb * 1024)
+    }
+
+    fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn fake_profile(fake: &Path, port: u16, extra: &str) -> String {
+    format!(
+        "port: {port}\nstate_dir: state/{port}\ncommand: [{:?}]\n{extra}",
+        fake.display().to_string()
+    )
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let kills = if quick { 3 } else { 20 };
+    let fake = fake_gateway();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // 1. Restart latency: ours.
+    let port = ports(1, 31_000)[0];
+    let d = Daemon::start(
+        &tmp.path().join("ours"),
+        &[(
+            "main".into(),
+            fake_profile(
+                &fake,
+                port,
+                "restart:\n  backoff: { reset_after: 1s }\n  start_limit: { burst: 1000, interval: 5m }\n",
+            ),
+        )],
+    );
+    d.wait_all_running(1);
+    let ours = restarts(kills, port, || {
+        d.statuses()
+            .first()
+            .and_then(|s| s["pid"].as_u64())
+            .map(|p| p as u32)
+    });
+    d.stop();
+    let ours = median(ours);
+    println!(
+        "restart latency after SIGKILL, openclaw-supervisord: median {:.2} ms of {kills}",
+        ms(ours)
+    );
+
+    // ... and runit's runsv on the same child.
+    let runsv = Command::new("runsv")
+        .arg("--help")
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    if runsv.is_err() {
+        println!("restart latency, runit: runsv not found (apt-get install runit); no ratio");
+    } else {
+        let sv = tmp.path().join("runit/fake");
+        std::fs::create_dir_all(&sv).unwrap();
+        let run = sv.join("run");
+        std::fs::write(
+            &run,
+            format!("#!/bin/sh\nexec {} --port {port}\n", fake.display()),
+        )
+        .unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&run).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut runsv = Command::new("runsv")
+            .arg(&sv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pidfile = sv.join("supervise/pid");
+        let theirs = restarts(kills, port, || {
+            std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+        });
+        let _ = Command::new("sv").arg("down").arg(&sv).status();
+        let _ = runsv.kill();
+        let _ = runsv.wait();
+        let theirs = median(theirs);
+        println!(
+            "restart latency after SIGKILL, runit runsv: median {:.2} ms of {kills}",
+            ms(theirs)
+        );
+        println!(
+            "restart latency ratio openclaw-supervisord / runit: {:.2}",
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        );
+    }
+
+    // 2. Idle cost.
+    let idle = Duration::from_secs(if quick { 2 } else { 60 });
+    for n in [2usize, if quick { 10 } else { 500 }] {
+        let dir = tmp.path().join(format!("idle-{n}"));
+        let profiles: Vec<(String, String)> = ports(n, 1100)
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (format!("bot{i:03}"), fake_profile(&fake, p, "")))
+            .collect();
+        let d = Daemon::start(&dir, &profiles);
+        d.wait_all_running(n);
+        // Let start-up work settle (readiness probes, log files) before measuring.
+        std::thread::sleep(Duration::from_secs(if quick { 1 } else { 10 }));
+        let (cpu0, _) = d.usage();
+        let t = Instant::now();
+        std::thread::sleep(idle);
+        let (cpu1, rss) = d.usage();
+        let wall = t.elapsed();
+        println!(
+            "idle daemon with {n} instances over {:.0} s: CPU {:.3}% of a core, RSS {:.1} MB",
+            wall.as_secs_f64(),
+            (cpu1 - cpu0).as_secs_f64() / wall.as_secs_f64() * 100.0,
+            rss as f64 / 1e6
+        );
+        d.stop();
+    }
+}
