@@ -30,11 +30,15 @@ fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok()
 }
 
-fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+fn wait(what: &str, cond: impl FnMut() -> bool) {
+    wait_every(what, Duration::from_millis(2), cond)
+}
+
+fn wait_every(what: &str, every: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
     while !cond() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(every);
     }
 }
 
@@ -139,11 +143,23 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
-    fn wait_all_running(&self, n: usize) {
-        wait("every instance to run", || {
-            let s = self.statuses();
-            s.len() == n && s.iter().all(|i| i["state"] == "running")
-        });
+    /// Waits until every instance is running, or settled (fatal: a port taken by another program
+    /// between the choice of ports and the start). Returns how many run.
+    fn wait_all_running(&self, n: usize) -> usize {
+        let mut running = 0;
+        // Polled gently: every status call walks /proc for 500 process trees.
+        wait_every(
+            "every instance to settle",
+            Duration::from_millis(500),
+            || {
+                let s = self.statuses();
+                running = s.iter().filter(|i| i["state"] == "running").count();
+                s.len() == n
+                    && s.iter()
+                        .all(|i| i["state"] == "running" || i["state"] == "fatal")
+            },
+        );
+        running
     }
 
     /// CPU time used (user + system) and RSS, from /proc.
@@ -170,7 +186,11 @@ impl Daemon {
         (Duration::from_millis(ticks * 1000 / hz), rss_kb * 1024)
     }
 
-    fn stop(mut self) {
+    fn stop(self) {}
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -187,19 +207,33 @@ fn fake_profile(fake: &Path, port: u16, extra: &str) -> String {
 }
 
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = !args.iter().any(|a| a == "--bench");
+    // `cargo bench --bench supervise -- idle` (or `restart`) runs one part.
+    let only = |part: &str| {
+        let parts = ["restart", "idle"];
+        !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part)
+    };
     let kills = if quick { 3 } else { 20 };
     let fake = fake_gateway();
     let tmp = tempfile::tempdir().unwrap();
 
-    // 1. Restart latency: ours.
+    if only("restart") {
+        restart_latency(kills, &fake, tmp.path());
+    }
+    if only("idle") {
+        idle(quick, &fake, tmp.path());
+    }
+}
+
+fn restart_latency(kills: usize, fake: &Path, tmp: &Path) {
     let port = ports(1, 31_000)[0];
     let d = Daemon::start(
-        &tmp.path().join("ours"),
+        &tmp.join("ours"),
         &[(
             "main".into(),
             fake_profile(
-                &fake,
+                fake,
                 port,
                 "restart:\n  backoff: { reset_after: 1s }\n  start_limit: { burst: 1000, interval: 5m }\n",
             ),
@@ -228,7 +262,7 @@ fn main() {
     if runsv.is_err() {
         println!("restart latency, runit: runsv not found (apt-get install runit); no ratio");
     } else {
-        let sv = tmp.path().join("runit/fake");
+        let sv = tmp.join("runit/fake");
         std::fs::create_dir_all(&sv).unwrap();
         let run = sv.join("run");
         std::fs::write(
@@ -252,7 +286,18 @@ fn main() {
         let theirs = restarts(kills, port, || {
             std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
         });
-        let _ = Command::new("sv").arg("down").arg(&sv).status();
+        // Take the service down and wait for its child before ending runsv, or the child outlives it.
+        let last = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let _ = Command::new("sv")
+            .arg("down")
+            .arg(&sv)
+            .stdout(Stdio::null())
+            .status();
+        if let Some(pid) = last {
+            wait("runit's child to stop", || !alive(pid));
+        }
         let _ = runsv.kill();
         let _ = runsv.wait();
         let theirs = median(theirs);
@@ -265,18 +310,19 @@ fn main() {
             ours.as_secs_f64() / theirs.as_secs_f64()
         );
     }
+}
 
-    // 2. Idle cost.
+fn idle(quick: bool, fake: &Path, tmp: &Path) {
     let idle = Duration::from_secs(if quick { 2 } else { 60 });
     for n in [2usize, if quick { 10 } else { 500 }] {
-        let dir = tmp.path().join(format!("idle-{n}"));
+        let dir = tmp.join(format!("idle-{n}"));
         let profiles: Vec<(String, String)> = ports(n, 1100)
             .into_iter()
             .enumerate()
-            .map(|(i, p)| (format!("bot{i:03}"), fake_profile(&fake, p, "")))
+            .map(|(i, p)| (format!("bot{i:03}"), fake_profile(fake, p, "")))
             .collect();
         let d = Daemon::start(&dir, &profiles);
-        d.wait_all_running(n);
+        let running = d.wait_all_running(n);
         // Let start-up work settle (readiness probes, log files) before measuring.
         std::thread::sleep(Duration::from_secs(if quick { 1 } else { 10 }));
         let (cpu0, _) = d.usage();
@@ -285,7 +331,7 @@ fn main() {
         let (cpu1, rss) = d.usage();
         let wall = t.elapsed();
         println!(
-            "idle daemon with {n} instances over {:.0} s: CPU {:.3}% of a core, RSS {:.1} MB",
+            "idle daemon with {n} instances ({running} running) over {:.0} s: CPU {:.3}% of a core, RSS {:.1} MB",
             wall.as_secs_f64(),
             (cpu1 - cpu0).as_secs_f64() / wall.as_secs_f64() * 100.0,
             rss as f64 / 1e6

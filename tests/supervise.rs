@@ -374,3 +374,37 @@ fn status_shows_the_process_trees_memory() {
     );
     assert!(table.lines().nth(1).unwrap().starts_with("main"), "{table}");
 }
+
+#[test]
+fn logs_rotate_by_size_and_keep_the_newest_lines() {
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    profile(&scene, "chatty", ports[0], &["--flood", "3000"], "");
+    let d = scene.daemon_with(&["--log-max-bytes", "20000", "--log-keep", "2"]);
+    d.wait_status("chatty", "running", |s| s["state"] == "running");
+    wait_for("the flood in the log", || {
+        d.log("chatty")
+            .contains("flood done: 3000 lines")
+            .then_some(())
+    });
+    let rotated = |i: u32| d.logs.join(format!("chatty.log.{i}"));
+    assert!(rotated(1).exists() && rotated(2).exists());
+    assert!(
+        !rotated(3).exists(),
+        "only --log-keep 2 rotated files are kept"
+    );
+    for i in 1..=2 {
+        let len = std::fs::metadata(rotated(i)).unwrap().len();
+        assert!(len >= 20_000, "a rotated file is full: {len}");
+    }
+    // The newest lines are in the current file, continuing the rotated one.
+    let last_rotated = std::fs::read_to_string(rotated(1)).unwrap();
+    let n = |l: &str| {
+        l.split("flood line ")
+            .nth(1)
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    let prev = last_rotated.lines().filter_map(n).last().unwrap();
+    let next = d.log("chatty").lines().filter_map(n).next().unwrap();
+    assert_eq!(next, prev + 1);
+}

@@ -79,6 +79,8 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // /proc walks run on blocking threads; a few are enough, and each costs memory.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {

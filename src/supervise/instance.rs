@@ -505,6 +505,7 @@ impl Task {
         self.log
             .note(format!("unhealthy: {why}; restarting it"))
             .await;
+        self.fail_waiters(&why);
         self.status.last_error = Some(why);
         self.set_state(State::Unhealthy);
         let timeout = self.profile.stop.timeout.min(UNHEALTHY_STOP_CAP);
@@ -527,6 +528,12 @@ impl Task {
         };
         let uptime = child.since.elapsed();
         self.status.last_exit = Some(exit);
+        if !child.ready {
+            // Whoever waits for this start learns now, not after the restarts the policy allows.
+            self.fail_waiters(&format!(
+                "it ended before it was ready ({exit}); see its log"
+            ));
+        }
         self.next_probe = None;
         self.log
             .note(format!(
@@ -659,7 +666,8 @@ impl Task {
         let state = self.profile.state_dir.value.display().to_string();
         let find = {
             let (name, state) = (name.clone(), state.clone());
-            move || tree::instance_processes(root, &name, &state)
+            let reaper = self.shared.reaper.clone();
+            move || tree::instance_processes(root, &name, &state, &|pid| reaper.is_watched(pid))
         };
         let left = tokio::task::spawn_blocking(find.clone())
             .await

@@ -104,7 +104,7 @@ impl InstanceLog {
         let (live, _) = broadcast::channel(64);
         let writer = Writer {
             path,
-            file: std::io::BufWriter::with_capacity(8 * 1024, file),
+            file: std::io::BufWriter::with_capacity(4 * 1024, file),
             size,
             max_bytes: cfg.max_bytes,
             keep: cfg.keep,
@@ -165,7 +165,7 @@ async fn read_lines(
     stream: Stream,
     tx: mpsc::Sender<LogLine>,
 ) {
-    let mut reader = BufReader::with_capacity(8 * 1024, pipe);
+    let mut reader = BufReader::with_capacity(2 * 1024, pipe);
     let mut buf = Vec::new();
     let mut dropped: u64 = 0;
     loop {
@@ -281,7 +281,7 @@ impl Writer {
         }
         match open_append(&self.path) {
             Ok(f) => {
-                self.file = std::io::BufWriter::with_capacity(8 * 1024, f);
+                self.file = std::io::BufWriter::with_capacity(4 * 1024, f);
                 self.size = 0;
             }
             Err(e) => tracing::warn!(file = %self.path.display(), "cannot reopen the log: {e}"),
@@ -294,4 +294,44 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reader_that_cannot_hand_lines_over_counts_them_and_says_so() {
+        let (rd, wr) = std::io::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut wr = wr;
+            for i in 0..100 {
+                writeln!(wr, "line {i}").unwrap();
+            }
+        });
+        writer.join().unwrap();
+        // A queue of 4 that nobody drains while the pipe is read: the writer is "slower than the disk".
+        let (tx, mut rx) = mpsc::channel(4);
+        let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(rd)).unwrap();
+        let reader = tokio::spawn(read_lines(pipe, Stream::Stdout, tx));
+        // The reader never waits for the queue: it finishes with the queue still full ...
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.push(rx.recv().await.unwrap().text);
+        }
+        reader.await.unwrap();
+        while let Some(l) = rx.recv().await {
+            got.push(l.text);
+        }
+        // ... and the lines it could not queue are counted in a marker, never silently lost.
+        let kept: Vec<&String> = got.iter().filter(|t| t.starts_with("line ")).collect();
+        let dropped: u64 = got
+            .iter()
+            .filter_map(|t| t.strip_prefix("dropped "))
+            .map(|t| t.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert!(dropped > 0, "{got:?}");
+        assert_eq!(kept.len() as u64 + dropped, 100, "{got:?}");
+        assert_eq!(kept[0], "line 0");
+    }
 }

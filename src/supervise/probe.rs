@@ -22,6 +22,8 @@ impl Default for Prober {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
+            // Probe answers are a few hundred bytes: a small buffer per pooled connection.
+            .http1_read_buf_exact_size(2048)
             .build(connector);
         Prober { client }
     }

@@ -101,6 +101,11 @@ impl Reaper {
         rx
     }
 
+    /// Whether `pid` is a child the daemon spawned and is waiting for (a live gateway).
+    pub fn is_watched(&self, pid: i32) -> bool {
+        lock(&self.state).watching.contains_key(&pid)
+    }
+
     /// How many processes the daemon reaped that it did not spawn (orphans it inherited).
     pub fn reaped_orphans(&self) -> u64 {
         lock(&self.state).reaped_orphans

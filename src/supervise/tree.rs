@@ -71,9 +71,15 @@ pub fn has_marker(pid: i32, instance: &str, state_dir: &str) -> bool {
 
 /// The processes that belong to an instance right now: `root` and its descendants, the members of
 /// its process group, and the daemon's children that carry the instance's marker (the orphans of its
-/// gateways come back to the daemon, a subreaper), with their descendants. Leftovers elsewhere on the
+/// gateways come back to the daemon, a subreaper), with their descendants. `is_gateway` names the
+/// daemon's live gateways, whose environments need not be read. Leftovers elsewhere on the
 /// host are dealt with once, before the first start ([`host_scan`]).
-pub fn instance_processes(root: Option<i32>, instance: &str, state_dir: &str) -> Vec<Proc> {
+pub fn instance_processes(
+    root: Option<i32>,
+    instance: &str,
+    state_dir: &str,
+    is_gateway: &dyn Fn(i32) -> bool,
+) -> Vec<Proc> {
     let all = snapshot();
     let me = std::process::id() as i32;
     let mut children: HashMap<i32, Vec<&Proc>> = HashMap::new();
@@ -86,7 +92,8 @@ pub fn instance_processes(root: Option<i32>, instance: &str, state_dir: &str) ->
             continue;
         }
         let in_tree = root.is_some_and(|r| p.pid == r || p.pgid == r);
-        if in_tree || (p.ppid == me && has_marker(p.pid, instance, state_dir)) {
+        let orphan = p.ppid == me && !is_gateway(p.pid);
+        if in_tree || (orphan && has_marker(p.pid, instance, state_dir)) {
             seeds.push(p);
         }
     }

@@ -165,7 +165,12 @@ pub struct Daemon {
 impl Scene {
     /// Starts the daemon on this scene's `supervisor.d` and waits until its API answers.
     pub fn daemon(&self) -> Daemon {
-        let d = self.spawn_daemon();
+        self.daemon_with(&[])
+    }
+
+    /// Like [`Scene::daemon`], with extra daemon flags.
+    pub fn daemon_with(&self, extra: &[&str]) -> Daemon {
+        let d = self.spawn_daemon_with(extra);
         wait_for("the daemon's API to answer", || {
             d.ctl(&["status", "--json"]).status.success().then_some(())
         });
@@ -174,6 +179,10 @@ impl Scene {
 
     /// Starts the daemon without waiting for it.
     pub fn spawn_daemon(&self) -> Daemon {
+        self.spawn_daemon_with(&[])
+    }
+
+    fn spawn_daemon_with(&self, extra: &[&str]) -> Daemon {
         let socket = self.path("run/supervisor.sock");
         let logs = self.path("logs");
         let stderr = self.path("daemon.stderr");
@@ -184,6 +193,7 @@ impl Scene {
             .arg(&logs)
             .arg("--state-dir")
             .arg(self.path("daemon-state"))
+            .args(extra)
             .current_dir(self.root.path())
             .env("HOME", self.home())
             .env("RUST_LOG", "info")
