@@ -181,7 +181,7 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
                     proc_: p,
                     cmdline: cmdline(p.pid),
                     why: format!("uses state dir {}", k.state_dir),
-                    ours: vars.iter().any(|v| *v == marker.as_bytes()),
+                    ours: vars.contains(&marker.as_bytes()),
                 });
             }
         }
