@@ -404,7 +404,7 @@ fn logs_rotate_by_size_and_keep_the_newest_lines() {
             .nth(1)
             .and_then(|n| n.parse::<u32>().ok())
     };
-    let prev = last_rotated.lines().filter_map(n).last().unwrap();
+    let prev = last_rotated.lines().rev().find_map(n).unwrap();
     let next = d.log("chatty").lines().filter_map(n).next().unwrap();
     assert_eq!(next, prev + 1);
 }
