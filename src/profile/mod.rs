@@ -49,7 +49,7 @@ pub fn load_with_env(dir: &Path, env: resolve::EnvLookup<'_>) -> Plan {
     };
     let mut profiles = Vec::with_capacity(files.len());
     for pf in &files {
-        let (profile, mut found) = resolve::resolve_with_warnings(pf, env);
+        let (profile, mut found) = resolve::resolve(pf, env);
         diags.append(&mut found);
         profiles.extend(profile);
     }

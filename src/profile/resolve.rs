@@ -207,29 +207,8 @@ pub struct Profile {
 /// Looks up an environment variable of the daemon.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Resolves one parsed profile. All problems of the profile come back together.
-pub fn resolve(pf: &ProfileFile, env: EnvLookup<'_>) -> Result<Profile, Vec<Diagnostic>> {
-    let mut r = Resolver {
-        pf,
-        daemon_env: env,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let profile = r.run();
-    match profile {
-        Some(p) if r.errors.is_empty() => Ok(p),
-        _ => {
-            r.errors.append(&mut r.warnings);
-            Err(r.errors)
-        }
-    }
-}
-
-/// Like [`resolve`], but also hands back warnings of a profile that resolved.
-pub fn resolve_with_warnings(
-    pf: &ProfileFile,
-    env: EnvLookup<'_>,
-) -> (Option<Profile>, Vec<Diagnostic>) {
+/// Resolves one parsed profile: the profile if it has no error, and every error and warning of it.
+pub fn resolve(pf: &ProfileFile, env: EnvLookup<'_>) -> (Option<Profile>, Vec<Diagnostic>) {
     let mut r = Resolver {
         pf,
         daemon_env: env,
