@@ -96,22 +96,29 @@ pub fn fake_gateway() -> PathBuf {
     fake
 }
 
-/// `n` free TCP ports on 127.0.0.1, each at least 111 apart (a gateway's block).
+/// `n` free TCP ports on 127.0.0.1, each at least 111 apart (a gateway's block). They are handed
+/// out in turn from below the kernel's ephemeral range, so that no two tests of a run share one and no
+/// outgoing connection (a probe of another test's daemon) can take one before the gateway binds it.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    loop {
-        let listeners: Vec<std::net::TcpListener> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let mut ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        ports.sort();
-        let spread = ports.windows(2).all(|w| w[1] - w[0] >= 111);
-        if spread && ports.iter().all(|p| *p <= 65_000) {
-            return ports;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u32, low.saturating_sub(120).max(12_000));
+    let mut out = Vec::new();
+    while out.len() < n {
+        let slot = NEXT.fetch_add(1, Ordering::SeqCst);
+        // Start each test binary somewhere else in the range, then go up in blocks of 111.
+        let start = (std::process::id() * 7919) % (to - from);
+        let port = (from + (start + slot * 111) % (to - from)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
         }
     }
+    out.sort();
+    out
 }
 
 /// Waits for `cond` to give `Some`, polling, up to a generous deadline: the machine is shared, so
