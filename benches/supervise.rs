@@ -42,6 +42,42 @@ fn wait_every(what: &str, every: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The processes holding a socket that listens on `port`.
+fn listener_pids(port: u16) -> Vec<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let p = f
+                .get(1)
+                .and_then(|l| u16::from_str_radix(l.rsplit(':').next()?, 16).ok());
+            if f.get(3) == Some(&"0A") && p == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        if fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.contains(&l.to_string_lossy().into_owned()))
+        }) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -64,9 +100,19 @@ fn restarts(n: usize, port: u16, pid_of: impl Fn() -> Option<u32>) -> Vec<Durati
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        wait("the old child to die", || !alive(pid));
+        // Gone means reaped: a killed multi-threaded process shows as a zombie while its other threads
+        // still hold its sockets, and a connection could reach the dying listener.
+        wait("the old child to be reaped", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
         wait("the replacement to accept", || accepts(port));
         out.push(t.elapsed());
+        // Outside the timing: the answer came from a new child, not from some other listener.
+        let owner = listener_pids(port);
+        assert!(
+            !owner.is_empty() && !owner.contains(&pid),
+            "port {port} is served by {owner:?}, not by a replacement of {pid}"
+        );
     }
     out
 }
