@@ -85,8 +85,11 @@ const QUEUE: usize = 8192;
 pub struct InstanceLog {
     tx: mpsc::Sender<LogLine>,
     tail: Arc<Mutex<VecDeque<LogLine>>>,
-    live: broadcast::Sender<LogLine>,
+    /// Made on the first `subscribe`: most instances are never followed, and a feed costs memory.
+    live: Live,
 }
+
+type Live = Arc<Mutex<Option<broadcast::Sender<LogLine>>>>;
 
 impl InstanceLog {
     /// Opens (creating) `dir/NAME.log` and starts its writer task.
@@ -100,11 +103,11 @@ impl InstanceLog {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (tx, rx) = mpsc::channel(QUEUE);
         let tail = Arc::new(Mutex::new(VecDeque::new()));
-        // Followers that fall more than this behind skip ahead (and are told how far).
-        let (live, _) = broadcast::channel(64);
+        let live: Live = Arc::new(Mutex::new(None));
         let writer = Writer {
             path,
-            file: std::io::BufWriter::with_capacity(4 * 1024, file),
+            file,
+            buf: Vec::new(),
             size,
             max_bytes: cfg.max_bytes,
             keep: cfg.keep,
@@ -156,7 +159,10 @@ impl InstanceLog {
 
     /// New lines as they are written.
     pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
-        self.live.subscribe()
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        // Followers that fall more than this behind skip ahead (and are told how far).
+        live.get_or_insert_with(|| broadcast::channel(256).0)
+            .subscribe()
     }
 }
 
@@ -165,7 +171,7 @@ async fn read_lines(
     stream: Stream,
     tx: mpsc::Sender<LogLine>,
 ) {
-    let mut reader = BufReader::with_capacity(2 * 1024, pipe);
+    let mut reader = BufReader::with_capacity(1024, pipe);
     let mut buf = Vec::new();
     let mut dropped: u64 = 0;
     loop {
@@ -221,13 +227,15 @@ fn dropped_marker(stream: Stream, n: u64) -> LogLine {
 
 struct Writer {
     path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::fs::File,
+    /// The rendered lines of one batch, written with one system call.
+    buf: Vec<u8>,
     size: u64,
     max_bytes: u64,
     keep: usize,
     tail: Arc<Mutex<VecDeque<LogLine>>>,
     tail_lines: usize,
-    live: broadcast::Sender<LogLine>,
+    live: Live,
 }
 
 impl Writer {
@@ -239,23 +247,31 @@ impl Writer {
             for line in batch.drain(..) {
                 self.write(line);
             }
-            if let Err(e) = self.file.flush() {
-                tracing::warn!(file = %self.path.display(), "cannot write the log: {e}");
-            }
+            self.flush();
         }
-        let _ = self.file.flush();
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.file.write_all(&self.buf) {
+            tracing::warn!(file = %self.path.display(), "cannot write the log: {e}");
+        }
+        self.buf.clear();
+        // An idle instance keeps no big buffer around.
+        self.buf.shrink_to(4096);
     }
 
     fn write(&mut self, line: LogLine) {
         let text = line.render();
-        if let Err(e) = writeln!(self.file, "{text}") {
-            tracing::warn!(file = %self.path.display(), "cannot write the log: {e}");
-        }
+        self.buf.extend_from_slice(text.as_bytes());
+        self.buf.push(b'\n');
         self.size += text.len() as u64 + 1;
         if self.size >= self.max_bytes {
             self.rotate();
         }
-        let _ = self.live.send(line.clone());
+        if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = live.send(line.clone());
+        }
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         if tail.len() == self.tail_lines {
             tail.pop_front();
@@ -264,7 +280,7 @@ impl Writer {
     }
 
     fn rotate(&mut self) {
-        let _ = self.file.flush();
+        self.flush();
         let numbered = |i: usize| -> PathBuf {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -281,7 +297,7 @@ impl Writer {
         }
         match open_append(&self.path) {
             Ok(f) => {
-                self.file = std::io::BufWriter::with_capacity(4 * 1024, f);
+                self.file = f;
                 self.size = 0;
             }
             Err(e) => tracing::warn!(file = %self.path.display(), "cannot reopen the log: {e}"),
