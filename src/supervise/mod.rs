@@ -1,7 +1,7 @@
 //! Running a checked plan: one task per instance (`instance.rs`) that owns its child, with shared
 //! services beside them: the spawning thread (`spawn.rs`), the reaper of every child the daemon has
 //! or inherits (`reaper.rs`), the probe client (`probe.rs`), per-instance logs (`logs.rs`), the
-//! process-tree walk (`tree.rs`) and the CPU/RSS figures (`metrics`). The [`Supervisor`] owns the set of
+//! process-tree walk (`tree.rs`); the [`Supervisor`] also reads the CPU/RSS figures. It owns the set of
 //! instances; it stops them all, in parallel, when its cancellation token fires.
 
 pub mod backoff;
@@ -81,11 +81,6 @@ impl Supervisor {
         self.instances.get(name)
     }
 
-    /// Every instance, by name.
-    pub fn instances(&self) -> impl Iterator<Item = &Handle> {
-        self.instances.values()
-    }
-
     /// The status of `names` (all if empty), with their process trees' CPU and RSS.
     pub fn reports(&self, names: &[String]) -> Vec<Report> {
         let handles: Vec<&Handle> = self
@@ -99,12 +94,10 @@ impl Supervisor {
         } else {
             Vec::new()
         };
+        let index = tree::Tree::new(&all);
         let trees: Vec<Vec<i32>> = statuses
             .iter()
-            .map(|s| match s.pid {
-                Some(pid) => descendants(&all, pid),
-                None => Vec::new(),
-            })
+            .map(|s| s.pid.map(|pid| index.descendants(pid)).unwrap_or_default())
             .collect();
         let mut guard = self.system.lock().unwrap_or_else(|e| e.into_inner());
         let pids: Vec<sysinfo::Pid> = trees
@@ -167,11 +160,7 @@ pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
             port: p.port.value,
         })
         .collect();
-    let scan = {
-        let known = known.clone();
-        move || tree::host_scan(&known)
-    };
-    let found = tokio::task::spawn_blocking(scan.clone())
+    let found = tokio::task::spawn_blocking(move || tree::host_scan(&known))
         .await
         .unwrap_or_default();
     let ours: Vec<tree::Proc> = found.iter().filter(|h| h.ours).map(|h| h.proc_).collect();
@@ -200,15 +189,4 @@ pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
     for p in &ours {
         tree::signal_proc(p, nix::sys::signal::Signal::SIGKILL);
     }
-}
-
-fn descendants(all: &[tree::Proc], root: i32) -> Vec<i32> {
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        out.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
-        i += 1;
-    }
-    out
 }

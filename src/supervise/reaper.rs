@@ -43,7 +43,6 @@ struct State {
     watching: HashMap<i32, oneshot::Sender<Exit>>,
     early: HashMap<i32, Exit>,
     early_order: VecDeque<i32>,
-    reaped_orphans: u64,
 }
 
 /// Hands out the exits of the daemon's children. Cheap to clone.
@@ -106,11 +105,6 @@ impl Reaper {
         lock(&self.state).watching.contains_key(&pid)
     }
 
-    /// How many processes the daemon reaped that it did not spawn (orphans it inherited).
-    pub fn reaped_orphans(&self) -> u64 {
-        lock(&self.state).reaped_orphans
-    }
-
     /// Reaps every child that has exited.
     pub fn reap_all(&self) {
         let _spawning = lock(&self.spawn_lock);
@@ -131,7 +125,6 @@ impl Reaper {
                     let _ = tx.send(exit);
                 }
                 None => {
-                    st.reaped_orphans += 1;
                     tracing::debug!(pid, %exit, "reaped a process the daemon inherited");
                     st.early.insert(pid, exit);
                     st.early_order.push_back(pid);

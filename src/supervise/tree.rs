@@ -51,6 +51,39 @@ pub fn read_stat(pid: i32) -> Option<Proc> {
     })
 }
 
+/// Who is whose child, over one snapshot, so a tree is walked without rescanning the host.
+pub struct Tree<'a> {
+    children: HashMap<i32, Vec<&'a Proc>>,
+}
+
+impl<'a> Tree<'a> {
+    /// Indexes `all` by parent.
+    pub fn new(all: &'a [Proc]) -> Self {
+        let mut children: HashMap<i32, Vec<&Proc>> = HashMap::new();
+        for p in all {
+            children.entry(p.ppid).or_default().push(p);
+        }
+        Tree { children }
+    }
+
+    /// The children of `pid`.
+    pub fn children(&self, pid: i32) -> &[&'a Proc] {
+        self.children.get(&pid).map_or(&[], Vec::as_slice)
+    }
+
+    /// `root` and every pid descended from it.
+    pub fn descendants(&self, root: i32) -> Vec<i32> {
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            let parent = out[i];
+            out.extend(self.children(parent).iter().map(|p| p.pid));
+            i += 1;
+        }
+        out
+    }
+}
+
 /// Whether `pid`'s environment holds `MARKER_VAR=<instance>` and `OPENCLAW_STATE_DIR=<state_dir>`.
 pub fn has_marker(pid: i32, instance: &str, state_dir: &str) -> bool {
     let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -82,10 +115,7 @@ pub fn instance_processes(
 ) -> Vec<Proc> {
     let all = snapshot();
     let me = std::process::id() as i32;
-    let mut children: HashMap<i32, Vec<&Proc>> = HashMap::new();
-    for p in &all {
-        children.entry(p.ppid).or_default().push(p);
-    }
+    let tree = Tree::new(&all);
     let mut seeds: Vec<&Proc> = Vec::new();
     for p in &all {
         if p.pid == me {
@@ -104,9 +134,7 @@ pub fn instance_processes(
             continue;
         }
         out.push(*p);
-        if let Some(kids) = children.get(&p.pid) {
-            seeds.extend(kids.iter().copied());
-        }
+        seeds.extend(tree.children(p.pid).iter().copied());
     }
     out
 }
