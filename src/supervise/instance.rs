@@ -664,52 +664,18 @@ impl Task {
     async fn kill_leftovers(&mut self, root: Option<i32>) {
         let name = self.profile.name.to_string();
         let state = self.profile.state_dir.value.display().to_string();
-        let find = {
-            let (name, state) = (name.clone(), state.clone());
-            let reaper = self.shared.reaper.clone();
-            move || tree::instance_processes(root, &name, &state, &|pid| reaper.is_watched(pid))
-        };
-        let left = tokio::task::spawn_blocking(find.clone())
-            .await
-            .unwrap_or_default();
-        if left.is_empty() {
-            return;
-        }
+        let reaper = self.shared.reaper.clone();
+        let find =
+            move || tree::instance_processes(root, &name, &state, &|pid| reaper.is_watched(pid));
         let sig = Signal::try_from(self.profile.stop.signal).unwrap_or(Signal::SIGTERM);
-        let pids: Vec<i32> = left.iter().map(|p| p.pid).collect();
-        self.log
-            .note(format!("ending processes left behind: {pids:?}"))
-            .await;
-        for p in &left {
-            tree::signal_proc(p, sig);
-        }
-        let deadline = Instant::now() + STRAGGLER_GRACE;
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let left = tokio::task::spawn_blocking(find.clone())
-                .await
-                .unwrap_or_default();
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                for p in &left {
-                    tree::signal_proc(p, Signal::SIGKILL);
-                }
-                // SIGKILL cannot be ignored; wait (bounded) until they are gone and reaped.
-                for _ in 0..100 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if tokio::task::spawn_blocking(find.clone())
-                        .await
-                        .unwrap_or_default()
-                        .is_empty()
-                    {
-                        return;
-                    }
-                }
-                tracing::error!(instance = %name, "processes survived SIGKILL: {:?}", left.iter().map(|p| p.pid).collect::<Vec<_>>());
-                return;
-            }
+        let log = self.log.clone();
+        let survivors = tree::end_all(find, sig, STRAGGLER_GRACE, |pids| async move {
+            log.note(format!("ending processes left behind: {pids:?}"))
+                .await;
+        })
+        .await;
+        if !survivors.is_empty() {
+            tracing::error!(instance = %self.profile.name, "processes survived SIGKILL: {survivors:?}");
         }
     }
 }

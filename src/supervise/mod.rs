@@ -172,21 +172,17 @@ pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
         };
         tracing::warn!(instance = %h.instance, pid = h.proc_.pid, "a process {} ({what}): {}", h.why, h.cmdline);
     }
-    if ours.is_empty() {
-        return;
-    }
-    for p in &ours {
-        tree::signal_proc(p, nix::sys::signal::Signal::SIGTERM);
-    }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    while ours
-        .iter()
-        .any(|p| tree::read_stat(p.pid).is_some_and(|now| now.start == p.start))
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    for p in &ours {
-        tree::signal_proc(p, nix::sys::signal::Signal::SIGKILL);
+    // Still the same processes (pid and start time), until they are gone.
+    let find = move || {
+        ours.iter()
+            .filter(|p| tree::read_stat(p.pid).is_some_and(|now| now.start == p.start))
+            .copied()
+            .collect()
+    };
+    let grace = std::time::Duration::from_secs(2);
+    let survivors =
+        tree::end_all(find, nix::sys::signal::Signal::SIGTERM, grace, |_| async {}).await;
+    if !survivors.is_empty() {
+        tracing::error!("leftovers survived SIGKILL: {survivors:?}");
     }
 }

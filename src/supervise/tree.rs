@@ -3,6 +3,7 @@
 //! subreaper) but still carries the instance's marker in its environment.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -137,6 +138,51 @@ pub fn instance_processes(
         seeds.extend(tree.children(p.pid).iter().copied());
     }
     out
+}
+
+/// Ends the processes `find` returns: `sig` first, SIGKILL to what is left after `grace`, then waits
+/// (up to 2 s) for them to go. `find` is asked again each time, so a process that appears meanwhile
+/// (a child forked during the stop) is ended too. `found` hears of the first set, if any. Returns the
+/// pids that survived SIGKILL (none, unless the kernel is stuck on them).
+pub async fn end_all<F, N, Fut>(find: F, sig: Signal, grace: Duration, found: N) -> Vec<i32>
+where
+    F: Fn() -> Vec<Proc> + Clone + Send + 'static,
+    N: FnOnce(Vec<i32>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let scan = || {
+        let find = find.clone();
+        async move { tokio::task::spawn_blocking(find).await.unwrap_or_default() }
+    };
+    let left = scan().await;
+    if left.is_empty() {
+        return Vec::new();
+    }
+    found(left.iter().map(|p| p.pid).collect()).await;
+    for p in &left {
+        signal_proc(p, sig);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut left = left;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = scan().await;
+        if left.is_empty() {
+            return Vec::new();
+        }
+    }
+    for p in &left {
+        signal_proc(p, Signal::SIGKILL);
+    }
+    // SIGKILL cannot be ignored; wait (bounded) until they are gone and reaped.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = scan().await;
+        if left.is_empty() {
+            return Vec::new();
+        }
+    }
+    left.iter().map(|p| p.pid).collect()
 }
 
 /// Sends `sig` to `p` if it is still the same process (same pid and start time).
