@@ -63,14 +63,14 @@ pub fn ports(dir: &Path, json: bool) -> ExitCode {
 pub fn ports_table(profiles: &[Profile]) -> String {
     let mut s = String::new();
     for p in profiles {
-        let mut rows: Vec<(String, String, String)> = vec![(
+        let mut rows: Vec<[String; 3]> = vec![[
             "openclaw profile".to_string(),
             p.openclaw_profile
                 .as_deref()
                 .unwrap_or("default")
                 .to_string(),
             String::new(),
-        )];
+        ]];
         for c in &p.ports {
             let from = match &c.source {
                 ClaimSource::Derived(crate::profile::openclaw::Role::Gateway) => {
@@ -83,31 +83,48 @@ pub fn ports_table(profiles: &[Profile]) -> String {
                 ClaimSource::Config(_) => format!("config file {}", c.at),
                 ClaimSource::Reserved => format!("profile {}", c.at),
             };
-            rows.push((c.describe(), c.span(), from));
+            rows.push([c.describe(), c.span(), from]);
         }
         for (what, v) in [
             ("config file", &p.config_path),
             ("state dir", &p.state_dir),
             ("workspace", &p.workspace),
         ] {
-            rows.push((
+            rows.push([
                 what.to_string(),
                 v.value.display().to_string(),
                 v.origin.to_string(),
-            ));
+            ]);
         }
-        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
         if !s.is_empty() {
             s.push('\n');
         }
         s.push_str(&format!("{} ({})\n", p.name, p.file.display()));
-        for (what, value, from) in rows {
-            s.push_str(format!("  {what:<w0$}  {value:<w1$}  {from}").trim_end());
-            s.push('\n');
-        }
+        s.push_str(&align(&rows, "  "));
     }
     s
+}
+
+/// Rows as columns two spaces apart, each line starting with `indent`, trailing spaces trimmed.
+pub fn align<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(indent);
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// One instance in `ports --json`.

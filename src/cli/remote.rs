@@ -97,22 +97,7 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
             i.last_exit.as_ref().map_or("-".into(), |e| e.text.clone()),
         ]);
     }
-    let mut widths = [0usize; 9];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = super::align(&rows, "");
     for i in instances.iter().filter(|i| !i.last_error.is_empty()) {
         out.push_str(&format!("{}: {}\n", i.name, i.last_error));
     }
