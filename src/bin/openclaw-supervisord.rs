@@ -77,8 +77,7 @@ fn main() -> ExitCode {
         log_max_bytes: args.log_max_bytes,
         log_keep: args.log_keep,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         // /proc walks run on blocking threads; a few are enough, and each costs memory.
         .max_blocking_threads(8)
         .enable_all()

@@ -77,16 +77,25 @@ impl<'de> Deserialize<'de> for Port {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration a profile may give.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(HumanDuration)
-            .map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "{s:?} is not a duration; write it like 500ms, 30s, 5m or 1h"
-                ))
-            })
+        let d = humantime::parse_duration(s.trim()).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration; write it like 500ms, 30s, 5m or 1h"
+            ))
+        })?;
+        // Deadlines are computed as now + duration; a year is past any sensible setting and keeps
+        // that sum far from overflowing.
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is longer than a year; write at most 365d"
+            )));
+        }
+        Ok(HumanDuration(d))
     }
 }
 
@@ -291,5 +300,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn durations_parse_up_to_a_year() {
+        let d: HumanDuration = serde_yaml::from_str("\"1m 30s\"").unwrap();
+        assert_eq!(d.0, Duration::from_secs(90));
+        let d: HumanDuration = serde_yaml::from_str("365d").unwrap();
+        assert_eq!(d.0, MAX_DURATION);
+        let e = serde_yaml::from_str::<HumanDuration>("366d").unwrap_err();
+        assert!(e.to_string().contains("longer than a year"), "{e}");
+        assert!(serde_yaml::from_str::<HumanDuration>("soon").is_err());
     }
 }

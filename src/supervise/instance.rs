@@ -106,8 +106,8 @@ pub struct Shared {
     pub spawner: Spawner,
     /// Exit notifications.
     pub reaper: Reaper,
-    /// The HTTP client for probes.
-    pub prober: Prober,
+    /// Where the grid of liveness probe times starts (see `Task::next_liveness`).
+    pub probe_grid: Instant,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -161,6 +161,7 @@ pub fn spawn(
     let (status_tx, status_rx) = watch::channel(status.clone());
     let profile = Arc::new(profile);
     let task = Task {
+        prober: Prober::new(&profile.health.readiness_url, &profile.health.liveness_url),
         profile: profile.clone(),
         shared,
         log: log.clone(),
@@ -192,6 +193,8 @@ struct Task {
     status: Status,
     status_tx: watch::Sender<Status>,
     child: Option<Child>,
+    /// Probes the child; its connection goes with the child.
+    prober: Prober,
     tracker: RestartTracker,
     /// When to start next, if a start is due.
     next_start: Option<Instant>,
@@ -203,6 +206,13 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        // The cancellation and the two timers live across turns of the loop, and a timer is only
+        // re-armed when its deadline changes: an idle instance wakes once per probe and does no
+        // more than the probe.
+        let cancelled = cancel.cancelled();
+        let start_timer = tokio::time::sleep_until(Instant::now());
+        let probe_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(cancelled, start_timer, probe_timer);
         loop {
             if self.child.is_none() {
                 if let Some(at) = self.next_start {
@@ -215,8 +225,16 @@ impl Task {
             }
             let next_start = self.next_start.filter(|_| self.child.is_none());
             let next_probe = self.next_probe.filter(|_| self.child.is_some());
+            for (timer, at) in [
+                (&mut start_timer, next_start),
+                (&mut probe_timer, next_probe),
+            ] {
+                if let Some(at) = at.filter(|&at| at != timer.deadline()) {
+                    timer.as_mut().reset(at);
+                }
+            }
             tokio::select! {
-                _ = cancel.cancelled() => {
+                _ = &mut cancelled => {
                     self.stop(None).await;
                     self.fail_waiters("the supervisor is shutting down");
                     return;
@@ -237,8 +255,15 @@ impl Task {
                     let exit = exit.unwrap_or(Exit::Signal(9));
                     self.on_exit(exit).await;
                 }
-                _ = sleep_until(next_start) => {}
-                _ = sleep_until(next_probe) => self.probe().await,
+                // The loop's top starts the child when `next_start` has come.
+                _ = &mut start_timer, if next_start.is_some() => {}
+                _ = &mut probe_timer, if next_probe.is_some() => {
+                    self.probe().await;
+                    // A probe always sets the next one; should it not, never fire the same one twice.
+                    if self.next_probe == next_probe {
+                        self.next_probe = None;
+                    }
+                }
             }
         }
     }
@@ -451,18 +476,13 @@ impl Task {
         let h = &self.profile.health;
         let now = Instant::now();
         if !child.ready {
-            match self
-                .shared
-                .prober
-                .probe(&h.readiness_url, h.timeout.min(READY_POLL * 5))
-                .await
-            {
+            match self.prober.ready(h.timeout.min(READY_POLL * 5)).await {
                 Ok(()) => {
                     if let Some(c) = self.child.as_mut() {
                         c.ready = true;
                     }
                     self.status.last_error = None;
-                    self.next_probe = Some(Instant::now() + h.interval);
+                    self.next_probe = Some(self.next_liveness());
                     self.set_state(State::Running);
                     self.answer_waiters();
                 }
@@ -477,12 +497,12 @@ impl Task {
             }
             return;
         }
-        match self.shared.prober.probe(&h.liveness_url, h.timeout).await {
+        match self.prober.live(h.timeout).await {
             Ok(()) => {
                 if let Some(c) = self.child.as_mut() {
                     c.liveness_failures = 0;
                 }
-                self.next_probe = Some(Instant::now() + h.interval);
+                self.next_probe = Some(self.next_liveness());
             }
             Err(e) => {
                 let failures = self.child.as_mut().map_or(0, |c| {
@@ -494,10 +514,30 @@ impl Task {
                     self.unhealthy(format!("{failures} liveness probes failed in a row ({e})"))
                         .await;
                 } else {
-                    self.next_probe = Some(Instant::now() + h.interval);
+                    self.next_probe = Some(self.next_liveness());
                 }
             }
         }
+    }
+
+    /// When the next liveness probe is due: one interval from now, rounded up to a grid shared by
+    /// all instances, so probes due about the same time run in one wake-up of the daemon rather than
+    /// one each (the same idea as the kernel's timer slack). The grid step is a tenth of the
+    /// interval, at most 1 s: a probe runs at most that much late.
+    fn next_liveness(&self) -> Instant {
+        let interval = self.profile.health.interval;
+        let step = (interval / 10)
+            .min(Duration::from_secs(1))
+            .as_nanos()
+            .max(1);
+        let origin = self.shared.probe_grid;
+        let since = (Instant::now() + interval)
+            .saturating_duration_since(origin)
+            .as_nanos();
+        let at = u64::try_from(since.div_ceil(step) * step).unwrap_or(u64::MAX);
+        origin
+            .checked_add(Duration::from_nanos(at))
+            .unwrap_or_else(|| Instant::now() + interval)
     }
 
     /// A child that does not answer: stop it (the stop signal, then SIGKILL) and restart it by policy.
@@ -535,6 +575,7 @@ impl Task {
             ));
         }
         self.next_probe = None;
+        self.prober.reset();
         self.log
             .note(format!(
                 "pid {} ended: {exit} after {}",
@@ -629,6 +670,7 @@ impl Task {
     async fn stop_child(&mut self, timeout: Duration) -> Option<Exit> {
         let mut child = self.child.take()?;
         self.next_probe = None;
+        self.prober.reset();
         let sig = Signal::try_from(self.profile.stop.signal).unwrap_or(Signal::SIGTERM);
         self.log
             .note(format!("stopping pid {} with {}", child.pid, sig.as_str()))
@@ -677,13 +719,6 @@ impl Task {
         if !survivors.is_empty() {
             tracing::error!(instance = %self.profile.name, "processes survived SIGKILL: {survivors:?}");
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

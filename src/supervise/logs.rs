@@ -240,11 +240,15 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<LogLine>) {
-        let mut batch = Vec::with_capacity(256);
         // The file writes are small and buffered; they run on this task, and the readers never wait
-        // for them (see `read_lines`).
-        while rx.recv_many(&mut batch, 256).await > 0 {
-            for line in batch.drain(..) {
+        // for them (see `read_lines`). The batch is made anew each time, so an idle instance holds
+        // none.
+        loop {
+            let mut batch = Vec::new();
+            if rx.recv_many(&mut batch, 256).await == 0 {
+                break;
+            }
+            for line in batch {
                 self.write(line);
             }
             self.flush();
@@ -257,8 +261,8 @@ impl Writer {
             tracing::warn!(file = %self.path.display(), "cannot write the log: {e}");
         }
         self.buf.clear();
-        // An idle instance keeps no big buffer around.
-        self.buf.shrink_to(4096);
+        // An idle instance keeps no buffer around.
+        self.buf.shrink_to(0);
     }
 
     fn write(&mut self, line: LogLine) {

@@ -56,7 +56,7 @@ impl Supervisor {
         let shared = instance::Shared {
             spawner: spawn::Spawner::start(reaper.clone())?,
             reaper,
-            prober: probe::Prober::default(),
+            probe_grid: tokio::time::Instant::now(),
         };
         let mut instances = BTreeMap::new();
         let mut tasks = Vec::new();
