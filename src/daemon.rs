@@ -1,6 +1,8 @@
 //! The daemon's life: check the profiles, take the control socket, become a child subreaper, start
-//! the instances, serve the API, and on SIGTERM/SIGINT stop everything in parallel and exit 0.
+//! the instances, serve the API (on the socket, and on TCP with a token if configured), reload on
+//! SIGHUP, and on SIGTERM/SIGINT stop everything in parallel and exit 0.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,6 +30,14 @@ pub struct Options {
     pub log_max_bytes: u64,
     /// Rotated instance logs kept.
     pub log_keep: usize,
+    /// The group allowed on the control socket (mode 0660); `None` keeps it owner-only (0600).
+    pub socket_group: Option<String>,
+    /// Also serve the API on this TCP address (every call needs the token).
+    pub tcp: Option<SocketAddr>,
+    /// Allow `tcp` to be other than a loopback address.
+    pub tcp_allow_remote: bool,
+    /// The file whose first line is the TCP listener's bearer token.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -46,8 +56,15 @@ pub async fn run(opts: Options) -> ExitCode {
     }
     tracing::info!("{}", plan.report.summary(&opts.config_dir));
 
+    let tcp = match tcp_listener(&opts).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("openclaw-supervisord: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Take the socket before starting anything: a second daemon must stop here.
-    let listener = match api::socket::bind(&opts.socket) {
+    let listener = match api::socket::bind(&opts.socket, opts.socket_group.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -102,38 +119,144 @@ pub async fn run(opts: Options) -> ExitCode {
         }
     };
 
-    let api = api::server::Api {
+    let api = Arc::new(api::server::Api {
         supervisor: supervisor.clone(),
         config_dir: opts.config_dir.clone(),
         started: Instant::now(),
-    };
+    });
     let server_stop = CancellationToken::new();
-    let server = {
+    let mut servers = Vec::new();
+    let (services, health) = match services(api.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("openclaw-supervisord: cannot build the API: {e}");
+            supervisor.shutdown().await;
+            let _ = std::fs::remove_file(&opts.socket);
+            return ExitCode::FAILURE;
+        }
+    };
+    {
         let stop = server_stop.clone();
-        tokio::spawn(
+        servers.push(tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(SupervisorServiceServer::new(api))
+                .add_routes(services.clone())
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::UnixListenerStream::new(listener),
                     async move { stop.cancelled().await },
                 ),
-        )
-    };
+        ));
+    }
     tracing::info!(socket = %opts.socket.display(), "serving the control API");
+    if let (Some(tcp), Some(token_file)) = (tcp, opts.token_file.clone()) {
+        let stop = server_stop.clone();
+        let addr = tcp.local_addr().ok();
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(tonic::service::InterceptorLayer::new(
+                    api::server::require_token(token_file),
+                ))
+                .add_routes(services)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(tcp),
+                    async move { stop.cancelled().await },
+                ),
+        ));
+        tracing::info!(address = ?addr, "serving the control API on TCP (token required)");
+    }
 
     loop {
         tokio::select! {
             _ = term.0.recv() => { tracing::info!("SIGTERM: stopping every instance"); break; }
             _ = term.1.recv() => { tracing::info!("SIGINT: stopping every instance"); break; }
-            _ = term.2.recv() => { tracing::warn!("SIGHUP: reloading is not available yet; profiles unchanged"); }
+            _ = term.2.recv() => reload(&supervisor, &opts.config_dir).await,
         }
     }
+    health
+        .set_not_serving::<SupervisorServiceServer<api::server::Api>>()
+        .await;
     supervisor.shutdown().await;
     server_stop.cancel();
-    let _ = server.await;
+    for s in servers {
+        let _ = s.await;
+    }
     let _ = std::fs::remove_file(&opts.socket);
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: the same reload as the API's, its outcome in the daemon's log.
+async fn reload(supervisor: &Supervisor, dir: &std::path::Path) {
+    tracing::info!("SIGHUP: reloading the profiles in {}", dir.display());
+    let (plan, changes, applied) = supervisor.reload(dir, false).await;
+    if !applied {
+        tracing::error!(
+            "reload refused, nothing changed:\n{}{}",
+            plan.report,
+            plan.report.summary(dir)
+        );
+        return;
+    }
+    for c in changes {
+        if c.action != crate::supervise::Action::Keep {
+            tracing::info!(instance = %c.name, fields = ?c.fields, error = ?c.error, "reload: {:?}", c.action);
+        }
+    }
+}
+
+/// The API's services: the supervisor, the standard gRPC health service and server reflection.
+async fn services(
+    api: Arc<api::server::Api>,
+) -> Result<(tonic::service::Routes, tonic_health::server::HealthReporter), String> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<SupervisorServiceServer<api::server::Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let routes = tonic::service::Routes::new(SupervisorServiceServer::from_arc(api))
+        .add_service(health_service)
+        .add_service(reflection);
+    Ok((routes, health))
+}
+
+/// The TCP listener, if one is configured: loopback only unless allowed, and never without a token.
+async fn tcp_listener(opts: &Options) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some(addr) = opts.tcp else {
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() && !opts.tcp_allow_remote {
+        return Err(format!(
+            "--tcp {addr} is not a loopback address; give --tcp-allow-remote to serve other hosts"
+        ));
+    }
+    let Some(file) = &opts.token_file else {
+        return Err(format!(
+            "--tcp {addr} needs --token-file: every call over TCP must carry a token"
+        ));
+    };
+    match std::fs::read_to_string(file) {
+        Ok(t) if !t.lines().next().unwrap_or("").trim().is_empty() => {}
+        Ok(_) => return Err(format!("the token file {} is empty", file.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the token file {}: {e}",
+                file.display()
+            ))
+        }
+    }
+    if let Ok(meta) = std::fs::metadata(file) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "the token file can be read by others; chmod 600 it");
+        }
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 fn raise_fd_limit() {

@@ -2,10 +2,12 @@
 //! instance tasks (`supervise::instance`) and their statuses into messages. It owns no state.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use super::v1;
@@ -23,7 +25,7 @@ pub struct Api {
 }
 
 impl Api {
-    fn handle(&self, name: &str) -> Result<&supervise::Handle, GrpcStatus> {
+    fn handle(&self, name: &str) -> Result<supervise::Handle, GrpcStatus> {
         self.supervisor.get(name).ok_or_else(|| {
             GrpcStatus::not_found(format!(
                 "no instance named {name:?}; `openclawctl status` lists them (profiles are read from {})",
@@ -32,9 +34,9 @@ impl Api {
         })
     }
 
-    fn instance(&self, name: &str) -> Result<v1::Instance, GrpcStatus> {
+    async fn instance(&self, name: &str) -> Result<v1::Instance, GrpcStatus> {
         self.handle(name)?;
-        let reports = self.supervisor.reports(&[name.to_string()]);
+        let reports = self.supervisor.reports(&[name.to_string()]).await;
         reports
             .into_iter()
             .next()
@@ -49,15 +51,17 @@ impl Api {
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
         let handle = self.handle(name)?;
         let (tx, rx) = oneshot::channel();
-        handle
-            .tx
-            .send(make(tx))
-            .await
-            .map_err(|_| GrpcStatus::unavailable("the supervisor is shutting down"))?;
+        // A task that ends while the command waits was stopped by a reload or by the shutdown.
+        let gone = || {
+            GrpcStatus::unavailable(format!(
+                "{name} was replaced by a reload or the supervisor is shutting down; try again"
+            ))
+        };
+        handle.tx.send(make(tx)).await.map_err(|_| gone())?;
         match rx.await {
-            Ok(Ok(_)) => Ok(Response::new(self.instance(name)?)),
+            Ok(Ok(_)) => Ok(Response::new(self.instance(name).await?)),
             Ok(Err(why)) => Err(GrpcStatus::failed_precondition(format!("{name}: {why}"))),
-            Err(_) => Err(GrpcStatus::unavailable("the supervisor is shutting down")),
+            Err(_) => Err(gone()),
         }
     }
 }
@@ -104,8 +108,70 @@ fn to_instance(r: &supervise::Report, sup: &Supervisor) -> v1::Instance {
             .get(&s.name)
             .map(|h| h.profile.file.display().to_string())
             .unwrap_or_default(),
+        sample_age_ms: r.sample_age.as_millis() as u64,
     }
 }
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn log_line(l: &supervise::logs::LogLine) -> v1::LogLine {
+    use supervise::logs::Stream;
+    v1::LogLine {
+        time_unix_ms: unix_ms(l.time),
+        stream: match l.stream {
+            Stream::Stdout => v1::LogStream::Stdout,
+            Stream::Stderr => v1::LogStream::Stderr,
+            Stream::Supervisor => v1::LogStream::Supervisor,
+        } as i32,
+        text: l.text.clone(),
+        rendered: l.render(),
+        skipped: 0,
+    }
+}
+
+fn event(e: &supervise::Event, sup: &Supervisor) -> v1::Event {
+    let report = supervise::Report {
+        status: e.status.clone(),
+        cpu_percent: 0.0,
+        rss_bytes: 0,
+        sample_age: Duration::ZERO,
+    };
+    v1::Event {
+        time_unix_ms: unix_ms(e.time),
+        instance: Some(to_instance(&report, sup)),
+        previous_state: e.previous.map_or(v1::InstanceState::Unspecified, state) as i32,
+        removed: e.removed,
+    }
+}
+
+fn action(a: supervise::Action) -> v1::ReloadAction {
+    match a {
+        supervise::Action::Add => v1::ReloadAction::Add,
+        supervise::Action::Remove => v1::ReloadAction::Remove,
+        supervise::Action::Change => v1::ReloadAction::Change,
+        supervise::Action::Keep => v1::ReloadAction::Keep,
+    }
+}
+
+/// A server stream of the service.
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, GrpcStatus>> + Send>>;
+
+/// Sends what `feed` produces to a new stream until the client goes away or `feed` ends.
+fn stream_of<T, F>(feed: F) -> Stream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, GrpcStatus>>) -> Feed + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(feed(tx));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// The task that feeds a stream.
+type Feed = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Renders a check for the API.
 pub fn check_response(plan: &profile::Plan) -> v1::CheckResponse {
@@ -176,6 +242,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         let instances = self
             .supervisor
             .reports(&names)
+            .await
             .iter()
             .map(|r| to_instance(r, &self.supervisor))
             .collect();
@@ -186,7 +253,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         req: Request<v1::GetInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
-        Ok(Response::new(self.instance(&req.into_inner().name)?))
+        Ok(Response::new(self.instance(&req.into_inner().name).await?))
     }
 
     async fn start_instance(
@@ -211,4 +278,151 @@ impl v1::supervisor_service_server::SupervisorService for Api {
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
         self.command(&req.into_inner().name, Command::Restart).await
     }
+
+    async fn reload(
+        &self,
+        req: Request<v1::ReloadRequest>,
+    ) -> Result<Response<v1::ReloadResponse>, GrpcStatus> {
+        let dry_run = req.into_inner().dry_run;
+        let (plan, changes, applied) = self.supervisor.reload(&self.config_dir, dry_run).await;
+        Ok(Response::new(v1::ReloadResponse {
+            check: Some(check_response(&plan)),
+            applied,
+            changes: changes
+                .iter()
+                .map(|c| v1::ReloadChange {
+                    name: c.name.clone(),
+                    action: action(c.action) as i32,
+                    changed_fields: c.fields.iter().map(|f| f.to_string()).collect(),
+                    error: c.error.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    type TailLogsStream = Stream<v1::LogLine>;
+
+    async fn tail_logs(
+        &self,
+        req: Request<v1::TailLogsRequest>,
+    ) -> Result<Response<Self::TailLogsStream>, GrpcStatus> {
+        let r = req.into_inner();
+        let handle = self.handle(&r.name)?;
+        let (tail, mut feed) = handle.log.tail_and_follow(r.lines as usize);
+        let follow = r.follow;
+        Ok(Response::new(stream_of(move |tx| {
+            Box::pin(async move {
+                for l in &tail {
+                    if tx.send(Ok(log_line(l))).await.is_err() {
+                        return;
+                    }
+                }
+                if !follow {
+                    return;
+                }
+                loop {
+                    let next = tokio::select! {
+                        _ = tx.closed() => return,
+                        n = feed.recv() => n,
+                    };
+                    let msg = match next {
+                        Ok(l) => log_line(&l),
+                        Err(broadcast::error::RecvError::Lagged(n)) => v1::LogLine {
+                            skipped: n,
+                            ..Default::default()
+                        },
+                        // The instance was removed by a reload: its log ends.
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })))
+    }
+
+    type WatchEventsStream = Stream<v1::Event>;
+
+    async fn watch_events(
+        &self,
+        req: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, GrpcStatus> {
+        let names = req.into_inner().names;
+        for n in &names {
+            self.handle(n)?;
+        }
+        // Subscribe before reading the states: a change in between is sent twice, never lost.
+        let mut events = self.supervisor.events();
+        let sup = self.supervisor.clone();
+        let wanted = move |e: &supervise::Event| names.is_empty() || names.contains(&e.status.name);
+        let snapshot = move |sup: &Supervisor| -> Vec<supervise::Event> {
+            sup.instances()
+                .values()
+                .map(|h| supervise::Event {
+                    time: SystemTime::now(),
+                    status: h.status.borrow().clone(),
+                    previous: None,
+                    removed: false,
+                })
+                .collect()
+        };
+        Ok(Response::new(stream_of(move |tx| {
+            Box::pin(async move {
+                let mut pending = snapshot(&sup);
+                loop {
+                    for e in pending.drain(..).filter(|e| wanted(e)) {
+                        if tx.send(Ok(event(&e, &sup))).await.is_err() {
+                            return;
+                        }
+                    }
+                    let next = tokio::select! {
+                        _ = tx.closed() => return,
+                        n = events.recv() => n,
+                    };
+                    match next {
+                        Ok(e) => pending.push(e),
+                        // Fell behind: what it missed is summed up by the states now.
+                        Err(broadcast::error::RecvError::Lagged(_)) => pending = snapshot(&sup),
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            })
+        })))
+    }
+}
+
+/// For the TCP listener: every call must carry `authorization: Bearer <token>`, the token being the
+/// first line of `file`, read again on every call (so it can be rotated without a restart).
+pub fn require_token(
+    file: PathBuf,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, GrpcStatus> + Clone {
+    move |req: Request<()>| {
+        let expected = match std::fs::read_to_string(&file) {
+            Ok(t) => t.lines().next().unwrap_or("").trim().to_string(),
+            Err(e) => {
+                tracing::error!(file = %file.display(), "cannot read the API token: {e}");
+                return Err(GrpcStatus::unauthenticated(
+                    "the daemon cannot read its token file; see its log",
+                ));
+            }
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if expected.is_empty() || !same(given.trim().as_bytes(), expected.as_bytes()) {
+            return Err(GrpcStatus::unauthenticated(
+                "a missing or wrong token: send `authorization: Bearer <token>` (openclawctl: --token-file)",
+            ));
+        }
+        Ok(req)
+    }
+}
+
+/// Compares in time that does not depend on where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

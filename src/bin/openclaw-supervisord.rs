@@ -35,6 +35,20 @@ struct Args {
     /// How many rotated instance logs to keep.
     #[arg(long, default_value_t = 5)]
     log_keep: usize,
+    /// Make the control socket mode 0660 and of this group, for its members to use openclawctl
+    /// [default: none; the socket is 0600, its owner's alone].
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Also serve the API on this TCP address (loopback unless --tcp-allow-remote); every call
+    /// must carry the token of --token-file.
+    #[arg(long, requires = "token_file")]
+    tcp: Option<std::net::SocketAddr>,
+    /// Allow --tcp to listen on an address other than loopback.
+    #[arg(long, requires = "tcp")]
+    tcp_allow_remote: bool,
+    /// The file whose first line is the TCP bearer token; read on every call, so it may be rotated.
+    #[arg(long, env = "OPENCLAW_SUPERVISOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// The daemon's own log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -76,6 +90,10 @@ fn main() -> ExitCode {
         state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
         log_max_bytes: args.log_max_bytes,
         log_keep: args.log_keep,
+        socket_group: args.socket_group,
+        tcp: args.tcp,
+        tcp_allow_remote: args.tcp_allow_remote,
+        token_file: args.token_file,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         // /proc walks run on blocking threads; a few are enough, and each costs memory.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,19 @@ pub struct Status {
     pub next_start_in: Option<Duration>,
 }
 
+/// A change of an instance's state, for watchers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When it happened.
+    pub time: SystemTime,
+    /// The status after the change.
+    pub status: Status,
+    /// The state before; `None` for an instance that is new (or, for the removal event, unknown).
+    pub previous: Option<State>,
+    /// A reload removed the instance: its last event.
+    pub removed: bool,
+}
+
 /// The result of a command: the status after it, or why it failed.
 pub type Reply = Result<Status, String>;
 
@@ -108,6 +121,9 @@ pub struct Shared {
     pub reaper: Reaper,
     /// Where the grid of liveness probe times starts (see `Task::next_liveness`).
     pub probe_grid: Instant,
+    /// Every state change of every instance, for `WatchEvents` (sending costs nothing without
+    /// a watcher).
+    pub events: broadcast::Sender<Event>,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -121,6 +137,8 @@ pub struct Handle {
     pub log: InstanceLog,
     /// The profile it runs.
     pub profile: Arc<Profile>,
+    /// Ends the task (after it stops its child): for a reload that removes or replaces it.
+    pub cancel: CancellationToken,
 }
 
 /// How often readiness is polled while starting.
@@ -138,9 +156,11 @@ struct Child {
     liveness_failures: u32,
 }
 
-/// Starts the task of one instance. It ends when `cancel` fires, after stopping its child.
+/// Starts the task of one instance, which starts its child at once if `start`. The task ends when
+/// `cancel` fires, after stopping its child.
 pub fn spawn(
     profile: Profile,
+    start: bool,
     shared: Shared,
     log: InstanceLog,
     cancel: CancellationToken,
@@ -155,9 +175,15 @@ pub fn spawn(
         last_exit: None,
         last_error: None,
         port: profile.port.value,
-        want_running: profile.autostart,
+        want_running: start,
         next_start_in: None,
     };
+    let _ = shared.events.send(Event {
+        time: SystemTime::now(),
+        status: status.clone(),
+        previous: None,
+        removed: false,
+    });
     let (status_tx, status_rx) = watch::channel(status.clone());
     let profile = Arc::new(profile);
     let task = Task {
@@ -169,18 +195,19 @@ pub fn spawn(
         status_tx,
         child: None,
         tracker: RestartTracker::default(),
-        next_start: profile.autostart.then(Instant::now),
+        next_start: start.then(Instant::now),
         next_probe: None,
         waiting_ready: Vec::new(),
         started_once: false,
     };
-    let join = tokio::spawn(task.run(rx, cancel));
+    let join = tokio::spawn(task.run(rx, cancel.clone()));
     (
         Handle {
             tx,
             status: status_rx,
             log,
             profile,
+            cancel,
         },
         join,
     )
@@ -278,11 +305,18 @@ impl Task {
     }
 
     fn set_state(&mut self, state: State) {
-        if self.status.state != state {
-            tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}", self.status.state.as_str(), state.as_str());
-        }
+        let previous = self.status.state;
         self.status.state = state;
         self.publish();
+        if previous != state {
+            tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}", previous.as_str(), state.as_str());
+            let _ = self.shared.events.send(Event {
+                time: SystemTime::now(),
+                status: self.status.clone(),
+                previous: Some(previous),
+                removed: false,
+            });
+        }
     }
 
     async fn command(&mut self, cmd: Command) {

@@ -164,6 +164,19 @@ impl InstanceLog {
         live.get_or_insert_with(|| broadcast::channel(256).0)
             .subscribe()
     }
+
+    /// The last `n` lines (all kept if `n` is 0) and the feed of the lines after them: no line
+    /// missed between the two, none twice.
+    pub fn tail_and_follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let feed = self.subscribe();
+        let skip = if n == 0 {
+            0
+        } else {
+            tail.len().saturating_sub(n)
+        };
+        (tail.iter().skip(skip).cloned().collect(), feed)
+    }
 }
 
 async fn read_lines(
@@ -273,10 +286,12 @@ impl Writer {
         if self.size >= self.max_bytes {
             self.rotate();
         }
+        // Under the tail's lock, so that `tail_and_follow` sees each line exactly once: in the tail
+        // it copies or on the feed it joins.
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = live.send(line.clone());
         }
-        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         if tail.len() == self.tail_lines {
             tail.pop_front();
         }

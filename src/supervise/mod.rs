@@ -13,35 +13,87 @@ pub mod spawn;
 pub mod tree;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use instance::{Command, Handle, Reply, State, Status};
+pub use instance::{Command, Event, Handle, Reply, State, Status};
 pub use reaper::Exit;
 
-use crate::profile::Plan;
+use crate::profile::{Plan, Profile};
 
 /// Status plus the figures of the instance's whole process tree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// The instance's status.
     pub status: Status,
-    /// CPU use of the tree, in percent of one core, since the previous report.
+    /// CPU use of the tree, in percent of one core, between the last two samples.
     pub cpu_percent: f32,
-    /// Resident memory of the tree, in bytes.
+    /// Resident memory of the tree, in bytes, at the last sample.
     pub rss_bytes: u64,
+    /// How old the figures are.
+    pub sample_age: Duration,
 }
+
+/// What a reload does to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A new profile.
+    Add,
+    /// A profile that is gone.
+    Remove,
+    /// A changed profile: stopped, then started with the new one.
+    Change,
+    /// The same profile: not touched.
+    Keep,
+}
+
+/// One instance's part in a reload.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The instance name.
+    pub name: String,
+    /// What happens to it.
+    pub action: Action,
+    /// For `Change`: the fields that differ.
+    pub fields: Vec<&'static str>,
+    /// What went wrong applying it.
+    pub error: Option<String>,
+}
+
+/// The instances, by name; replaced whole by a reload, read by cloning the `Arc`.
+type Instances = Arc<BTreeMap<String, Handle>>;
 
 /// The set of running instances.
 pub struct Supervisor {
-    instances: BTreeMap<String, Handle>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    instances: RwLock<Instances>,
+    /// Each instance's task, to wait for when it is removed or the daemon shuts down.
+    tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    shared: instance::Shared,
+    log_cfg: logs::LogConfig,
     cancel: CancellationToken,
-    /// None when sysinfo cannot read this system: figures are then 0.
-    system: Mutex<Option<sysinfo::System>>,
+    sampler: Arc<Mutex<Sampler>>,
 }
+
+/// The latest CPU/RSS figures of every instance's tree. Sampling walks /proc (tens of ms with
+/// hundreds of gateways), so it happens at most once per `SAMPLE_EVERY`, off the runtime, and only
+/// when a client asks; a client gets the latest figures at once.
+struct Sampler {
+    /// None when sysinfo cannot read this system: figures are then 0.
+    system: Option<sysinfo::System>,
+    /// Per instance: CPU percent and RSS bytes.
+    figures: BTreeMap<String, (f32, u64)>,
+    taken: Option<Instant>,
+    running: bool,
+}
+
+/// The least time between two samples of the process trees.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     /// Starts one task per profile of `plan` (which must have passed its check); autostart instances
@@ -57,94 +109,347 @@ impl Supervisor {
             spawner: spawn::Spawner::start(reaper.clone())?,
             reaper,
             probe_grid: tokio::time::Instant::now(),
+            events: broadcast::channel(1024).0,
+        };
+        let sup = Supervisor {
+            instances: RwLock::new(Arc::new(BTreeMap::new())),
+            tasks: Mutex::new(Vec::new()),
+            reloading: tokio::sync::Mutex::new(()),
+            shared,
+            log_cfg: log_cfg.clone(),
+            cancel,
+            sampler: Arc::new(Mutex::new(Sampler {
+                system: sysinfo::System::new().ok(),
+                figures: BTreeMap::new(),
+                taken: None,
+                running: false,
+            })),
         };
         let mut instances = BTreeMap::new();
-        let mut tasks = Vec::new();
         for profile in plan.profiles {
-            let name = profile.name.to_string();
-            let log = logs::InstanceLog::open(log_cfg, &name)?;
-            let (handle, task) =
-                instance::spawn(profile, shared.clone(), log, cancel.child_token());
-            instances.insert(name, handle);
-            tasks.push(task);
+            let log = logs::InstanceLog::open(log_cfg, profile.name.as_str())?;
+            let start = profile.autostart;
+            instances.insert(profile.name.to_string(), sup.launch(profile, start, log));
         }
-        Ok(Supervisor {
-            instances,
-            tasks: Mutex::new(tasks),
-            cancel,
-            system: Mutex::new(sysinfo::System::new().ok()),
-        })
+        *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);
+        Ok(sup)
+    }
+
+    fn launch(&self, profile: Profile, start: bool, log: logs::InstanceLog) -> Handle {
+        let name = profile.name.to_string();
+        let (handle, task) = instance::spawn(
+            profile,
+            start,
+            self.shared.clone(),
+            log,
+            self.cancel.child_token(),
+        );
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, task));
+        handle
+    }
+
+    /// The instances now.
+    pub fn instances(&self) -> Instances {
+        self.instances
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The instance named `name`.
-    pub fn get(&self, name: &str) -> Option<&Handle> {
-        self.instances.get(name)
+    pub fn get(&self, name: &str) -> Option<Handle> {
+        self.instances().get(name).cloned()
     }
 
-    /// The status of `names` (all if empty), with their process trees' CPU and RSS.
-    pub fn reports(&self, names: &[String]) -> Vec<Report> {
-        let handles: Vec<&Handle> = self
-            .instances
+    /// Every state change from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// The status of `names` (all if empty), with their process trees' latest CPU and RSS figures.
+    /// Never waits for a sample, but the first one of the daemon's life; starts a new one in the
+    /// background when the latest is older than `SAMPLE_EVERY`.
+    pub async fn reports(&self, names: &[String]) -> Vec<Report> {
+        let instances = self.instances();
+        let statuses: Vec<Status> = instances
             .values()
             .filter(|h| names.is_empty() || names.iter().any(|n| *n == h.profile.name.as_str()))
+            .map(|h| h.status.borrow().clone())
             .collect();
-        let statuses: Vec<Status> = handles.iter().map(|h| h.status.borrow().clone()).collect();
-        let all = if statuses.iter().any(|s| s.pid.is_some()) {
-            tree::snapshot()
-        } else {
-            Vec::new()
+        let (due, first) = {
+            let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+            let due = !s.running && s.taken.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
+            if due {
+                s.running = true;
+            }
+            (due, s.taken.is_none())
         };
-        let index = tree::Tree::new(&all);
-        let trees: Vec<Vec<i32>> = statuses
-            .iter()
-            .map(|s| s.pid.map(|pid| index.descendants(pid)).unwrap_or_default())
-            .collect();
-        let mut guard = self.system.lock().unwrap_or_else(|e| e.into_inner());
-        let pids: Vec<sysinfo::Pid> = trees
-            .iter()
-            .flatten()
-            .map(|p| sysinfo::Pid::from_u32(*p as u32))
-            .collect();
-        if let (false, Some(sys)) = (pids.is_empty(), guard.as_mut()) {
-            sys.refresh_processes_specifics(
-                sysinfo::ProcessesToUpdate::Some(&pids),
-                true,
-                sysinfo::ProcessRefreshKind::nothing()
-                    .with_cpu()
-                    .with_memory(),
-            );
+        if due {
+            let all: Vec<(String, Option<i32>)> = instances
+                .values()
+                .map(|h| {
+                    let st = h.status.borrow();
+                    (st.name.clone(), st.pid)
+                })
+                .collect();
+            let sampler = self.sampler.clone();
+            let job = tokio::task::spawn_blocking(move || sample(&sampler, &all));
+            if first {
+                let _ = job.await;
+            }
         }
+        let s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        let age = s.taken.map_or(Duration::ZERO, |t| t.elapsed());
         statuses
             .into_iter()
-            .zip(trees)
-            .map(|(status, tree)| {
-                let (mut cpu, mut rss) = (0.0, 0);
-                for pid in tree {
-                    let proc_ = guard
-                        .as_ref()
-                        .and_then(|s| s.process(sysinfo::Pid::from_u32(pid as u32)));
-                    if let Some(p) = proc_ {
-                        cpu += p.cpu_usage();
-                        rss += p.memory();
-                    }
-                }
+            .map(|status| {
+                let (cpu, rss) = status
+                    .pid
+                    .and_then(|_| s.figures.get(&status.name).copied())
+                    .unwrap_or((0.0, 0));
                 Report {
                     status,
                     cpu_percent: cpu,
                     rss_bytes: rss,
+                    sample_age: age,
                 }
             })
             .collect()
     }
 
+    /// Re-reads `dir` and, unless `dry_run` or the check fails, applies the difference: removed and
+    /// changed instances are stopped (in parallel, each by its stop policy), then new and changed
+    /// ones are started. Unchanged instances are not touched. Returns the check and the changes.
+    pub async fn reload(&self, dir: &std::path::Path, dry_run: bool) -> (Plan, Vec<Change>, bool) {
+        let _one = self.reloading.lock().await;
+        let d = dir.to_path_buf();
+        let plan = match tokio::task::spawn_blocking(move || crate::profile::load(&d)).await {
+            Ok(p) => p,
+            Err(e) => {
+                let mut plan = Plan {
+                    dir: dir.to_path_buf(),
+                    profiles: Vec::new(),
+                    report: Default::default(),
+                };
+                plan.report
+                    .diagnostics
+                    .push(crate::profile::Diagnostic::error(
+                        crate::profile::Kind::Io,
+                        crate::profile::Location::file(dir),
+                        format!("reading the profiles failed: {e}"),
+                    ));
+                return (plan, Vec::new(), false);
+            }
+        };
+        let old = self.instances();
+        let mut changes: Vec<Change> = Vec::new();
+        for (name, h) in old.iter() {
+            if !plan.profiles.iter().any(|p| p.name.as_str() == name) {
+                changes.push(Change {
+                    name: name.clone(),
+                    action: Action::Remove,
+                    fields: Vec::new(),
+                    error: None,
+                });
+            } else if let Some(p) = plan.profiles.iter().find(|p| p.name.as_str() == name) {
+                let fields = changed_fields(&h.profile, p);
+                changes.push(Change {
+                    name: name.clone(),
+                    action: if fields.is_empty() {
+                        Action::Keep
+                    } else {
+                        Action::Change
+                    },
+                    fields,
+                    error: None,
+                });
+            }
+        }
+        for p in &plan.profiles {
+            if !old.contains_key(p.name.as_str()) {
+                changes.push(Change {
+                    name: p.name.to_string(),
+                    action: Action::Add,
+                    fields: Vec::new(),
+                    error: None,
+                });
+            }
+        }
+        changes.sort_by(|a, b| a.name.cmp(&b.name));
+        if dry_run || !plan.report.ok() {
+            return (plan, changes, false);
+        }
+
+        // Stop what goes away or changes, all at once; ports and paths they free may be taken by
+        // what starts next.
+        let leaving: Vec<&Change> = changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Remove | Action::Change))
+            .collect();
+        for c in &leaving {
+            if let Some(h) = old.get(&c.name) {
+                h.cancel.cancel();
+            }
+        }
+        let waits: Vec<JoinHandle<()>> = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *tasks)
+                .into_iter()
+                .partition(|(n, _)| leaving.iter().any(|c| c.name == *n));
+            *tasks = kept;
+            gone.into_iter().map(|(_, t)| t).collect()
+        };
+        for t in waits {
+            let _ = t.await;
+        }
+        let mut next: BTreeMap<String, Handle> = BTreeMap::new();
+        for c in &mut changes {
+            let profile = plan.profiles.iter().find(|p| p.name.as_str() == c.name);
+            match (c.action, profile) {
+                (Action::Keep, _) => {
+                    if let Some(h) = old.get(&c.name) {
+                        next.insert(c.name.clone(), h.clone());
+                    }
+                }
+                (Action::Remove, _) => {
+                    if let Some(h) = old.get(&c.name) {
+                        let _ = self.shared.events.send(Event {
+                            time: SystemTime::now(),
+                            status: h.status.borrow().clone(),
+                            previous: None,
+                            removed: true,
+                        });
+                    }
+                }
+                (Action::Add | Action::Change, Some(p)) => {
+                    // A changed instance keeps its log and runs if it was meant to.
+                    let (log, start) = match old.get(&c.name) {
+                        Some(h) => (Ok(h.log.clone()), h.status.borrow().want_running),
+                        None => (
+                            logs::InstanceLog::open(&self.log_cfg, p.name.as_str()),
+                            p.autostart,
+                        ),
+                    };
+                    match log {
+                        Ok(log) => {
+                            next.insert(c.name.clone(), self.launch(p.clone(), start, log));
+                        }
+                        Err(e) => {
+                            c.error = Some(format!(
+                                "cannot open its log in {}: {e}",
+                                self.log_cfg.dir.display()
+                            ))
+                        }
+                    }
+                }
+                (Action::Add | Action::Change, None) => {}
+            }
+        }
+        *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        (plan, changes, true)
+    }
+
     /// Stops every instance, in parallel, each by its stop policy, and waits for all of them.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
+        let _one = self.reloading.lock().await;
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
+        for (_, t) in tasks {
             let _ = t.await;
         }
     }
+}
+
+/// The fields of a profile whose change means the child must be started again with the new one.
+/// Where a value was written (file lines) does not count.
+pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut diff = |name: &'static str, differ: bool| {
+        if differ {
+            out.push(name);
+        }
+    };
+    diff("port", old.port.value != new.port.value);
+    diff(
+        "openclaw_profile",
+        old.openclaw_profile != new.openclaw_profile,
+    );
+    diff(
+        "config_path",
+        old.config_path.value != new.config_path.value,
+    );
+    diff("state_dir", old.state_dir.value != new.state_dir.value);
+    diff("workspace", old.workspace.value != new.workspace.value);
+    diff("command", old.command != new.command);
+    diff("env", old.env != new.env);
+    diff("working_dir", old.working_dir != new.working_dir);
+    diff("autostart", old.autostart != new.autostart);
+    diff("restart", old.restart != new.restart);
+    diff("stop", old.stop != new.stop);
+    diff("health", old.health != new.health);
+    let ports =
+        |p: &Profile| -> Vec<(u32, u32)> { p.ports.iter().map(|c| (c.start, c.end)).collect() };
+    diff("ports", ports(old) != ports(new));
+    out
+}
+
+/// One sample of every instance's process tree: one /proc walk, one sysinfo refresh of the pids
+/// found.
+fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
+    let all = if instances.iter().any(|(_, pid)| pid.is_some()) {
+        tree::snapshot()
+    } else {
+        Vec::new()
+    };
+    let index = tree::Tree::new(&all);
+    let trees: Vec<(String, Vec<i32>)> = instances
+        .iter()
+        .filter_map(|(n, pid)| pid.map(|p| (n.clone(), index.descendants(p))))
+        .collect();
+    // sysinfo's System is taken out while it refreshes, so readers never wait for the walk.
+    let mut system = sampler
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .system
+        .take();
+    let pids: Vec<sysinfo::Pid> = trees
+        .iter()
+        .flat_map(|(_, t)| t.iter())
+        .map(|p| sysinfo::Pid::from_u32(*p as u32))
+        .collect();
+    if let Some(sys) = system.as_mut() {
+        sys.refresh_processes_specifics(
+            sysinfo::ProcessesToUpdate::Some(&pids),
+            true,
+            sysinfo::ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory(),
+        );
+    }
+    let figures = trees
+        .into_iter()
+        .map(|(name, tree)| {
+            let (mut cpu, mut rss) = (0.0, 0);
+            for pid in tree {
+                if let Some(p) = system
+                    .as_ref()
+                    .and_then(|s| s.process(sysinfo::Pid::from_u32(pid as u32)))
+                {
+                    cpu += p.cpu_usage();
+                    rss += p.memory();
+                }
+            }
+            (name, (cpu, rss))
+        })
+        .collect();
+    let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
+    s.system = system;
+    s.figures = figures;
+    s.taken = Some(Instant::now());
+    s.running = false;
 }
 
 /// Before anything starts: every process that already uses an instance's state dir or gateway port
