@@ -51,14 +51,20 @@ enum Command {
     /// Start instances and wait until each is ready (exit 1 if any failed).
     Start {
         /// The instances.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
         names: Vec<String>,
+        /// Every instance.
+        #[arg(long)]
+        all: bool,
     },
     /// Stop instances and their whole process trees, and keep them stopped.
     Stop {
         /// The instances.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
         names: Vec<String>,
+        /// Every instance.
+        #[arg(long)]
+        all: bool,
         /// Override the profiles' stop.timeout (e.g. 10s) before SIGKILL.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
@@ -66,8 +72,45 @@ enum Command {
     /// Stop (if running) and start instances, waiting until each is ready.
     Restart {
         /// The instances.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
         names: Vec<String>,
+        /// Every instance.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print an instance's log: the last lines the daemon keeps (up to 1000), then new ones with -f.
+    Logs {
+        /// The instance.
+        name: String,
+        /// How many of the last lines (0 for all kept).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+        /// Keep printing new lines as they come, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print every state change of the instances (or of those named) as it happens.
+    Watch {
+        /// Only these instances.
+        names: Vec<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the daemon's profiles and apply the difference: new instances start, removed ones
+    /// stop, changed ones restart, others are not touched. Exit 1, with the report, if the new
+    /// profiles fail the check: then nothing changes.
+    Reload {
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print this client's version and the daemon's.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -94,23 +137,48 @@ fn main() -> ExitCode {
             cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
         }
         Command::Status { names, json } => remote(Box::pin(remote::status(&socket, names, json))),
-        Command::Start { names } => remote(Box::pin(remote::act(
+        Command::Start { names, all } => remote(Box::pin(remote::act(
             &socket,
             remote::Action::Start,
             names,
+            all,
             None,
         ))),
-        Command::Stop { names, timeout } => remote(Box::pin(remote::act(
+        Command::Stop {
+            names,
+            all,
+            timeout,
+        } => remote(Box::pin(remote::act(
             &socket,
             remote::Action::Stop,
             names,
+            all,
             timeout,
         ))),
-        Command::Restart { names } => remote(Box::pin(remote::act(
+        Command::Restart { names, all } => remote(Box::pin(remote::act(
             &socket,
             remote::Action::Restart,
             names,
+            all,
             None,
         ))),
+        Command::Logs {
+            name,
+            lines,
+            follow,
+        } => remote(Box::pin(remote::logs(&socket, name, lines, follow))),
+        Command::Watch { names, json } => remote(Box::pin(remote::watch(&socket, names, json))),
+        Command::Reload { dry_run } => remote(Box::pin(remote::reload(&socket, dry_run))),
+        Command::Version => remote(Box::pin(remote::version(&socket))),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Args::command(),
+                "openclawctl",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }

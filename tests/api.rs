@@ -1,0 +1,565 @@
+//! The control API as its users meet it: openclawctl and plain gRPC clients against the real daemon
+//! (socket modes, tokens over TCP, reload, log follow, events, health, reflection, many clients).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{alive, bin_path, fake_gateway, free_ports, pids_with_env, stderr, stdout, Scene};
+use openclaw_supervisor::api::v1;
+
+fn profile(scene: &Scene, name: &str, port: u16, extra: &str) {
+    scene.profile(
+        &format!("{name}.yaml"),
+        &format!(
+            "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}]\n{extra}",
+            fake_gateway().display().to_string()
+        ),
+    );
+}
+
+fn pid_of(s: &serde_json::Value) -> u64 {
+    s["pid"].as_u64().expect("a pid")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A running `openclawctl` whose stdout lines arrive on a channel.
+struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(socket: &std::path::Path, args: &[&str]) -> Follower {
+        let mut child = Command::new(bin_path("openclawctl"))
+            .args(args)
+            .env("OPENCLAW_SUPERVISOR_SOCKET", socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// Lines until one satisfies `pred` (which is returned); fails after 60 s of silence.
+    fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> (Vec<String>, String) {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if pred(&l) => return (seen, l),
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no line {what}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_socket_is_owner_only() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    let d = scene.daemon();
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
+}
+
+#[test]
+fn a_socket_group_makes_the_socket_0660_of_that_group() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    let gid = nix::unistd::getgid();
+    let group = nix::unistd::Group::from_gid(gid).unwrap().unwrap().name;
+    let d = scene.daemon_with(&["--socket-group", &group]);
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid.as_raw());
+}
+
+#[test]
+fn openclawctl_names_the_socket_when_no_daemon_answers() {
+    let scene = Scene::new();
+    let sock = scene.path("nowhere.sock");
+    let out = Command::new(bin_path("openclawctl"))
+        .args(["status"])
+        .env("OPENCLAW_SUPERVISOR_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    assert!(err.contains("openclaw-supervisord --config-dir"), "{err}");
+}
+
+#[test]
+fn tcp_calls_need_the_right_token() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    profile(&scene, "main", ports[0], "autostart: false\n");
+    let token = scene.write("token", "s3cret-token\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let addr = format!("127.0.0.1:{}", ports[1]);
+    let _d = scene.daemon_with(&["--tcp", &addr, "--token-file", token.to_str().unwrap()]);
+    runtime().block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let call = |token: Option<&'static str>| {
+            let mut client =
+                v1::supervisor_service_client::SupervisorServiceClient::new(channel.clone());
+            async move {
+                let mut req = tonic::Request::new(v1::ListInstancesRequest { names: vec![] });
+                if let Some(t) = token {
+                    req.metadata_mut()
+                        .insert("authorization", t.parse().unwrap());
+                }
+                client.list_instances(req).await
+            }
+        };
+        let none = call(None).await.unwrap_err();
+        assert_eq!(none.code(), tonic::Code::Unauthenticated);
+        let wrong = call(Some("Bearer s3cret-tokem")).await.unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        let ok = call(Some("Bearer s3cret-token"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ok.instances[0].name, "main");
+        // The health service is behind the token too.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(h.code(), tonic::Code::Unauthenticated);
+    });
+}
+
+#[test]
+fn tcp_refuses_a_non_loopback_address_without_leave() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    let token = scene.write("token", "t\n");
+    let out = scene.run(
+        "openclaw-supervisord",
+        &[
+            "--config-dir",
+            "supervisor.d",
+            "--socket",
+            scene.path("s.sock").to_str().unwrap(),
+            "--tcp",
+            "0.0.0.0:1",
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--tcp-allow-remote"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn health_and_reflection_are_served_on_the_socket() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    let d = scene.daemon();
+    runtime().block_on(async {
+        let channel = uds_channel(&d.socket).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let h = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "openclaw.supervisor.v1.SupervisorService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+
+        use tonic_reflection::pb::v1::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            ServerReflectionRequest,
+        };
+        let mut refl = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = refl
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let msg = resp.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+            panic!("not a service list: {msg:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"openclaw.supervisor.v1.SupervisorService".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_string()),
+            "{names:?}"
+        );
+    });
+}
+
+async fn uds_channel(socket: &std::path::Path) -> tonic::transport::Channel {
+    let socket = socket.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+#[test]
+fn reload_applies_only_the_difference() {
+    let scene = Scene::new();
+    let ports = free_ports(4);
+    profile(&scene, "keep", ports[0], "");
+    profile(&scene, "change", ports[1], "");
+    profile(&scene, "gone", ports[2], "");
+    let d = scene.daemon();
+    let keep = d.wait_status("keep", "running", |s| s["state"] == "running");
+    let change = d.wait_status("change", "running", |s| s["state"] == "running");
+    let gone = d.wait_status("gone", "running", |s| s["state"] == "running");
+
+    // A comment alone is no change; an env var is; one file goes, one comes.
+    let keep_file = scene.path("supervisor.d/keep.yaml");
+    let text = std::fs::read_to_string(&keep_file).unwrap();
+    std::fs::write(&keep_file, format!("# touched\n{text}")).unwrap();
+    profile(&scene, "change", ports[1], "env: { GREETING: hello }\n");
+    std::fs::remove_file(scene.path("supervisor.d/gone.yaml")).unwrap();
+    profile(&scene, "added", ports[3], "");
+
+    let dry = d.ctl(&["reload", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(stdout(&dry).contains("dry run: nothing changed"));
+    assert_eq!(d.status("change")["pid"], change["pid"]);
+
+    let out = d.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in:\n{table}"))
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row("keep"), "keep -");
+    assert_eq!(row("change"), "change env");
+    assert_eq!(row("gone"), "remove -");
+    assert_eq!(row("added"), "add -");
+
+    assert_eq!(
+        d.status("keep")["pid"],
+        keep["pid"],
+        "an unchanged instance is not touched"
+    );
+    let changed = d.wait_status("change", "running again", |s| s["state"] == "running");
+    assert_ne!(changed["pid"], change["pid"]);
+    assert!(!alive(pid_of(&change) as u32));
+    d.wait_status("added", "running", |s| s["state"] == "running");
+    let gone_status = d.ctl(&["status", "gone"]);
+    assert!(!gone_status.status.success());
+    assert!(stderr(&gone_status).contains("no instance named \"gone\""));
+    assert!(
+        !alive(pid_of(&gone) as u32),
+        "a removed instance's child is stopped"
+    );
+}
+
+#[test]
+fn a_reload_that_fails_its_check_changes_nothing() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    profile(&scene, "main", ports[0], "");
+    profile(&scene, "rescue", ports[1], "");
+    let d = scene.daemon();
+    let main = d.wait_status("main", "running", |s| s["state"] == "running");
+    let rescue = d.wait_status("rescue", "running", |s| s["state"] == "running");
+    // rescue moves onto main's port, and a new profile has a bad key: both errors come in one
+    // report.
+    profile(&scene, "rescue", ports[0] + 2, "");
+    profile(&scene, "third", ports[1] + 200, "autostrat: true\n");
+    let out = d.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("supervisor.d/rescue.yaml:1"), "{err}");
+    assert!(err.contains("supervisor.d/third.yaml:4"), "{err}");
+    assert!(err.contains("autostart"), "did-you-mean: {err}");
+    assert!(err.contains("nothing changed"), "{err}");
+    assert_eq!(d.status("main")["pid"], main["pid"]);
+    assert_eq!(d.status("rescue")["pid"], rescue["pid"]);
+    assert_eq!(d.status("main")["state"], "running");
+}
+
+#[test]
+fn sighup_reloads() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    profile(&scene, "main", ports[0], "");
+    let mut d = scene.daemon();
+    d.wait_status("main", "running", |s| s["state"] == "running");
+    profile(&scene, "rescue", ports[1], "");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    common::wait_for("rescue to be added", || {
+        d.ctl(&["status", "rescue"]).status.success().then_some(())
+    });
+    d.wait_status("rescue", "running", |s| s["state"] == "running");
+    assert_eq!(d.terminate(), Some(0));
+}
+
+#[test]
+fn logs_follow_prints_the_tail_then_new_lines() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "");
+    let d = scene.daemon();
+    let first = d.wait_status("main", "running", |s| s["state"] == "running");
+    let f = Follower::start(&d.socket, &["logs", "-f", "-n", "1000", "main"]);
+    let (before, _) = f.until("about the first start", |l| {
+        l.contains(&format!("pid {}", pid_of(&first))) && l.contains("supervisor |")
+    });
+    assert!(before.iter().all(|l| !l.contains("stopping")));
+    let out = d.ctl(&["restart", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, stop) = f.until("about the stop", |l| l.contains("stopping pid"));
+    assert!(stop.contains(&pid_of(&first).to_string()), "{stop}");
+    let now = d.status("main");
+    f.until("from the new child's start", |l| {
+        l.contains(&format!("pid {}", pid_of(&now)))
+    });
+}
+
+#[test]
+fn watch_prints_each_state_change() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    profile(&scene, "main", ports[0], "");
+    profile(&scene, "rescue", ports[1], "");
+    let d = scene.daemon();
+    d.wait_status("main", "running", |s| s["state"] == "running");
+    d.wait_status("rescue", "running", |s| s["state"] == "running");
+    let f = Follower::start(&d.socket, &["watch", "--json", "main"]);
+    let (_, first) = f.until("with main's current state", |l| l.contains("\"main\""));
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["state"], "running");
+    assert!(v["previous_state"].is_null());
+    assert!(d.ctl(&["stop", "main"]).status.success());
+    let (_, stopping) = f.until("running -> stopping", |l| l.contains("\"stopping\""));
+    let v: serde_json::Value = serde_json::from_str(&stopping).unwrap();
+    assert_eq!(v["previous_state"], "running");
+    let (_, stopped) = f.until("stopping -> stopped", |l| l.contains("\"stopped\""));
+    let v: serde_json::Value = serde_json::from_str(&stopped).unwrap();
+    assert_eq!(v["previous_state"], "stopping");
+    // Only main was asked for.
+    assert!(d.ctl(&["restart", "rescue"]).status.success());
+    assert!(d.ctl(&["start", "main"]).status.success());
+    let (between, _) = f.until("main running again", |l| {
+        l.contains("\"running\"") && l.contains("\"starting\"")
+    });
+    assert!(between.iter().all(|l| !l.contains("rescue")), "{between:?}");
+}
+
+#[test]
+fn start_stop_restart_all() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    profile(&scene, "main", ports[0], "autostart: false\n");
+    profile(&scene, "rescue", ports[1], "autostart: false\n");
+    let d = scene.daemon();
+    let out = d.ctl(&["start", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("main: running (pid"));
+    assert!(stdout(&out).contains("rescue: running (pid"));
+    let out = d.ctl(&["stop", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.status("main")["state"], "stopped");
+    assert_eq!(d.status("rescue")["state"], "stopped");
+    let out = d.ctl(&["start"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no names and no --all is a usage error"
+    );
+}
+
+#[test]
+fn version_shows_client_and_daemon() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    let d = scene.daemon();
+    let out = d.ctl(&["version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = env!("CARGO_PKG_VERSION");
+    let text = stdout(&out);
+    assert!(text.contains(&format!("openclawctl {v}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "openclaw-supervisord {v} (api openclaw.supervisor.v1, pid {}",
+            d.pid()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_bash() {
+    let out = Command::new(bin_path("openclawctl"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("_openclawctl()"), "{text}");
+    assert!(text.contains("reload"));
+}
+
+#[test]
+fn a_hundred_clients_at_once_never_make_two_children() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    profile(&scene, "crowd1", ports[0], "");
+    profile(&scene, "crowd2", ports[1], "");
+    let d = scene.daemon();
+    d.wait_status("crowd1", "running", |s| s["state"] == "running");
+    d.wait_status("crowd2", "running", |s| s["state"] == "running");
+
+    // A watcher of the process table: never more than one gateway per instance. (The names are
+    // this test's own: tests run side by side, and the marker carries only the name.)
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut worst = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for name in ["crowd1", "crowd2"] {
+                    worst = worst.max(pids_with_env("OPENCLAW_SUPERVISOR_INSTANCE", name).len());
+                }
+            }
+            worst
+        })
+    };
+    let socket = d.socket.clone();
+    let errors = runtime().block_on(async move {
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let socket = socket.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = openclaw_supervisor::api::client::connect(&socket)
+                    .await
+                    .unwrap();
+                let mut unexpected = Vec::new();
+                for round in 0..4u32 {
+                    let name = if (i + round) % 2 == 0 {
+                        "crowd1"
+                    } else {
+                        "crowd2"
+                    }
+                    .to_string();
+                    let r = match (i + round) % 4 {
+                        0 => c
+                            .start_instance(v1::StartInstanceRequest { name })
+                            .await
+                            .map(|_| ()),
+                        1 => c
+                            .stop_instance(v1::StopInstanceRequest {
+                                name,
+                                timeout_ms: 0,
+                            })
+                            .await
+                            .map(|_| ()),
+                        2 => c
+                            .restart_instance(v1::RestartInstanceRequest { name })
+                            .await
+                            .map(|_| ()),
+                        _ => c
+                            .list_instances(v1::ListInstancesRequest { names: vec![] })
+                            .await
+                            .map(|_| ()),
+                    };
+                    // A start or restart may be cut short by another client's stop: that is
+                    // FAILED_PRECONDITION with the reason; anything else is a bug.
+                    if let Err(s) = r {
+                        if s.code() != tonic::Code::FailedPrecondition {
+                            unexpected.push(format!("{:?}: {}", s.code(), s.message()));
+                        }
+                    }
+                }
+                unexpected
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let worst = watcher.join().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(worst <= 1, "{worst} gateways of one instance at once");
+
+    // Settled: the status agrees with the process table.
+    for name in ["crowd1", "crowd2"] {
+        let s = d.wait_status(name, "settled", |s| {
+            s["state"] == "running" || s["state"] == "stopped"
+        });
+        let pids = pids_with_env("OPENCLAW_SUPERVISOR_INSTANCE", name);
+        if s["state"] == "running" {
+            assert_eq!(pids, vec![pid_of(&s) as u32], "{name}: {s}");
+        } else {
+            assert!(pids.is_empty(), "{name} is stopped but {pids:?} run");
+        }
+    }
+}
