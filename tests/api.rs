@@ -563,3 +563,39 @@ fn a_hundred_clients_at_once_never_make_two_children() {
         }
     }
 }
+
+#[test]
+fn the_example_grpc_client_lists_and_restarts() {
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "");
+    let d = scene.daemon();
+    let before = d.wait_status("main", "running", |s| s["state"] == "running");
+    let example = fake_gateway().with_file_name("grpc-client");
+    assert!(example.exists(), "cargo test builds the examples");
+    let out = Command::new(&example)
+        .arg(&d.socket)
+        .arg("main")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = d.status("main");
+    assert_ne!(after["pid"], before["pid"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("main: restarted, pid {}", after["pid"])),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("main") && l.contains("running")),
+        "{text}"
+    );
+
+    let out = Command::new(&example)
+        .arg(&d.socket)
+        .arg("Nope!")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("InvalidArgument"), "{}", stderr(&out));
+}

@@ -26,6 +26,11 @@ pub struct Api {
 
 impl Api {
     fn handle(&self, name: &str) -> Result<supervise::Handle, GrpcStatus> {
+        if let Err(e) = name.parse::<profile::InstanceName>() {
+            return Err(GrpcStatus::invalid_argument(format!(
+                "{name:?} is not an instance name: {e}"
+            )));
+        }
         self.supervisor.get(name).ok_or_else(|| {
             GrpcStatus::not_found(format!(
                 "no instance named {name:?}; `openclawctl status` lists them (profiles are read from {})",
