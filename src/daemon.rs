@@ -40,6 +40,9 @@ pub struct Options {
     pub token_file: Option<PathBuf>,
 }
 
+/// How long API connections get to close at shutdown.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> ExitCode {
     let plan = profile::load(&opts.config_dir);
@@ -123,6 +126,7 @@ pub async fn run(opts: Options) -> ExitCode {
         supervisor: supervisor.clone(),
         config_dir: opts.config_dir.clone(),
         started: Instant::now(),
+        closing: CancellationToken::new(),
     });
     let server_stop = CancellationToken::new();
     let mut servers = Vec::new();
@@ -175,9 +179,16 @@ pub async fn run(opts: Options) -> ExitCode {
         .set_not_serving::<SupervisorServiceServer<api::server::Api>>()
         .await;
     supervisor.shutdown().await;
+    // Streams end first, then connections get a while to close; a client that neither reads nor
+    // hangs up does not keep the daemon from exiting.
+    api.closing.cancel();
     server_stop.cancel();
     for s in servers {
-        let _ = s.await;
+        let abort = s.abort_handle();
+        if tokio::time::timeout(DRAIN, s).await.is_err() {
+            tracing::warn!("clients still connected after {DRAIN:?}; closing their connections");
+            abort.abort();
+        }
     }
     let _ = std::fs::remove_file(&opts.socket);
     tracing::info!("stopped");

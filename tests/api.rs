@@ -599,3 +599,28 @@ fn the_example_grpc_client_lists_and_restarts() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("InvalidArgument"), "{}", stderr(&out));
 }
+
+#[test]
+fn sigterm_ends_open_streams_and_silent_clients_do_not_hold_the_daemon() {
+    use std::io::Write;
+    let scene = Scene::new();
+    profile(&scene, "main", free_ports(1)[0], "");
+    let mut d = scene.daemon();
+    d.wait_status("main", "running", |s| s["state"] == "running");
+    let mut watcher = Follower::start(&d.socket, &["watch"]);
+    watcher.until("with main's state", |l| l.contains("main"));
+    let mut follower = Follower::start(&d.socket, &["logs", "-f", "main"]);
+    // A client that opens an HTTP/2 connection and then neither reads nor hangs up.
+    let mut silent = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    assert_eq!(d.terminate(), Some(0));
+    // The followers saw the stop, then their streams ended and they exited.
+    watcher.until("main stopping", |l| l.contains("-> stopping"));
+    for f in [&mut watcher, &mut follower] {
+        let status = common::wait_for("openclawctl to exit", || f.child.try_wait().ok().flatten());
+        assert!(status.success());
+    }
+    drop(silent);
+}

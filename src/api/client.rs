@@ -14,6 +14,10 @@ pub async fn connect(path: &Path) -> Result<SupervisorServiceClient<Channel>, St
     // The URI is required by tonic but unused: the connector below always dials the socket.
     let channel = Endpoint::try_from("http://[::]:50051")
         .map_err(|e| e.to_string())?
+        // A status of hundreds of instances is larger than HTTP/2's default 64 KB window: without
+        // a larger one, the answer stalls for a window update round trip.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(4 << 20))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {

@@ -22,6 +22,9 @@ pub struct Api {
     pub config_dir: PathBuf,
     /// When the daemon started.
     pub started: Instant,
+    /// Fired when the daemon shuts down: open streams (log follows, event watches) end, so their
+    /// connections can close.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl Api {
@@ -45,7 +48,7 @@ impl Api {
         reports
             .into_iter()
             .next()
-            .map(|r| to_instance(&r, &self.supervisor))
+            .map(|r| to_instance(&r))
             .ok_or_else(|| GrpcStatus::not_found(name.to_string()))
     }
 
@@ -84,7 +87,7 @@ fn state(s: State) -> v1::InstanceState {
     }
 }
 
-fn to_instance(r: &supervise::Report, sup: &Supervisor) -> v1::Instance {
+fn to_instance(r: &supervise::Report) -> v1::Instance {
     let s = &r.status;
     v1::Instance {
         name: s.name.clone(),
@@ -109,9 +112,10 @@ fn to_instance(r: &supervise::Report, sup: &Supervisor) -> v1::Instance {
         rss_bytes: r.rss_bytes,
         want_running: s.want_running,
         next_start_in_ms: s.next_start_in.map_or(0, |d| d.as_millis() as u64),
-        profile_file: sup
-            .get(&s.name)
-            .map(|h| h.profile.file.display().to_string())
+        profile_file: r
+            .profile
+            .as_ref()
+            .map(|p| p.file.display().to_string())
             .unwrap_or_default(),
         sample_age_ms: r.sample_age.as_millis() as u64,
     }
@@ -143,10 +147,11 @@ fn event(e: &supervise::Event, sup: &Supervisor) -> v1::Event {
         cpu_percent: 0.0,
         rss_bytes: 0,
         sample_age: Duration::ZERO,
+        profile: sup.get(&e.status.name).map(|h| h.profile),
     };
     v1::Event {
         time_unix_ms: unix_ms(e.time),
-        instance: Some(to_instance(&report, sup)),
+        instance: Some(to_instance(&report)),
         previous_state: e.previous.map_or(v1::InstanceState::Unspecified, state) as i32,
         removed: e.removed,
     }
@@ -249,7 +254,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             .reports(&names)
             .await
             .iter()
-            .map(|r| to_instance(r, &self.supervisor))
+            .map(to_instance)
             .collect();
         Ok(Response::new(v1::ListInstancesResponse { instances }))
     }
@@ -315,6 +320,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         let handle = self.handle(&r.name)?;
         let (tail, mut feed) = handle.log.tail_and_follow(r.lines as usize);
         let follow = r.follow;
+        let closing = self.closing.clone();
         Ok(Response::new(stream_of(move |tx| {
             Box::pin(async move {
                 for l in &tail {
@@ -328,6 +334,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                 loop {
                     let next = tokio::select! {
                         _ = tx.closed() => return,
+                        _ = closing.cancelled() => return,
                         n = feed.recv() => n,
                     };
                     let msg = match next {
@@ -360,6 +367,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         // Subscribe before reading the states: a change in between is sent twice, never lost.
         let mut events = self.supervisor.events();
         let sup = self.supervisor.clone();
+        let closing = self.closing.clone();
         let wanted = move |e: &supervise::Event| names.is_empty() || names.contains(&e.status.name);
         let snapshot = move |sup: &Supervisor| -> Vec<supervise::Event> {
             sup.instances()
@@ -383,6 +391,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                     }
                     let next = tokio::select! {
                         _ = tx.closed() => return,
+                        _ = closing.cancelled() => return,
                         n = events.recv() => n,
                     };
                     match next {

@@ -36,6 +36,8 @@ pub struct Report {
     pub rss_bytes: u64,
     /// How old the figures are.
     pub sample_age: Duration,
+    /// The instance's profile (for the file that defines it).
+    pub profile: Option<Arc<Profile>>,
 }
 
 /// What a reload does to one instance.
@@ -174,10 +176,10 @@ impl Supervisor {
     /// background when the latest is older than `SAMPLE_EVERY`.
     pub async fn reports(&self, names: &[String]) -> Vec<Report> {
         let instances = self.instances();
-        let statuses: Vec<Status> = instances
+        let statuses: Vec<(Status, Arc<Profile>)> = instances
             .values()
             .filter(|h| names.is_empty() || names.iter().any(|n| *n == h.profile.name.as_str()))
-            .map(|h| h.status.borrow().clone())
+            .map(|h| (h.status.borrow().clone(), h.profile.clone()))
             .collect();
         let (due, first) = {
             let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,7 +207,7 @@ impl Supervisor {
         let age = s.taken.map_or(Duration::ZERO, |t| t.elapsed());
         statuses
             .into_iter()
-            .map(|status| {
+            .map(|(status, profile)| {
                 let (cpu, rss) = status
                     .pid
                     .and_then(|_| s.figures.get(&status.name).copied())
@@ -215,6 +217,7 @@ impl Supervisor {
                     cpu_percent: cpu,
                     rss_bytes: rss,
                     sample_age: age,
+                    profile: Some(profile),
                 }
             })
             .collect()
