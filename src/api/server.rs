@@ -112,11 +112,7 @@ fn to_instance(r: &supervise::Report) -> v1::Instance {
         rss_bytes: r.rss_bytes,
         want_running: s.want_running,
         next_start_in_ms: s.next_start_in.map_or(0, |d| d.as_millis() as u64),
-        profile_file: r
-            .profile
-            .as_ref()
-            .map(|p| p.file.display().to_string())
-            .unwrap_or_default(),
+        profile_file: r.file.as_deref().unwrap_or_default().to_string(),
         sample_age_ms: r.sample_age.as_millis() as u64,
     }
 }
@@ -147,7 +143,7 @@ fn event(e: &supervise::Event, sup: &Supervisor) -> v1::Event {
         cpu_percent: 0.0,
         rss_bytes: 0,
         sample_age: Duration::ZERO,
-        profile: sup.get(&e.status.name).map(|h| h.profile),
+        file: sup.get(&e.status.name).map(|h| h.file),
     };
     v1::Event {
         time_unix_ms: unix_ms(e.time),

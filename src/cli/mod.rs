@@ -113,15 +113,18 @@ pub fn align<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
             *w = (*w).max(c.len());
         }
     }
-    let mut out = String::new();
+    // Written cell by cell into one buffer: `status` of hundreds of instances goes through here.
+    let line: usize = indent.len() + widths.iter().map(|w| w + 2).sum::<usize>();
+    let mut out = String::with_capacity(rows.len() * line);
     for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let start = out.len();
         out.push_str(indent);
-        out.push_str(cells.join("  ").trim_end());
+        for (c, w) in r.iter().zip(widths) {
+            out.push_str(c);
+            out.extend(std::iter::repeat_n(' ', w - c.len() + 2));
+        }
+        let end = out[start..].trim_end().len() + start;
+        out.truncate(end);
         out.push('\n');
     }
     out

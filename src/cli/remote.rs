@@ -32,19 +32,21 @@ fn state_name(s: i32) -> &'static str {
     }
 }
 
-fn uptime(i: &v1::Instance) -> String {
+fn uptime(i: &v1::Instance, now_ms: i64) -> String {
     if i.started_at_unix_ms <= 0 {
         return "-".into();
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let secs = ((now - i.started_at_unix_ms).max(0) / 1000) as u64;
+    let secs = ((now_ms - i.started_at_unix_ms).max(0) / 1000) as u64;
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
+/// `n` tenths as `12.3` followed by `unit`, without float formatting.
+fn tenths(n: u64, unit: char) -> String {
+    format!("{}.{}{unit}", n / 10, n % 10)
+}
+
 fn mib(b: u64) -> String {
-    format!("{:.1}M", b as f64 / (1024.0 * 1024.0))
+    tenths((b * 10 + (1 << 19)) >> 20, 'M')
 }
 
 /// The JSON form of an instance, for `status --json`.
@@ -80,6 +82,10 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
         "LAST EXIT",
     ]
     .map(String::from)];
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    rows.reserve(instances.len());
     for i in instances {
         rows.push([
             i.name.clone(),
@@ -89,10 +95,13 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
             } else {
                 i.pid.to_string()
             },
-            uptime(i),
+            uptime(i, now_ms),
             i.restarts.to_string(),
             i.port.to_string(),
-            format!("{:.1}%", i.cpu_percent),
+            tenths(
+                (f64::from(i.cpu_percent.max(0.0)) * 10.0).round() as u64,
+                '%',
+            ),
             mib(i.rss_bytes),
             i.last_exit.as_ref().map_or("-".into(), |e| e.text.clone()),
         ]);

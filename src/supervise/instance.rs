@@ -137,6 +137,8 @@ pub struct Handle {
     pub log: InstanceLog,
     /// The profile it runs.
     pub profile: Arc<Profile>,
+    /// The profile's file, as text (made once: statuses of hundreds of instances repeat it).
+    pub file: Arc<str>,
     /// Ends the task (after it stops its child): for a reload that removes or replaces it.
     pub cancel: CancellationToken,
 }
@@ -206,6 +208,7 @@ pub fn spawn(
             tx,
             status: status_rx,
             log,
+            file: profile.file.display().to_string().into(),
             profile,
             cancel,
         },

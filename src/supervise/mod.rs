@@ -36,8 +36,8 @@ pub struct Report {
     pub rss_bytes: u64,
     /// How old the figures are.
     pub sample_age: Duration,
-    /// The instance's profile (for the file that defines it).
-    pub profile: Option<Arc<Profile>>,
+    /// The file of the instance's profile.
+    pub file: Option<Arc<str>>,
 }
 
 /// What a reload does to one instance.
@@ -176,10 +176,10 @@ impl Supervisor {
     /// background when the latest is older than `SAMPLE_EVERY`.
     pub async fn reports(&self, names: &[String]) -> Vec<Report> {
         let instances = self.instances();
-        let statuses: Vec<(Status, Arc<Profile>)> = instances
+        let statuses: Vec<(Status, Arc<str>)> = instances
             .values()
             .filter(|h| names.is_empty() || names.iter().any(|n| *n == h.profile.name.as_str()))
-            .map(|h| (h.status.borrow().clone(), h.profile.clone()))
+            .map(|h| (h.status.borrow().clone(), h.file.clone()))
             .collect();
         let (due, first) = {
             let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,7 +207,7 @@ impl Supervisor {
         let age = s.taken.map_or(Duration::ZERO, |t| t.elapsed());
         statuses
             .into_iter()
-            .map(|(status, profile)| {
+            .map(|(status, file)| {
                 let (cpu, rss) = status
                     .pid
                     .and_then(|_| s.figures.get(&status.name).copied())
@@ -217,7 +217,7 @@ impl Supervisor {
                     cpu_percent: cpu,
                     rss_bytes: rss,
                     sample_age: age,
-                    profile: Some(profile),
+                    file: Some(file),
                 }
             })
             .collect()
