@@ -80,6 +80,8 @@ pub struct Supervisor {
     log_cfg: logs::LogConfig,
     cancel: CancellationToken,
     sampler: Arc<Mutex<Sampler>>,
+    /// Counts the samples taken, for callers that wait for the next one.
+    samples: tokio::sync::watch::Sender<u64>,
 }
 
 /// The latest CPU/RSS figures of every instance's tree. Sampling walks /proc (tens of ms with
@@ -88,8 +90,8 @@ pub struct Supervisor {
 struct Sampler {
     /// None when sysinfo cannot read this system: figures are then 0.
     system: Option<sysinfo::System>,
-    /// Per instance: CPU percent and RSS bytes.
-    figures: BTreeMap<String, (f32, u64)>,
+    /// Per instance: the pid the figures are of, CPU percent and RSS bytes.
+    figures: BTreeMap<String, (i32, f32, u64)>,
     taken: Option<Instant>,
     running: bool,
 }
@@ -126,6 +128,7 @@ impl Supervisor {
                 taken: None,
                 running: false,
             })),
+            samples: tokio::sync::watch::channel(0).0,
         };
         let mut instances = BTreeMap::new();
         for profile in plan.profiles {
@@ -172,46 +175,64 @@ impl Supervisor {
     }
 
     /// The status of `names` (all if empty), with their process trees' latest CPU and RSS figures.
-    /// Never waits for a sample, but the first one of the daemon's life; starts a new one in the
-    /// background when the latest is older than `SAMPLE_EVERY`.
+    /// Waits for a sample only when the latest has no figures for a child that runs now (the
+    /// daemon's first status, a child started since); otherwise answers at once, and starts a new
+    /// sample in the background when the latest is older than `SAMPLE_EVERY`.
     pub async fn reports(&self, names: &[String]) -> Vec<Report> {
         let instances = self.instances();
+        let wanted =
+            |h: &&Handle| names.is_empty() || names.iter().any(|n| *n == h.profile.name.as_str());
+        // At most two rounds: a sample that began before a child started lacks it; the next has it.
+        for _ in 0..2 {
+            let (start, missing, seen) = {
+                let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+                let missing = instances.values().filter(wanted).any(|h| {
+                    let st = h.status.borrow();
+                    st.pid.is_some() && s.figures.get(&st.name).map(|f| f.0) != st.pid
+                });
+                let due = s.taken.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
+                let start = !s.running && (due || missing);
+                if start {
+                    s.running = true;
+                }
+                (start, missing, *self.samples.borrow())
+            };
+            if start {
+                let all: Vec<(String, Option<i32>)> = instances
+                    .values()
+                    .map(|h| {
+                        let st = h.status.borrow();
+                        (st.name.clone(), st.pid)
+                    })
+                    .collect();
+                let sampler = self.sampler.clone();
+                let samples = self.samples.clone();
+                tokio::task::spawn_blocking(move || {
+                    sample(&sampler, &all);
+                    samples.send_modify(|n| *n += 1);
+                });
+            }
+            if !missing {
+                break;
+            }
+            let mut rx = self.samples.subscribe();
+            let _ = rx.wait_for(|n| *n != seen).await;
+        }
         let statuses: Vec<(Status, Arc<str>)> = instances
             .values()
-            .filter(|h| names.is_empty() || names.iter().any(|n| *n == h.profile.name.as_str()))
+            .filter(wanted)
             .map(|h| (h.status.borrow().clone(), h.file.clone()))
             .collect();
-        let (due, first) = {
-            let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-            let due = !s.running && s.taken.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
-            if due {
-                s.running = true;
-            }
-            (due, s.taken.is_none())
-        };
-        if due {
-            let all: Vec<(String, Option<i32>)> = instances
-                .values()
-                .map(|h| {
-                    let st = h.status.borrow();
-                    (st.name.clone(), st.pid)
-                })
-                .collect();
-            let sampler = self.sampler.clone();
-            let job = tokio::task::spawn_blocking(move || sample(&sampler, &all));
-            if first {
-                let _ = job.await;
-            }
-        }
         let s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
         let age = s.taken.map_or(Duration::ZERO, |t| t.elapsed());
         statuses
             .into_iter()
             .map(|(status, file)| {
-                let (cpu, rss) = status
-                    .pid
-                    .and_then(|_| s.figures.get(&status.name).copied())
-                    .unwrap_or((0.0, 0));
+                let (cpu, rss) = s
+                    .figures
+                    .get(&status.name)
+                    .filter(|f| Some(f.0) == status.pid)
+                    .map_or((0.0, 0), |f| (f.1, f.2));
                 Report {
                     status,
                     cpu_percent: cpu,
@@ -408,9 +429,9 @@ fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
         Vec::new()
     };
     let index = tree::Tree::new(&all);
-    let trees: Vec<(String, Vec<i32>)> = instances
+    let trees: Vec<(String, i32, Vec<i32>)> = instances
         .iter()
-        .filter_map(|(n, pid)| pid.map(|p| (n.clone(), index.descendants(p))))
+        .filter_map(|(n, pid)| pid.map(|p| (n.clone(), p, index.descendants(p))))
         .collect();
     // sysinfo's System is taken out while it refreshes, so readers never wait for the walk.
     let mut system = sampler
@@ -420,7 +441,7 @@ fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
         .take();
     let pids: Vec<sysinfo::Pid> = trees
         .iter()
-        .flat_map(|(_, t)| t.iter())
+        .flat_map(|(_, _, t)| t.iter())
         .map(|p| sysinfo::Pid::from_u32(*p as u32))
         .collect();
     if let Some(sys) = system.as_mut() {
@@ -434,7 +455,7 @@ fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
     }
     let figures = trees
         .into_iter()
-        .map(|(name, tree)| {
+        .map(|(name, root, tree)| {
             let (mut cpu, mut rss) = (0.0, 0);
             for pid in tree {
                 if let Some(p) = system
@@ -445,7 +466,7 @@ fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
                     rss += p.memory();
                 }
             }
-            (name, (cpu, rss))
+            (name, (root, cpu, rss))
         })
         .collect();
     let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
