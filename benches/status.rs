@@ -23,32 +23,16 @@ use std::time::{Duration, Instant};
 
 use openclaw_supervisor::api::v1::ListInstancesRequest;
 
+mod common;
+
+use common::{alive, fake_gateway, fake_profile, kill, ms, ports, wait_every, Daemon};
+
+/// A gateway whose port was taken between the choice of ports and its start stays exited instead
+/// of crash-looping (see benches/supervise.rs on the ephemeral range).
+const NEVER_RESTART: &str = "restart: { policy: never }\n";
+
 const WARM_UP: usize = 2;
 const TARGET_MS: f64 = 5.0;
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-fn wait_every(what: &str, every: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(every);
-    }
-}
-
-fn kill(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
 
 /// The live processes descended from `root` whose executable is `exe` (the stand-in gateways a
 /// supervisor started), found through the parent links in /proc.
@@ -115,39 +99,6 @@ fn reap_leftovers(pids: &[u32], exe: &Path) -> usize {
     left.len()
 }
 
-fn fake_gateway() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_openclawctl"));
-    let fake = exe.parent().unwrap().join("examples/fake-gateway");
-    let release = exe.parent().unwrap().ends_with("release");
-    let mut args = vec!["build", "--example", "fake-gateway"];
-    if release {
-        args.push("--release");
-    }
-    let ok = Command::new(env!("CARGO"))
-        .args(&args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok && fake.exists());
-    fake.canonicalize().unwrap()
-}
-
-/// Free ports, 111 apart, from `from` up.
-fn ports(n: usize, from: u16) -> Vec<u16> {
-    let mut out = Vec::new();
-    let mut p = from;
-    while out.len() < n {
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            out.push(p);
-            p += 111;
-        } else {
-            p += 1;
-        }
-    }
-    out
-}
-
 /// An executable on PATH. A pyenv shim is resolved to the script it runs (`pyenv which`), so the
 /// timing is of supervisorctl itself and not of pyenv's bash wrapper around it.
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -202,10 +153,6 @@ fn measure(reps: usize, mut f: impl FnMut()) -> Stats {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -224,66 +171,7 @@ fn run_once(cmd: &mut Command) -> std::process::Output {
     cmd.stdin(Stdio::null()).output().unwrap()
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
 impl Daemon {
-    fn start(dir: &Path, profiles: &[(String, String)]) -> Daemon {
-        let conf = dir.join("supervisor.d");
-        std::fs::create_dir_all(&conf).unwrap();
-        for (name, text) in profiles {
-            std::fs::write(conf.join(format!("{name}.yaml")), text).unwrap();
-        }
-        let socket = dir.join("supervisor.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_openclaw-supervisord"))
-            .arg("--config-dir")
-            .arg(&conf)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--log-dir")
-            .arg(dir.join("logs"))
-            .arg("--state-dir")
-            .arg(dir.join("daemon-state"))
-            .env("HOME", dir)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, socket }
-    }
-
-    fn ctl(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_openclawctl"));
-        c.env("OPENCLAW_SUPERVISOR_SOCKET", &self.socket);
-        c
-    }
-
-    fn statuses(&self) -> Vec<serde_json::Value> {
-        let out = self.ctl().args(["status", "--json"]).output().unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-
-    /// Waits until every instance is running, or settled (fatal or exited: a port taken by another
-    /// program between the choice of ports and the start). Returns how many run.
-    fn wait_all_running(&self, n: usize) -> usize {
-        let mut running = 0;
-        wait_every(
-            "every instance to settle",
-            Duration::from_millis(500),
-            || {
-                let s = self.statuses();
-                running = s.iter().filter(|i| i["state"] == "running").count();
-                s.len() == n
-                    && s.iter().all(|i| {
-                        ["running", "fatal", "exited"].contains(&i["state"].as_str().unwrap_or(""))
-                    })
-            },
-        );
-        running
-    }
-
     /// SIGTERM, wait for the daemon, then make sure none of its gateways is left. Returns how many
     /// gateways had to be killed after it exited.
     fn stop(mut self, fake: &Path) -> usize {
@@ -301,22 +189,6 @@ impl Daemon {
         }
         reap_leftovers(&gateways, fake)
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        kill(self.child.id(), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn fake_profile(fake: &Path, port: u16) -> String {
-    // `policy: never`: a gateway whose port was taken between the choice of ports and its start
-    // stays exited instead of crash-looping (see benches/supervise.rs on the ephemeral range).
-    format!(
-        "port: {port}\nstate_dir: state/{port}\ncommand: [{:?}]\nrestart: {{ policy: never }}\n",
-        fake.display().to_string()
-    )
 }
 
 /// supervisord run in the foreground by the bench, on a Unix socket in its own directory.
@@ -437,7 +309,7 @@ fn main() {
         let profiles: Vec<(String, String)> = ports(n, 1100)
             .into_iter()
             .enumerate()
-            .map(|(i, p)| (format!("bot{i:03}"), fake_profile(&fake, p)))
+            .map(|(i, p)| (format!("bot{i:03}"), fake_profile(&fake, p, NEVER_RESTART)))
             .collect();
         let d = Daemon::start(&dir, &profiles);
         let running = d.wait_all_running(n);

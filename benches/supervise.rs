@@ -11,21 +11,13 @@
 //! `cargo test --bench supervise` runs a short version (3 kills, 10 instances, 5 windows of 0.4 s).
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
+mod common;
+
+use common::{alive, fake_gateway, fake_profile, ms, ports, wait_every, Daemon};
 
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok()
@@ -33,14 +25,6 @@ fn accepts(port: u16) -> bool {
 
 fn wait(what: &str, cond: impl FnMut() -> bool) {
     wait_every(what, Duration::from_millis(2), cond)
-}
-
-fn wait_every(what: &str, every: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(every);
-    }
 }
 
 /// The processes holding a socket that listens on `port`.
@@ -84,10 +68,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 /// Kills the child `pid_of()` names `n` times, timing each restart until the port accepts again.
 fn restarts(n: usize, port: u16, pid_of: impl Fn() -> Option<u32>) -> Vec<Duration> {
     let mut out = Vec::new();
@@ -118,98 +98,7 @@ fn restarts(n: usize, port: u16, pid_of: impl Fn() -> Option<u32>) -> Vec<Durati
     out
 }
 
-fn fake_gateway() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_openclawctl"));
-    let fake = exe.parent().unwrap().join("examples/fake-gateway");
-    let release = exe.parent().unwrap().ends_with("release");
-    let mut args = vec!["build", "--example", "fake-gateway"];
-    if release {
-        args.push("--release");
-    }
-    let ok = Command::new(env!("CARGO"))
-        .args(&args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok && fake.exists());
-    fake
-}
-
-/// Free ports, 111 apart, from `from` up.
-fn ports(n: usize, from: u16) -> Vec<u16> {
-    let mut out = Vec::new();
-    let mut p = from;
-    while out.len() < n {
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            out.push(p);
-            p += 111;
-        } else {
-            p += 1;
-        }
-    }
-    out
-}
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
 impl Daemon {
-    fn start(dir: &Path, profiles: &[(String, String)]) -> Daemon {
-        let conf = dir.join("supervisor.d");
-        std::fs::create_dir_all(&conf).unwrap();
-        for (name, text) in profiles {
-            std::fs::write(conf.join(format!("{name}.yaml")), text).unwrap();
-        }
-        let socket = dir.join("supervisor.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_openclaw-supervisord"))
-            .arg("--config-dir")
-            .arg(&conf)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--log-dir")
-            .arg(dir.join("logs"))
-            .arg("--state-dir")
-            .arg(dir.join("daemon-state"))
-            .env("HOME", dir)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, socket }
-    }
-
-    fn statuses(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_openclawctl"))
-            .args(["status", "--json"])
-            .env("OPENCLAW_SUPERVISOR_SOCKET", &self.socket)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-
-    /// Waits until every instance is running, or settled (fatal or exited: a port taken by another
-    /// program between the choice of ports and the start). Returns how many run.
-    fn wait_all_running(&self, n: usize) -> usize {
-        let mut running = 0;
-        // Polled gently: every status call walks /proc for 500 process trees.
-        wait_every(
-            "every instance to settle",
-            Duration::from_millis(500),
-            || {
-                let s = self.statuses();
-                running = s.iter().filter(|i| i["state"] == "running").count();
-                s.len() == n
-                    && s.iter().all(|i| {
-                        ["running", "fatal", "exited"].contains(&i["state"].as_str().unwrap_or(""))
-                    })
-            },
-        );
-        running
-    }
-
     /// CPU time used by all its threads (from the scheduler's own count, in nanoseconds; the
     /// clock ticks of /proc/PID/stat are too coarse for an idle daemon) and RSS.
     fn usage(&self) -> (Duration, u64) {
@@ -234,23 +123,6 @@ impl Daemon {
     }
 
     fn stop(self) {}
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-fn fake_profile(fake: &Path, port: u16, extra: &str) -> String {
-    format!(
-        "port: {port}\nstate_dir: state/{port}\ncommand: [{:?}]\n{extra}",
-        fake.display().to_string()
-    )
 }
 
 fn main() {
