@@ -146,30 +146,17 @@ impl InstanceLog {
         });
     }
 
-    /// The last `n` lines (all kept if `n` is 0).
-    pub fn tail(&self, n: usize) -> Vec<LogLine> {
-        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        let skip = if n == 0 {
-            0
-        } else {
-            tail.len().saturating_sub(n)
-        };
-        tail.iter().skip(skip).cloned().collect()
-    }
-
-    /// New lines as they are written.
-    pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        // Followers that fall more than this behind skip ahead (and are told how far).
-        live.get_or_insert_with(|| broadcast::channel(256).0)
-            .subscribe()
-    }
-
     /// The last `n` lines (all kept if `n` is 0) and the feed of the lines after them: no line
     /// missed between the two, none twice.
     pub fn tail_and_follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
         let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        let feed = self.subscribe();
+        let feed = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            // Followers that fall more than this behind skip ahead (and are told how far).
+            .get_or_insert_with(|| broadcast::channel(256).0)
+            .subscribe();
         let skip = if n == 0 {
             0
         } else {

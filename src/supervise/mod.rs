@@ -271,26 +271,24 @@ impl Supervisor {
         let old = self.instances();
         let mut changes: Vec<Change> = Vec::new();
         for (name, h) in old.iter() {
-            if !plan.profiles.iter().any(|p| p.name.as_str() == name) {
-                changes.push(Change {
-                    name: name.clone(),
-                    action: Action::Remove,
-                    fields: Vec::new(),
-                    error: None,
-                });
-            } else if let Some(p) = plan.profiles.iter().find(|p| p.name.as_str() == name) {
-                let fields = changed_fields(&h.profile, p);
-                changes.push(Change {
-                    name: name.clone(),
-                    action: if fields.is_empty() {
+            let (action, fields) = match plan.profiles.iter().find(|p| p.name.as_str() == name) {
+                None => (Action::Remove, Vec::new()),
+                Some(p) => {
+                    let fields = changed_fields(&h.profile, p);
+                    let action = if fields.is_empty() {
                         Action::Keep
                     } else {
                         Action::Change
-                    },
-                    fields,
-                    error: None,
-                });
-            }
+                    };
+                    (action, fields)
+                }
+            };
+            changes.push(Change {
+                name: name.clone(),
+                action,
+                fields,
+                error: None,
+            });
         }
         for p in &plan.profiles {
             if !old.contains_key(p.name.as_str()) {
