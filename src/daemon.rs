@@ -1,6 +1,7 @@
 //! The daemon's life: check the profiles, take the control socket, become a child subreaper, start
-//! the instances, serve the API (on the socket, and on TCP with a token if configured), reload on
-//! SIGHUP, and on SIGTERM/SIGINT stop everything in parallel and exit 0.
+//! the instances (as the operators' persisted starts and stops say), serve the API (on the socket,
+//! and on TCP with a token if configured), tell systemd it is ready, reload on SIGHUP, and on
+//! SIGTERM/SIGINT stop everything in parallel and exit 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, v1::supervisor_service_server::SupervisorServiceServer};
 use crate::profile;
-use crate::supervise::{logs::LogConfig, Supervisor};
+use crate::supervise::{desired::DesiredState, logs::LogConfig, Supervisor};
+use crate::systemd::Notifier;
 
 /// Where the daemon reads and writes.
 #[derive(Debug, Clone)]
@@ -45,10 +47,13 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> ExitCode {
+    let systemd = Notifier::from_env();
+    systemd.status("checking the profiles");
     let plan = profile::load(&opts.config_dir);
     if !plan.report.ok() {
         eprint!("{}", plan.report);
         eprintln!("{}", plan.report.summary(&opts.config_dir));
+        systemd.status(&plan.report.summary(&opts.config_dir));
         eprintln!(
             "openclaw-supervisord: refusing to start: fix the profiles above, then start again"
         );
@@ -112,8 +117,14 @@ pub async fn run(opts: Options) -> ExitCode {
         keep: opts.log_keep,
         tail_lines: 1000,
     };
+    let (desired, warnings) = DesiredState::load(&opts.state_dir);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let names: Vec<String> = plan.profiles.iter().map(|p| p.name.to_string()).collect();
     crate::supervise::clear_leftovers(&plan.profiles).await;
-    let supervisor = match Supervisor::start(plan, &log_cfg, cancel.child_token()) {
+    let supervisor = match Supervisor::start(plan, &log_cfg, desired.clone(), cancel.child_token())
+    {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("openclaw-supervisord: cannot start: {e}");
@@ -168,13 +179,33 @@ pub async fn run(opts: Options) -> ExitCode {
         tracing::info!(address = ?addr, "serving the control API on TCP (token required)");
     }
 
+    // Wishes for instances whose profiles are gone are forgotten.
+    desired
+        .retain(&names.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let notifier_stop = CancellationToken::new();
+    systemd.ready(&crate::systemd::summary(&supervisor));
+    systemd.follow_states(supervisor.clone(), notifier_stop.clone());
+    // The watchdog is fed until the very end: stopping gateways can take their stop timeouts.
+    let watchdog_stop = CancellationToken::new();
+    systemd.keep_watchdog(watchdog_stop.clone());
+
     loop {
         tokio::select! {
             _ = term.0.recv() => { tracing::info!("SIGTERM: stopping every instance"); break; }
             _ = term.1.recv() => { tracing::info!("SIGINT: stopping every instance"); break; }
-            _ = term.2.recv() => reload(&supervisor, &opts.config_dir).await,
+            _ = term.2.recv() => {
+                systemd.status("reloading the profiles");
+                reload(&supervisor, &opts.config_dir).await;
+                systemd.status(&crate::systemd::summary(&supervisor));
+            }
         }
     }
+    notifier_stop.cancel();
+    systemd.stopping(&format!(
+        "stopping {} instances",
+        supervisor.instances().len()
+    ));
     health
         .set_not_serving::<SupervisorServiceServer<api::server::Api>>()
         .await;
@@ -191,6 +222,8 @@ pub async fn run(opts: Options) -> ExitCode {
         }
     }
     let _ = std::fs::remove_file(&opts.socket);
+    watchdog_stop.cancel();
+    systemd.status("stopped");
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

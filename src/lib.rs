@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod paths;
 pub mod profile;
 pub mod supervise;
+pub mod systemd;

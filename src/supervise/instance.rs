@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RestartTracker;
+use super::desired::{DesiredState, Want};
 use super::logs::{InstanceLog, Stream};
 use super::probe::Prober;
 use super::reaper::{Exit, Reaper};
@@ -124,6 +125,8 @@ pub struct Shared {
     /// Every state change of every instance, for `WatchEvents` (sending costs nothing without
     /// a watcher).
     pub events: broadcast::Sender<Event>,
+    /// The operators' starts and stops, kept across daemon restarts.
+    pub desired: DesiredState,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -326,6 +329,7 @@ impl Task {
         match cmd {
             Command::Start(reply) => {
                 self.status.want_running = true;
+                self.remember(Want::Running).await;
                 match self.status.state {
                     State::Running => {
                         let _ = reply.send(Ok(self.status.clone()));
@@ -342,6 +346,7 @@ impl Task {
             }
             Command::Stop(timeout, reply) => {
                 self.status.want_running = false;
+                self.remember(Want::Stopped).await;
                 self.next_start = None;
                 self.stop(timeout).await;
                 self.fail_waiters("stopped by an operator before it was ready");
@@ -349,6 +354,7 @@ impl Task {
             }
             Command::Restart(reply) => {
                 self.status.want_running = true;
+                self.remember(Want::Running).await;
                 self.stop(None).await;
                 self.fail_waiters("restarted by an operator before it was ready");
                 self.tracker.reset();
@@ -358,6 +364,14 @@ impl Task {
             }
         }
         self.publish();
+    }
+
+    /// Keeps an operator's wish for the next daemon.
+    async fn remember(&self, want: Want) {
+        self.shared
+            .desired
+            .record(self.profile.name.as_str(), want)
+            .await;
     }
 
     fn fail_waiters(&mut self, why: &str) {

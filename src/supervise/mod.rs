@@ -5,6 +5,7 @@
 //! instances; it stops them all, in parallel, when its cancellation token fires.
 
 pub mod backoff;
+pub mod desired;
 pub mod instance;
 pub mod logs;
 pub mod probe;
@@ -100,11 +101,13 @@ struct Sampler {
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl Supervisor {
-    /// Starts one task per profile of `plan` (which must have passed its check); autostart instances
-    /// start at once.
+    /// Starts one task per profile of `plan` (which must have passed its check); an instance starts
+    /// at once if an operator last started it, or if it has `autostart` and no operator stopped it
+    /// (`desired`).
     pub fn start(
         plan: Plan,
         log_cfg: &logs::LogConfig,
+        desired: desired::DesiredState,
         cancel: CancellationToken,
     ) -> std::io::Result<Supervisor> {
         // The reaper outlives the instances: their stops wait for exits it delivers.
@@ -114,6 +117,7 @@ impl Supervisor {
             reaper,
             probe_grid: tokio::time::Instant::now(),
             events: broadcast::channel(1024).0,
+            desired,
         };
         let sup = Supervisor {
             instances: RwLock::new(Arc::new(BTreeMap::new())),
@@ -133,7 +137,16 @@ impl Supervisor {
         let mut instances = BTreeMap::new();
         for profile in plan.profiles {
             let log = logs::InstanceLog::open(log_cfg, profile.name.as_str())?;
-            let start = profile.autostart;
+            let name = profile.name.as_str();
+            let start = sup.shared.desired.should_run(name, profile.autostart);
+            if start != profile.autostart {
+                tracing::info!(
+                    instance = name,
+                    "{} as an operator last asked (autostart is {})",
+                    if start { "starting" } else { "leaving stopped" },
+                    profile.autostart
+                );
+            }
             instances.insert(profile.name.to_string(), sup.launch(profile, start, log));
         }
         *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);
@@ -352,7 +365,7 @@ impl Supervisor {
                         Some(h) => (Ok(h.log.clone()), h.status.borrow().want_running),
                         None => (
                             logs::InstanceLog::open(&self.log_cfg, p.name.as_str()),
-                            p.autostart,
+                            self.shared.desired.should_run(p.name.as_str(), p.autostart),
                         ),
                     };
                     match log {
@@ -370,6 +383,8 @@ impl Supervisor {
                 (Action::Add | Action::Change, None) => {}
             }
         }
+        let names: Vec<&str> = next.keys().map(String::as_str).collect();
+        self.shared.desired.retain(&names).await;
         *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         (plan, changes, true)
     }

@@ -74,11 +74,27 @@ impl Spawner {
     }
 }
 
+/// The daemon's own service-manager variables, never passed to a child.
+const SERVICE_MANAGER_VARS: [&str; 7] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "JOURNAL_STREAM",
+];
+
 fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
     let parent = std::process::id() as i32;
     let mut cmd = Command::new(&req.program);
-    cmd.args(&req.args)
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
+    cmd.args(&req.args);
+    // What systemd tells the daemon about itself is not the child's: a gateway must not notify
+    // the daemon's service manager, nor take the journal for its stdout (a pipe to us).
+    for var in SERVICE_MANAGER_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -1,0 +1,142 @@
+//! Talking to systemd (`Type=notify`): `READY=1` once the check passed and the instances are
+//! launched, `STATUS=` lines as the instances' states change, `STOPPING=1` at shutdown, and
+//! `WATCHDOG=1` at half the `WatchdogSec` interval while the runtime turns. Without
+//! `NOTIFY_SOCKET` (not run by systemd) every call does nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervise::{State, Supervisor};
+
+/// The daemon's link to its service manager.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    enabled: bool,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// From the environment systemd gives a `Type=notify` service.
+    pub fn from_env() -> Notifier {
+        Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            watchdog: sd_notify::watchdog_enabled().filter(|d| !d.is_zero()),
+        }
+    }
+
+    /// Whether a service manager listens.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+        }
+    }
+
+    /// The daemon is up: its check passed and its instances are launched.
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// A free-form status line (`systemctl status` shows it).
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    /// The daemon is stopping its instances.
+    pub fn stopping(&self, status: &str) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    }
+
+    /// Sends `WATCHDOG=1` at half the watchdog interval until `stop`; nothing if no watchdog is set.
+    /// The pings come from the runtime's own thread, so a wedged runtime misses them and systemd
+    /// restarts the daemon.
+    pub fn keep_watchdog(&self, stop: CancellationToken) {
+        let Some(every) = self.watchdog else {
+            return;
+        };
+        let me = self.clone();
+        tracing::info!("systemd watchdog: {every:?}; pinging every {:?}", every / 2);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => me.send(&[NotifyState::Watchdog]),
+                }
+            }
+        });
+    }
+
+    /// Keeps `STATUS=` in step with the instances' states until `stop`.
+    pub fn follow_states(&self, supervisor: Arc<Supervisor>, stop: CancellationToken) {
+        if !self.enabled {
+            return;
+        }
+        let me = self.clone();
+        let mut events = supervisor.events();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let line = summary(&supervisor);
+                if line != last {
+                    me.status(&line);
+                    last = line;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    e = events.recv() => {
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = e {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// "2 instances: 1 running, 1 starting".
+pub fn summary(supervisor: &Supervisor) -> String {
+    let instances = supervisor.instances();
+    let mut counts: BTreeMap<u8, (State, usize)> = BTreeMap::new();
+    for h in instances.values() {
+        let s = h.status.borrow().state;
+        counts.entry(order(s)).or_insert((s, 0)).1 += 1;
+    }
+    let parts: Vec<String> = counts
+        .values()
+        .map(|(s, n)| format!("{n} {}", s.as_str()))
+        .collect();
+    let n = instances.len();
+    let noun = if n == 1 { "instance" } else { "instances" };
+    if parts.is_empty() {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}: {}", parts.join(", "))
+    }
+}
+
+/// The order states are listed in: what an operator looks for first.
+fn order(s: State) -> u8 {
+    match s {
+        State::Running => 0,
+        State::Starting => 1,
+        State::Unhealthy => 2,
+        State::Backoff => 3,
+        State::Fatal => 4,
+        State::Exited => 5,
+        State::Stopping => 6,
+        State::Stopped => 7,
+    }
+}
