@@ -189,7 +189,21 @@ impl Scene {
         self.spawn_daemon_with(&[])
     }
 
+    /// Like [`Scene::daemon_with`], with extra environment variables for the daemon (and so for its
+    /// children), such as a PATH that finds a real gateway.
+    pub fn daemon_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let d = self.spawn_daemon_env(extra, env);
+        wait_for("the daemon's API to answer", || {
+            d.ctl(&["status", "--json"]).status.success().then_some(())
+        });
+        d
+    }
+
     fn spawn_daemon_with(&self, extra: &[&str]) -> Daemon {
+        self.spawn_daemon_env(extra, &[])
+    }
+
+    fn spawn_daemon_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = self.path("run/supervisor.sock");
         let logs = self.path("logs");
         let stderr = self.path("daemon.stderr");
@@ -204,6 +218,7 @@ impl Scene {
             .current_dir(self.root.path())
             .env("HOME", self.home())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start the daemon");
