@@ -12,16 +12,6 @@ use std::time::Duration;
 use common::{alive, bin_path, fake_gateway, free_ports, pids_with_env, stderr, stdout, Scene};
 use openclaw_supervisor::api::v1;
 
-fn profile(scene: &Scene, name: &str, port: u16, extra: &str) {
-    scene.profile(
-        &format!("{name}.yaml"),
-        &format!(
-            "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}]\n{extra}",
-            fake_gateway().display().to_string()
-        ),
-    );
-}
-
 fn pid_of(s: &serde_json::Value) -> u64 {
     s["pid"].as_u64().expect("a pid")
 }
@@ -82,7 +72,7 @@ impl Drop for Follower {
 #[test]
 fn the_socket_is_owner_only() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
     let d = scene.daemon();
     let meta = std::fs::metadata(&d.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -92,7 +82,7 @@ fn the_socket_is_owner_only() {
 #[test]
 fn a_socket_group_makes_the_socket_0660_of_that_group() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
     let gid = nix::unistd::getgid();
     let group = nix::unistd::Group::from_gid(gid).unwrap().unwrap().name;
     let d = scene.daemon_with(&["--socket-group", &group]);
@@ -120,7 +110,7 @@ fn openclawctl_names_the_socket_when_no_daemon_answers() {
 fn tcp_calls_need_the_right_token() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "autostart: false\n");
+    scene.fake_profile("main", ports[0], "autostart: false\n");
     let token = scene.write("token", "s3cret-token\n");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let addr = format!("127.0.0.1:{}", ports[1]);
@@ -165,7 +155,7 @@ fn tcp_calls_need_the_right_token() {
 #[test]
 fn tcp_refuses_a_non_loopback_address_without_leave() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
     let token = scene.write("token", "t\n");
     let out = scene.run(
         "openclaw-supervisord",
@@ -191,7 +181,7 @@ fn tcp_refuses_a_non_loopback_address_without_leave() {
 #[test]
 fn health_and_reflection_are_served_on_the_socket() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
     let d = scene.daemon();
     runtime().block_on(async {
         let channel = uds_channel(&d.socket).await;
@@ -258,9 +248,9 @@ async fn uds_channel(socket: &std::path::Path) -> tonic::transport::Channel {
 fn reload_applies_only_the_difference() {
     let scene = Scene::new();
     let ports = free_ports(4);
-    profile(&scene, "keep", ports[0], "");
-    profile(&scene, "change", ports[1], "");
-    profile(&scene, "gone", ports[2], "");
+    scene.fake_profile("keep", ports[0], "");
+    scene.fake_profile("change", ports[1], "");
+    scene.fake_profile("gone", ports[2], "");
     let d = scene.daemon();
     let keep = d.wait_status("keep", "running", |s| s["state"] == "running");
     let change = d.wait_status("change", "running", |s| s["state"] == "running");
@@ -270,9 +260,9 @@ fn reload_applies_only_the_difference() {
     let keep_file = scene.path("supervisor.d/keep.yaml");
     let text = std::fs::read_to_string(&keep_file).unwrap();
     std::fs::write(&keep_file, format!("# touched\n{text}")).unwrap();
-    profile(&scene, "change", ports[1], "env: { GREETING: hello }\n");
+    scene.fake_profile("change", ports[1], "env: { GREETING: hello }\n");
     std::fs::remove_file(scene.path("supervisor.d/gone.yaml")).unwrap();
-    profile(&scene, "added", ports[3], "");
+    scene.fake_profile("added", ports[3], "");
 
     let dry = d.ctl(&["reload", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
@@ -319,15 +309,15 @@ fn reload_applies_only_the_difference() {
 fn a_reload_that_fails_its_check_changes_nothing() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "");
-    profile(&scene, "rescue", ports[1], "");
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("rescue", ports[1], "");
     let d = scene.daemon();
     let main = d.wait_status("main", "running", |s| s["state"] == "running");
     let rescue = d.wait_status("rescue", "running", |s| s["state"] == "running");
     // rescue moves onto main's port, and a new profile has a bad key: both errors come in one
     // report.
-    profile(&scene, "rescue", ports[0] + 2, "");
-    profile(&scene, "third", ports[1] + 200, "autostrat: true\n");
+    scene.fake_profile("rescue", ports[0] + 2, "");
+    scene.fake_profile("third", ports[1] + 200, "autostrat: true\n");
     let out = d.ctl(&["reload"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -344,10 +334,10 @@ fn a_reload_that_fails_its_check_changes_nothing() {
 fn sighup_reloads() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "");
+    scene.fake_profile("main", ports[0], "");
     let mut d = scene.daemon();
     d.wait_status("main", "running", |s| s["state"] == "running");
-    profile(&scene, "rescue", ports[1], "");
+    scene.fake_profile("rescue", ports[1], "");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(d.pid() as i32),
         nix::sys::signal::Signal::SIGHUP,
@@ -363,7 +353,7 @@ fn sighup_reloads() {
 #[test]
 fn logs_follow_prints_the_tail_then_new_lines() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "");
+    scene.fake_profile("main", free_ports(1)[0], "");
     let d = scene.daemon();
     let first = d.wait_status("main", "running", |s| s["state"] == "running");
     let f = Follower::start(&d.socket, &["logs", "-f", "-n", "1000", "main"]);
@@ -385,8 +375,8 @@ fn logs_follow_prints_the_tail_then_new_lines() {
 fn watch_prints_each_state_change() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "");
-    profile(&scene, "rescue", ports[1], "");
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("rescue", ports[1], "");
     let d = scene.daemon();
     d.wait_status("main", "running", |s| s["state"] == "running");
     d.wait_status("rescue", "running", |s| s["state"] == "running");
@@ -415,8 +405,8 @@ fn watch_prints_each_state_change() {
 fn start_stop_restart_all() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "autostart: false\n");
-    profile(&scene, "rescue", ports[1], "autostart: false\n");
+    scene.fake_profile("main", ports[0], "autostart: false\n");
+    scene.fake_profile("rescue", ports[1], "autostart: false\n");
     let d = scene.daemon();
     let out = d.ctl(&["start", "--all"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -437,7 +427,7 @@ fn start_stop_restart_all() {
 #[test]
 fn version_shows_client_and_daemon() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "autostart: false\n");
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
     let d = scene.daemon();
     let out = d.ctl(&["version"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -469,8 +459,8 @@ fn completions_are_printed_for_bash() {
 fn a_hundred_clients_at_once_never_make_two_children() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "crowd1", ports[0], "");
-    profile(&scene, "crowd2", ports[1], "");
+    scene.fake_profile("crowd1", ports[0], "");
+    scene.fake_profile("crowd2", ports[1], "");
     let d = scene.daemon();
     d.wait_status("crowd1", "running", |s| s["state"] == "running");
     d.wait_status("crowd2", "running", |s| s["state"] == "running");
@@ -567,7 +557,7 @@ fn a_hundred_clients_at_once_never_make_two_children() {
 #[test]
 fn the_example_grpc_client_lists_and_restarts() {
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "");
+    scene.fake_profile("main", free_ports(1)[0], "");
     let d = scene.daemon();
     let before = d.wait_status("main", "running", |s| s["state"] == "running");
     let example = fake_gateway().with_file_name("grpc-client");
@@ -604,7 +594,7 @@ fn the_example_grpc_client_lists_and_restarts() {
 fn sigterm_ends_open_streams_and_silent_clients_do_not_hold_the_daemon() {
     use std::io::Write;
     let scene = Scene::new();
-    profile(&scene, "main", free_ports(1)[0], "");
+    scene.fake_profile("main", free_ports(1)[0], "");
     let mut d = scene.daemon();
     d.wait_status("main", "running", |s| s["state"] == "running");
     let mut watcher = Follower::start(&d.socket, &["watch"]);

@@ -3,17 +3,7 @@
 
 mod common;
 
-use common::{fake_gateway, free_ports, stderr, Scene};
-
-fn profile(scene: &Scene, name: &str, port: u16, extra: &str) {
-    scene.profile(
-        &format!("{name}.yaml"),
-        &format!(
-            "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}]\n{extra}",
-            fake_gateway().display().to_string()
-        ),
-    );
-}
+use common::{free_ports, stderr, Scene};
 
 fn states(d: &common::Daemon) -> Vec<(String, String)> {
     let out = d.ctl(&["status", "--json"]);
@@ -47,9 +37,9 @@ fn pair(name: &str, state: &str) -> (String, String) {
 fn stops_and_starts_survive_a_daemon_restart() {
     let scene = Scene::new();
     let ports = free_ports(3);
-    profile(&scene, "main", ports[0], "");
-    profile(&scene, "rescue", ports[1], "");
-    profile(&scene, "spare", ports[2], "autostart: false\n");
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("rescue", ports[1], "");
+    scene.fake_profile("spare", ports[2], "autostart: false\n");
     let state_file = scene.path("daemon-state/desired-state.json");
 
     let mut d = scene.daemon();
@@ -115,8 +105,8 @@ fn stops_and_starts_survive_a_daemon_restart() {
 fn a_corrupt_state_file_is_reported_and_ignored() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "");
-    profile(&scene, "spare", ports[1], "autostart: false\n");
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("spare", ports[1], "autostart: false\n");
     let state_file = scene.write(
         "daemon-state/desired-state.json",
         "{\"version\": 1,\n \"instances\": {\"main\": \"stopped\",\0garbage",

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin_path, fake_gateway, free_ports, pids_with_env, wait_for, Daemon, Scene};
+use common::{bin_path, free_ports, pids_with_env, wait_for, Daemon, Scene};
 
 /// The service manager's end: a datagram socket the daemon is told about.
 struct Manager {
@@ -51,48 +51,18 @@ impl Manager {
 }
 
 fn spawn_daemon(scene: &Scene, notify: &std::path::Path, watchdog_usec: Option<&str>) -> Daemon {
-    let socket = scene.path("run/supervisor.sock");
-    let stderr = scene.path("daemon.stderr");
-    let mut cmd = Command::new(bin_path("openclaw-supervisord"));
-    cmd.args(["--config-dir", "supervisor.d", "--socket"])
-        .arg(&socket)
-        .arg("--log-dir")
-        .arg(scene.path("logs"))
-        .arg("--state-dir")
-        .arg(scene.path("daemon-state"))
-        .current_dir(scene.root.path())
-        .env("HOME", scene.home())
-        .env("NOTIFY_SOCKET", notify)
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stderr(std::fs::File::create(&stderr).unwrap());
-    if let Some(usec) = watchdog_usec {
-        cmd.env("WATCHDOG_USEC", usec);
-    }
-    Daemon {
-        child: Some(cmd.spawn().expect("start the daemon")),
-        socket,
-        logs: scene.path("logs"),
-        stderr,
-    }
-}
-
-fn profile(scene: &Scene, name: &str, port: u16, extra: &str) {
-    scene.profile(
-        &format!("{name}.yaml"),
-        &format!(
-            "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}]\n{extra}",
-            fake_gateway().display().to_string()
-        ),
-    );
+    let notify = notify.to_str().unwrap();
+    let mut env = vec![("NOTIFY_SOCKET", notify)];
+    env.extend(watchdog_usec.map(|usec| ("WATCHDOG_USEC", usec)));
+    scene.spawn_daemon_env(&[], &env)
 }
 
 #[test]
 fn notifies_ready_status_watchdog_and_stopping() {
     let scene = Scene::new();
     let ports = free_ports(2);
-    profile(&scene, "main", ports[0], "");
-    profile(&scene, "spare", ports[1], "autostart: false\n");
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("spare", ports[1], "autostart: false\n");
     let (mut manager, path) = Manager::bind(&scene);
     let mut d = spawn_daemon(&scene, &path, Some("300000"));
 
@@ -152,9 +122,9 @@ fn notifies_ready_status_watchdog_and_stopping() {
 fn no_ready_when_the_check_fails() {
     let scene = Scene::new();
     let ports = free_ports(1);
-    profile(&scene, "main", ports[0], "");
+    scene.fake_profile("main", ports[0], "");
     // rescue on main's port: the check fails, and nothing may be reported ready.
-    profile(&scene, "rescue", ports[0], "");
+    scene.fake_profile("rescue", ports[0], "");
     let (mut manager, path) = Manager::bind(&scene);
     let mut d = spawn_daemon(&scene, &path, None);
     let mut child = d.child.take().unwrap();

@@ -53,6 +53,18 @@ impl Scene {
             .expect("run binary")
     }
 
+    /// A profile `NAME.yaml` running the stand-in gateway on `port`, with its state under the
+    /// scene's home, plus `extra` YAML.
+    pub fn fake_profile(&self, name: &str, port: u16, extra: &str) -> PathBuf {
+        self.profile(
+            &format!("{name}.yaml"),
+            &format!(
+                "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}]\n{extra}",
+                fake_gateway().display().to_string()
+            ),
+        )
+    }
+
     /// `openclawctl check --config-dir supervisor.d`, from the scene root.
     pub fn check(&self) -> Output {
         self.run("openclawctl", &["check", "--config-dir", "supervisor.d"])
@@ -203,7 +215,8 @@ impl Scene {
         self.spawn_daemon_env(extra, &[])
     }
 
-    fn spawn_daemon_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    /// Starts the daemon with extra flags and environment variables, without waiting for it.
+    pub fn spawn_daemon_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = self.path("run/supervisor.sock");
         let logs = self.path("logs");
         let stderr = self.path("daemon.stderr");
