@@ -600,6 +600,9 @@ fn sigterm_ends_open_streams_and_silent_clients_do_not_hold_the_daemon() {
     let mut watcher = Follower::start(&d.socket, &["watch"]);
     watcher.until("with main's state", |l| l.contains("main"));
     let mut follower = Follower::start(&d.socket, &["logs", "-f", "main"]);
+    // Connected (it printed the tail) before the daemon stops: a follower still starting when the
+    // socket goes away would fail to connect, which is not what this test is about.
+    follower.until("the tail of main's log", |_| true);
     // A client that opens an HTTP/2 connection and then neither reads nor hangs up.
     let mut silent = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     silent
