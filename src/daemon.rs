@@ -184,6 +184,7 @@ pub async fn run(opts: Options) -> ExitCode {
         .retain(&names.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     let notifier_stop = CancellationToken::new();
+    supervisor.launched().await;
     systemd.ready(&crate::systemd::summary(&supervisor));
     systemd.follow_states(supervisor.clone(), notifier_stop.clone());
     // The watchdog is fed until the very end: stopping gateways can take their stop timeouts.

@@ -182,6 +182,17 @@ impl Supervisor {
         self.instances().get(name).cloned()
     }
 
+    /// Waits until every instance meant to run has left `stopped`: its first start was attempted
+    /// (it is starting, or already failed to). What systemd's READY=1 waits for.
+    pub async fn launched(&self) {
+        for h in self.instances().values() {
+            let mut rx = h.status.clone();
+            let _ = rx
+                .wait_for(|s| !(s.want_running && s.state == State::Stopped))
+                .await;
+        }
+    }
+
     /// Every state change from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
