@@ -408,3 +408,22 @@ fn logs_rotate_by_size_and_keep_the_newest_lines() {
     let next = d.log("chatty").lines().filter_map(n).next().unwrap();
     assert_eq!(next, prev + 1);
 }
+
+#[test]
+fn the_first_status_shows_a_busy_new_child_using_cpu() {
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    // A child that spins and never becomes ready: it stays `starting`, with a pid.
+    scene.profile(
+        "busy.yaml",
+        &format!(
+            "port: {}\nstate_dir: ~/state/busy\ncommand: [sh, -c, 'while :; do :; done']\n\
+             health: {{ start_deadline: 1h }}\n",
+            ports[0]
+        ),
+    );
+    let d = scene.daemon();
+    let s = d.wait_status("busy", "started", |s| s["pid"].is_u64());
+    // The daemon's first status is the first look at this process: its CPU use must still show.
+    assert!(s["cpu_percent"].as_f64().unwrap() > 0.0, "{s}");
+}

@@ -469,13 +469,24 @@ fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
         .map(|p| sysinfo::Pid::from_u32(*p as u32))
         .collect();
     if let Some(sys) = system.as_mut() {
-        sys.refresh_processes_specifics(
-            sysinfo::ProcessesToUpdate::Some(&pids),
-            true,
-            sysinfo::ProcessRefreshKind::nothing()
-                .with_cpu()
-                .with_memory(),
-        );
+        let refresh = |sys: &mut sysinfo::System| {
+            sys.refresh_processes_specifics(
+                sysinfo::ProcessesToUpdate::Some(&pids),
+                true,
+                sysinfo::ProcessRefreshKind::nothing()
+                    .with_cpu()
+                    .with_memory(),
+            );
+        };
+        // A process's CPU use is measured between two refreshes: one seen for the first time (a
+        // new child, the daemon's first status) gets a second look a moment later, so that no
+        // status shows a busy new gateway at 0%.
+        let new = pids.iter().any(|p| sys.process(*p).is_none());
+        refresh(sys);
+        if new {
+            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+            refresh(sys);
+        }
     }
     let figures = trees
         .into_iter()
