@@ -67,7 +67,7 @@ pub async fn run(opts: Options) -> ExitCode {
     let tcp = match tcp_listener(&opts).await {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("openclaw-supervisord: {e}");
+            systemd.fail(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -75,18 +75,15 @@ pub async fn run(opts: Options) -> ExitCode {
     let listener = match api::socket::bind(&opts.socket, opts.socket_group.as_deref()) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "openclaw-supervisord: cannot serve on {}: {e}",
-                opts.socket.display()
-            );
+            systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
             return ExitCode::FAILURE;
         }
     };
     if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
-        eprintln!(
-            "openclaw-supervisord: cannot create its state dir {}: {e}",
+        systemd.fail(&format!(
+            "cannot create its state dir {}: {e}",
             opts.state_dir.display()
-        );
+        ));
         return ExitCode::FAILURE;
     }
     // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
@@ -107,7 +104,7 @@ pub async fn run(opts: Options) -> ExitCode {
     ) {
         (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => {
-            eprintln!("openclaw-supervisord: cannot install signal handlers");
+            systemd.fail("cannot install signal handlers");
             return ExitCode::FAILURE;
         }
     };
@@ -127,7 +124,7 @@ pub async fn run(opts: Options) -> ExitCode {
     {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("openclaw-supervisord: cannot start: {e}");
+            systemd.fail(&format!("cannot start: {e}"));
             let _ = std::fs::remove_file(&opts.socket);
             return ExitCode::FAILURE;
         }
@@ -144,7 +141,7 @@ pub async fn run(opts: Options) -> ExitCode {
     let (services, health) = match services(api.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("openclaw-supervisord: cannot build the API: {e}");
+            systemd.fail(&format!("cannot build the API: {e}"));
             supervisor.shutdown().await;
             let _ = std::fs::remove_file(&opts.socket);
             return ExitCode::FAILURE;

@@ -52,6 +52,12 @@ impl Notifier {
         self.send(&[NotifyState::Status(status)]);
     }
 
+    /// The daemon cannot start: the reason on stderr (the journal) and as the status line.
+    pub fn fail(&self, why: &str) {
+        eprintln!("openclaw-supervisord: {why}");
+        self.status(&format!("failed: {why}"));
+    }
+
     /// The daemon is stopping its instances.
     pub fn stopping(&self, status: &str) {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);

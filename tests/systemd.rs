@@ -212,3 +212,27 @@ fn the_shipped_units_verify() {
         assert!(ours.is_empty(), "systemd-analyze verify {file}: {text}");
     }
 }
+
+#[test]
+fn a_daemon_that_cannot_start_says_why_in_its_status() {
+    let scene = Scene::new();
+    scene.fake_profile("main", free_ports(1)[0], "");
+    // The first daemon holds the socket; a second on the same socket must refuse.
+    let first = scene.daemon();
+    let (mut manager, path) = Manager::bind(&scene);
+    let mut second = spawn_daemon(&scene, &path, None);
+    let mut child = second.child.take().unwrap();
+    let status = wait_for("the second daemon to refuse", || {
+        child.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(1));
+    let why = manager.until("the reason", |m| m.contains("STATUS=failed: "));
+    assert!(why.contains("cannot serve on"), "{why:?}");
+    assert!(
+        !manager.seen.iter().any(|m| m.contains("READY=1")),
+        "{:?}",
+        manager.seen
+    );
+    // The first daemon is untouched.
+    assert_eq!(first.status("main")["want_running"], true);
+}
