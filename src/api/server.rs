@@ -112,7 +112,7 @@ fn to_instance(r: &supervise::Report) -> v1::Instance {
         rss_bytes: r.rss_bytes,
         want_running: s.want_running,
         next_start_in_ms: s.next_start_in.map_or(0, |d| d.as_millis() as u64),
-        profile_file: r.file.as_deref().unwrap_or_default().to_string(),
+        profile_file: r.file.to_string(),
         sample_age_ms: r.sample_age.as_millis() as u64,
     }
 }
@@ -137,13 +137,13 @@ fn log_line(l: &supervise::logs::LogLine) -> v1::LogLine {
     }
 }
 
-fn event(e: &supervise::Event, sup: &Supervisor) -> v1::Event {
+fn event(e: &supervise::Event) -> v1::Event {
     let report = supervise::Report {
         status: e.status.clone(),
         cpu_percent: 0.0,
         rss_bytes: 0,
         sample_age: Duration::ZERO,
-        file: sup.get(&e.status.name).map(|h| h.file),
+        file: e.file.clone(),
     };
     v1::Event {
         time_unix_ms: unix_ms(e.time),
@@ -373,6 +373,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                     status: h.status.borrow().clone(),
                     previous: None,
                     removed: false,
+                    file: h.file.clone(),
                 })
                 .collect()
         };
@@ -381,7 +382,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                 let mut pending = snapshot(&sup);
                 loop {
                     for e in pending.drain(..).filter(|e| wanted(e)) {
-                        if tx.send(Ok(event(&e, &sup))).await.is_err() {
+                        if tx.send(Ok(event(&e))).await.is_err() {
                             return;
                         }
                     }

@@ -97,6 +97,8 @@ pub struct Event {
     pub previous: Option<State>,
     /// A reload removed the instance: its last event.
     pub removed: bool,
+    /// The file of the instance's profile, as text (the handle's `file`).
+    pub file: Arc<str>,
 }
 
 /// The result of a command: the status after it, or why it failed.
@@ -183,15 +185,18 @@ pub fn spawn(
         want_running: start,
         next_start_in: None,
     };
+    let file: Arc<str> = profile.file.display().to_string().into();
     let _ = shared.events.send(Event {
         time: SystemTime::now(),
         status: status.clone(),
         previous: None,
         removed: false,
+        file: file.clone(),
     });
     let (status_tx, status_rx) = watch::channel(status.clone());
     let profile = Arc::new(profile);
     let task = Task {
+        file: file.clone(),
         prober: Prober::new(&profile.health.readiness_url, &profile.health.liveness_url),
         profile: profile.clone(),
         shared,
@@ -211,7 +216,7 @@ pub fn spawn(
             tx,
             status: status_rx,
             log,
-            file: profile.file.display().to_string().into(),
+            file,
             profile,
             cancel,
         },
@@ -221,6 +226,8 @@ pub fn spawn(
 
 struct Task {
     profile: Arc<Profile>,
+    /// The handle's `file`, for events.
+    file: Arc<str>,
     shared: Shared,
     log: InstanceLog,
     status: Status,
@@ -321,6 +328,7 @@ impl Task {
                 status: self.status.clone(),
                 previous: Some(previous),
                 removed: false,
+                file: self.file.clone(),
             });
         }
     }

@@ -38,7 +38,7 @@ pub struct Report {
     /// How old the figures are.
     pub sample_age: Duration,
     /// The file of the instance's profile.
-    pub file: Option<Arc<str>>,
+    pub file: Arc<str>,
 }
 
 /// What a reload does to one instance.
@@ -262,7 +262,7 @@ impl Supervisor {
                     cpu_percent: cpu,
                     rss_bytes: rss,
                     sample_age: age,
-                    file: Some(file),
+                    file,
                 }
             })
             .collect()
@@ -367,6 +367,7 @@ impl Supervisor {
                             status: h.status.borrow().clone(),
                             previous: None,
                             removed: true,
+                            file: h.file.clone(),
                         });
                     }
                 }
