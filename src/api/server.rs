@@ -426,7 +426,7 @@ pub fn require_token(
             .unwrap_or("");
         if expected.is_empty() || !same(given.trim().as_bytes(), expected.as_bytes()) {
             return Err(GrpcStatus::unauthenticated(
-                "a missing or wrong token: send `authorization: Bearer <token>` (openclawctl: --token-file)",
+                "a missing or wrong token: send `authorization: Bearer <token>`",
             ));
         }
         Ok(req)
