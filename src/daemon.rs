@@ -118,7 +118,6 @@ pub async fn run(opts: Options) -> ExitCode {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let names: Vec<String> = plan.profiles.iter().map(|p| p.name.to_string()).collect();
     crate::supervise::clear_leftovers(&plan.profiles).await;
     let supervisor = match Supervisor::start(plan, &log_cfg, desired.clone(), cancel.child_token())
     {
@@ -177,8 +176,9 @@ pub async fn run(opts: Options) -> ExitCode {
     }
 
     // Wishes for instances whose profiles are gone are forgotten.
+    let instances = supervisor.instances();
     desired
-        .retain(&names.iter().map(String::as_str).collect::<Vec<_>>())
+        .retain(&instances.keys().map(String::as_str).collect::<Vec<_>>())
         .await;
     let notifier_stop = CancellationToken::new();
     supervisor.launched().await;

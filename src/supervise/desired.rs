@@ -31,11 +31,13 @@ pub enum Want {
     Stopped,
 }
 
+/// The file: read with `M` a map of raw values, so a bad one costs only itself; written with `M` a
+/// reference to the wishes.
 #[derive(Serialize, Deserialize)]
-struct FileFormat {
+struct FileFormat<M> {
     version: u32,
-    /// Instance name to its wish; values are read one by one so a bad one costs only itself.
-    instances: BTreeMap<String, serde_json::Value>,
+    /// Instance name to its wish.
+    instances: M,
 }
 
 /// The wishes, in memory and on disk. Cheap to clone (an `Arc`).
@@ -45,24 +47,13 @@ pub struct DesiredState {
 }
 
 struct Inner {
-    /// None: nothing is persisted (tests of the supervisor alone).
-    path: Option<PathBuf>,
+    path: PathBuf,
     /// Held while the map changes and while it is written, so the file always ends with the
     /// latest map.
     wants: Mutex<BTreeMap<String, Want>>,
 }
 
 impl DesiredState {
-    /// Wishes kept only in memory.
-    pub fn in_memory() -> DesiredState {
-        DesiredState {
-            inner: Arc::new(Inner {
-                path: None,
-                wants: Mutex::new(BTreeMap::new()),
-            }),
-        }
-    }
-
     /// Reads `dir/desired-state.json`. A missing file is an empty set of wishes; anything wrong
     /// with the file comes back as warnings (with the file, line and field), never as an error.
     pub fn load(dir: &Path) -> (DesiredState, Vec<String>) {
@@ -80,7 +71,7 @@ impl DesiredState {
         };
         let state = DesiredState {
             inner: Arc::new(Inner {
-                path: Some(path),
+                path,
                 wants: Mutex::new(wants),
             }),
         };
@@ -128,22 +119,16 @@ impl DesiredState {
     }
 
     async fn persist(&self) {
-        if self.inner.path.is_none() {
-            return;
-        }
         let inner = self.inner.clone();
         let done = tokio::task::spawn_blocking(move || {
             let wants = inner.wants.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(path) = &inner.path else {
-                return Ok(());
-            };
-            write_atomically(path, &wants).map_err(|e| (path.clone(), e))
+            write_atomically(&inner.path, &wants)
         })
         .await;
         match done {
             Ok(Ok(())) => {}
-            Ok(Err((path, e))) => tracing::error!(
-                file = %path.display(),
+            Ok(Err(e)) => tracing::error!(
+                file = %self.inner.path.display(),
                 "cannot save the instances' desired state ({e}): a daemon restart will start them as their profiles' autostart say"
             ),
             Err(e) => tracing::error!("saving the desired state failed: {e}"),
@@ -153,7 +138,7 @@ impl DesiredState {
 
 fn parse(path: &Path, text: &str) -> (BTreeMap<String, Want>, Vec<String>) {
     let ignored = "ignored: instances start as their profiles' autostart say";
-    let file: FileFormat = match serde_json::from_str(text) {
+    let file: FileFormat<BTreeMap<String, serde_json::Value>> = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             return (
@@ -198,13 +183,7 @@ fn write_atomically(path: &Path, wants: &BTreeMap<String, Want>) -> std::io::Res
     std::fs::create_dir_all(dir)?;
     let file = FileFormat {
         version: VERSION,
-        instances: wants
-            .iter()
-            .map(|(n, w)| {
-                let v = serde_json::to_value(w).unwrap_or(serde_json::Value::Null);
-                (n.clone(), v)
-            })
-            .collect(),
+        instances: wants,
     };
     let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
     text.push(b'\n');
