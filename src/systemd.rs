@@ -28,11 +28,6 @@ impl Notifier {
         }
     }
 
-    /// Whether a service manager listens.
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     fn send(&self, states: &[NotifyState]) {
         if !self.enabled {
             return;
