@@ -337,9 +337,10 @@ fn real_gateways_main_and_rescue_end_to_end() {
 
     // 5. Each writes only to its own state dir: every file it holds open under the scene lies there
     //    (observed: its sqlite db, the gateway locks in STATE/tmp, a control-UI asset cache in
-    //    STATE/cache; nothing under HOME, where it only creates ~/.cache/openclaw, a root for
-    //    mkdtemp'd sqlite snapshot staging dirs), and no file elsewhere (such as OpenClaw's lock
-    //    files in /tmp/openclaw-state-locks-UID, named by a hash of the state dir) is held by both.
+    //    STATE/cache, and its sqlite snapshot staging dirs in STATE/cache/openclaw because the daemon
+    //    sets XDG_CACHE_HOME; without that they were in a ~/.cache/openclaw shared by both), and no
+    //    file elsewhere (such as OpenClaw's lock files in /tmp/openclaw-state-locks-UID, named by a
+    //    hash of the state dir) is held by both.
     let prefix = Path::new(dirs.rsplit(':').next().unwrap())
         .ancestors()
         .nth(2)

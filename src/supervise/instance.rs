@@ -425,6 +425,15 @@ impl Task {
                 .clone()
                 .unwrap_or_else(|| "default".into()),
         ));
+        // The gateway stages sqlite snapshots (and a browser keeps its cache) under
+        // XDG_CACHE_HOME, else ~/.cache: instances sharing a HOME would share it. Each gets a
+        // cache dir inside its own state dir, unless its profile names one.
+        if !p.env.contains_key("XDG_CACHE_HOME") {
+            env.push((
+                "XDG_CACHE_HOME".into(),
+                p.state_dir.value.join("cache").display().to_string(),
+            ));
+        }
         env.push((tree::MARKER_VAR.into(), p.name.to_string()));
         let cwd = p.working_dir.clone();
         let here = cwd
