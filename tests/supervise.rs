@@ -427,3 +427,33 @@ fn the_first_status_shows_a_busy_new_child_using_cpu() {
     // The daemon's first status is the first look at this process: its CPU use must still show.
     assert!(s["cpu_percent"].as_f64().unwrap() > 0.0, "{s}");
 }
+
+#[test]
+fn a_profile_may_name_its_own_cache_dir() {
+    let scene = Scene::new();
+    let cache = scene.path("caches/main");
+    scene.fake_profile(
+        "main",
+        free_ports(1)[0],
+        &format!(
+            "env: {{ XDG_CACHE_HOME: {:?} }}\n",
+            cache.display().to_string()
+        ),
+    );
+    let d = scene.daemon();
+    let s = d.wait_status("main", "started", |s| s["pid"].is_u64());
+    let env = std::fs::read(format!("/proc/{}/environ", s["pid"])).unwrap();
+    let want = format!("XDG_CACHE_HOME={}", cache.display());
+    let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+    assert_eq!(
+        vars.iter()
+            .filter(|v| v.starts_with(b"XDG_CACHE_HOME="))
+            .count(),
+        1
+    );
+    assert!(
+        vars.contains(&want.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&env)
+    );
+}
