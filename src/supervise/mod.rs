@@ -479,14 +479,34 @@ fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
                     .with_memory(),
             );
         };
-        // A process's CPU use is measured between two refreshes: one seen for the first time (a
-        // new child, the daemon's first status) gets a second look a moment later, so that no
-        // status shows a busy new gateway at 0%.
-        let new = pids.iter().any(|p| sys.process(*p).is_none());
+        // sysinfo rates a process's CPU use between two refreshes, and only once the earlier of
+        // them saw it with some CPU time. A process seen for the first time (a new child, the
+        // daemon's first status) gets a second look a moment later, and a third if it had no CPU
+        // time yet at the first (it had just exec'd) but has some now, so that no status shows a
+        // busy new gateway at 0%.
+        let new: Vec<sysinfo::Pid> = pids
+            .iter()
+            .copied()
+            .filter(|p| sys.process(*p).is_none())
+            .collect();
         refresh(sys);
-        if new {
+        let cpu_time = |sys: &sysinfo::System, p: &sysinfo::Pid| {
+            sys.process(*p).map_or(0, |p| p.accumulated_cpu_time())
+        };
+        let mut unrated = new;
+        for _ in 0..2 {
+            if unrated.is_empty() {
+                break;
+            }
+            let before: Vec<u64> = unrated.iter().map(|p| cpu_time(sys, p)).collect();
             std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
             refresh(sys);
+            unrated = unrated
+                .into_iter()
+                .zip(before)
+                .filter(|(p, before)| *before == 0 && cpu_time(sys, p) > 0)
+                .map(|(p, _)| p)
+                .collect();
         }
     }
     let figures = trees
