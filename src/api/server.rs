@@ -93,11 +93,7 @@ fn to_instance(r: &supervise::Report) -> v1::Instance {
         name: s.name.clone(),
         state: state(s.state) as i32,
         pid: s.pid.map_or(0, |p| p as u32),
-        started_at_unix_ms: s
-            .started_at
-            .filter(|_| s.pid.is_some())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64),
+        started_at_unix_ms: s.started_at.filter(|_| s.pid.is_some()).map_or(0, unix_ms),
         restarts: s.restarts,
         last_exit: s.last_exit.map(|e| v1::ExitStatus {
             how: Some(match e {
