@@ -279,8 +279,8 @@ async fn tcp_listener(opts: &Options) -> Result<Option<tokio::net::TcpListener>,
             "--tcp {addr} needs --token-file: every call over TCP must carry a token"
         ));
     };
-    match std::fs::read_to_string(file) {
-        Ok(t) if !t.lines().next().unwrap_or("").trim().is_empty() => {}
+    match api::server::read_token(file) {
+        Ok(t) if !t.is_empty() => {}
         Ok(_) => return Err(format!("the token file {} is empty", file.display())),
         Err(e) => {
             return Err(format!(

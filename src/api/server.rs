@@ -405,8 +405,8 @@ pub fn require_token(
     file: PathBuf,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, GrpcStatus> + Clone {
     move |req: Request<()>| {
-        let expected = match std::fs::read_to_string(&file) {
-            Ok(t) => t.lines().next().unwrap_or("").trim().to_string(),
+        let expected = match read_token(&file) {
+            Ok(t) => t,
             Err(e) => {
                 tracing::error!(file = %file.display(), "cannot read the API token: {e}");
                 return Err(GrpcStatus::unauthenticated(
@@ -427,6 +427,13 @@ pub fn require_token(
         }
         Ok(req)
     }
+}
+
+/// The token kept in `file`: its first line, trimmed (empty if there is none). What the daemon
+/// checks at start and what every TCP call is compared with.
+pub fn read_token(file: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// Compares in time that does not depend on where the inputs differ.
