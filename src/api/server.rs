@@ -362,16 +362,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         let closing = self.closing.clone();
         let wanted = move |e: &supervise::Event| names.is_empty() || names.contains(&e.status.name);
         let snapshot = move |sup: &Supervisor| -> Vec<supervise::Event> {
-            sup.instances()
-                .values()
-                .map(|h| supervise::Event {
-                    time: SystemTime::now(),
-                    status: h.status.borrow().clone(),
-                    previous: None,
-                    removed: false,
-                    file: h.file.clone(),
-                })
-                .collect()
+            sup.instances().values().map(|h| h.current(false)).collect()
         };
         Ok(Response::new(stream_of(move |tx| {
             Box::pin(async move {

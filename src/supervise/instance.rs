@@ -148,6 +148,20 @@ pub struct Handle {
     pub cancel: CancellationToken,
 }
 
+impl Handle {
+    /// The instance as it is now, as an event with no previous state: what a new watcher is sent
+    /// first, and (`removed`) the last event of an instance a reload removes.
+    pub fn current(&self, removed: bool) -> Event {
+        Event {
+            time: SystemTime::now(),
+            status: self.status.borrow().clone(),
+            previous: None,
+            removed,
+            file: self.file.clone(),
+        }
+    }
+}
+
 /// How often readiness is polled while starting.
 const READY_POLL: Duration = Duration::from_millis(200);
 /// The longest a restart of an unhealthy (hung) child waits for it to stop before SIGKILL.

@@ -15,7 +15,7 @@ pub mod tree;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -362,13 +362,7 @@ impl Supervisor {
                 }
                 (Action::Remove, _) => {
                     if let Some(h) = old.get(&c.name) {
-                        let _ = self.shared.events.send(Event {
-                            time: SystemTime::now(),
-                            status: h.status.borrow().clone(),
-                            previous: None,
-                            removed: true,
-                            file: h.file.clone(),
-                        });
+                        let _ = self.shared.events.send(h.current(true));
                     }
                 }
                 (Action::Add | Action::Change, Some(p)) => {
