@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{alive, pids_with_env, Daemon, Scene};
+use common::{alive, environ, pids_with_env, Daemon, Scene};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -106,11 +106,10 @@ fn cmdline(pid: u32) -> String {
 
 /// One variable of a process's environment.
 fn environ_var(pid: u32, var: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let prefix = format!("{var}=");
-    env.split(|b| *b == 0)
-        .find_map(|v| v.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    environ(pid)
+        .into_iter()
+        .find_map(|v| v.strip_prefix(&prefix).map(str::to_string))
 }
 
 /// The paths under `dir`, `depth` levels down, relative to it.

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{alive, fake_gateway, free_ports, pids_with_env, stderr, stdout, wait_for, Scene};
+use common::{
+    alive, environ, fake_gateway, free_ports, pids_with_env, stderr, stdout, wait_for, Scene,
+};
 
 /// A profile running the stand-in gateway with `args`, plus extra YAML.
 fn profile(scene: &Scene, name: &str, port: u16, args: &[&str], extra: &str) {
@@ -442,18 +444,14 @@ fn a_profile_may_name_its_own_cache_dir() {
     );
     let d = scene.daemon();
     let s = d.wait_status("main", "started", |s| s["pid"].is_u64());
-    let env = std::fs::read(format!("/proc/{}/environ", s["pid"])).unwrap();
+    let vars = environ(s["pid"].as_u64().unwrap() as u32);
     let want = format!("XDG_CACHE_HOME={}", cache.display());
-    let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
     assert_eq!(
         vars.iter()
-            .filter(|v| v.starts_with(b"XDG_CACHE_HOME="))
+            .filter(|v| v.starts_with("XDG_CACHE_HOME="))
             .count(),
-        1
+        1,
+        "{vars:?}"
     );
-    assert!(
-        vars.contains(&want.as_bytes()),
-        "{}",
-        String::from_utf8_lossy(&env)
-    );
+    assert!(vars.contains(&want), "{vars:?}");
 }

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin_path, free_ports, pids_with_env, wait_for, Daemon, Scene};
+use common::{bin_path, free_ports, pids_with_env, Daemon, Scene};
 
 /// The service manager's end: a datagram socket the daemon is told about.
 struct Manager {
@@ -133,9 +133,7 @@ fn no_ready_when_the_check_fails() {
     scene.fake_profile("rescue", ports[0], "");
     let (mut manager, path) = Manager::bind(&scene);
     let mut d = spawn_daemon(&scene, &path, None);
-    let mut child = d.child.take().unwrap();
-    let status = wait_for("the daemon to refuse", || child.try_wait().ok().flatten());
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(d.wait_exit("the daemon to refuse"), Some(1));
     manager
         .socket
         .set_nonblocking(true)
@@ -227,11 +225,7 @@ fn a_daemon_that_cannot_start_says_why_in_its_status() {
     let first = scene.daemon();
     let (mut manager, path) = Manager::bind(&scene);
     let mut second = spawn_daemon(&scene, &path, None);
-    let mut child = second.child.take().unwrap();
-    let status = wait_for("the second daemon to refuse", || {
-        child.try_wait().ok().flatten()
-    });
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(second.wait_exit("the second daemon to refuse"), Some(1));
     let why = manager.until("the reason", |m| m.contains("STATUS=failed: "));
     assert!(why.contains("cannot serve on"), "{why:?}");
     assert!(

@@ -159,6 +159,18 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// A process's environment, one `VAR=value` each (none if it cannot be read).
+pub fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            env.split(|b| *b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Pids of live processes whose environment has `var=value`.
 pub fn pids_with_env(var: &str, value: &str) -> Vec<u32> {
     let want = format!("{var}={value}");
@@ -166,10 +178,7 @@ pub fn pids_with_env(var: &str, value: &str) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| alive(*pid))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
-        })
+        .filter(|pid| environ(*pid).contains(&want))
         .collect()
 }
 
@@ -189,16 +198,12 @@ impl Scene {
 
     /// Like [`Scene::daemon`], with extra daemon flags.
     pub fn daemon_with(&self, extra: &[&str]) -> Daemon {
-        let d = self.spawn_daemon_with(extra);
-        wait_for("the daemon's API to answer", || {
-            d.ctl(&["status", "--json"]).status.success().then_some(())
-        });
-        d
+        self.daemon_with_env(extra, &[])
     }
 
     /// Starts the daemon without waiting for it.
     pub fn spawn_daemon(&self) -> Daemon {
-        self.spawn_daemon_with(&[])
+        self.spawn_daemon_env(&[], &[])
     }
 
     /// Like [`Scene::daemon_with`], with extra environment variables for the daemon (and so for its
@@ -209,10 +214,6 @@ impl Scene {
             d.ctl(&["status", "--json"]).status.success().then_some(())
         });
         d
-    }
-
-    fn spawn_daemon_with(&self, extra: &[&str]) -> Daemon {
-        self.spawn_daemon_env(extra, &[])
     }
 
     /// Starts the daemon with extra flags and environment variables, without waiting for it.
@@ -296,12 +297,17 @@ impl Daemon {
 
     /// SIGTERM, and the daemon's exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::unistd::Pid::from_raw(self.child.as_ref()?.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let status = wait_for("the daemon to exit", || child.try_wait().ok().flatten());
+        self.wait_exit("the daemon to exit")
+    }
+
+    /// Waits for the daemon to exit (`what` names the wait), and returns its exit code.
+    pub fn wait_exit(&mut self, what: &str) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let status = wait_for(what, || child.try_wait().ok().flatten());
         status.code()
     }
 }
