@@ -16,12 +16,12 @@
 //!
 //! `cargo test --bench status` runs a short version (2 and 10 instances, 5 timed calls each).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use openclaw_supervisor::api::v1::ListInstancesRequest;
+use openclaw_supervisor::supervise::tree;
 
 mod common;
 
@@ -34,54 +34,27 @@ const NEVER_RESTART: &str = "restart: { policy: never }\n";
 const WARM_UP: usize = 2;
 const TARGET_MS: f64 = 5.0;
 
+/// Whether `pid` is alive and runs `exe` (a stand-in gateway).
+fn is_gateway(pid: u32, exe: &Path) -> bool {
+    alive(pid) && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
+}
+
 /// The live processes descended from `root` whose executable is `exe` (the stand-in gateways a
-/// supervisor started), found through the parent links in /proc.
+/// supervisor started), found by the daemon's own /proc walk.
 fn descendants_running(root: u32, exe: &Path) -> Vec<u32> {
-    let mut parent: HashMap<u32, u32> = HashMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the command name: state, ppid, ...
-        if let Some(ppid) = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-        {
-            parent.insert(pid, ppid);
-        }
-    }
-    let descends = |mut pid: u32| {
-        for _ in 0..64 {
-            match parent.get(&pid) {
-                Some(&p) if p == root => return true,
-                Some(&p) if p > 1 => pid = p,
-                _ => return false,
-            }
-        }
-        false
-    };
-    parent
-        .keys()
-        .copied()
-        .filter(|&pid| {
-            descends(pid)
-                && alive(pid)
-                && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
-        })
+    let all = tree::snapshot();
+    tree::Tree::new(&all)
+        .descendants(root as i32)
+        .into_iter()
+        .map(|p| p as u32)
+        .filter(|&p| p != root && is_gateway(p, exe))
         .collect()
 }
 
 /// After a supervisor has been stopped: SIGKILL any of its gateways (listed before the stop) that
 /// outlived it, and wait until none is left. Returns how many had to be killed.
 fn reap_leftovers(pids: &[u32], exe: &Path) -> usize {
-    let is_gateway = |pid: u32| {
-        alive(pid) && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
-    };
+    let is_gateway = |pid: u32| is_gateway(pid, exe);
     // Give a supervisor that stops its children asynchronously a moment to finish.
     let settle = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|&p| is_gateway(p)) && Instant::now() < settle {
