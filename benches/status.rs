@@ -110,19 +110,26 @@ fn measure(reps: usize, mut f: impl FnMut()) -> Stats {
     for _ in 0..WARM_UP {
         f();
     }
-    let mut v: Vec<Duration> = (0..reps)
+    let v: Vec<Duration> = (0..reps)
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed()
         })
         .collect();
-    v.sort();
-    Stats {
-        median: v[v.len() / 2],
-        min: v[0],
-        max: v[v.len() - 1],
-        n: v.len(),
+    Stats::of(v)
+}
+
+impl Stats {
+    /// The median, least and most of `v` (at least one time).
+    fn of(mut v: Vec<Duration>) -> Stats {
+        v.sort();
+        Stats {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+            n: v.len(),
+        }
     }
 }
 
@@ -326,13 +333,7 @@ fn main() {
                     times.push(e);
                 }
             }
-            times.sort();
-            Stats {
-                median: times[times.len() / 2],
-                min: times[0],
-                max: times[times.len() - 1],
-                n: times.len(),
-            }
+            Stats::of(times)
         });
         drop(rt);
         let killed = d.stop(&fake);

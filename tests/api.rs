@@ -184,7 +184,9 @@ fn health_and_reflection_are_served_on_the_socket() {
     scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
     let d = scene.daemon();
     runtime().block_on(async {
-        let channel = uds_channel(&d.socket).await;
+        let channel = openclaw_supervisor::api::client::channel(&d.socket)
+            .await
+            .unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let h = health
             .check(tonic_health::pb::HealthCheckRequest {
@@ -227,21 +229,6 @@ fn health_and_reflection_are_served_on_the_socket() {
             "{names:?}"
         );
     });
-}
-
-async fn uds_channel(socket: &std::path::Path) -> tonic::transport::Channel {
-    let socket = socket.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
 }
 
 #[test]

@@ -10,6 +10,12 @@ use super::v1::supervisor_service_client::SupervisorServiceClient;
 /// Connects to the daemon on the Unix socket `path`. The error says which socket was tried and how
 /// to start the daemon.
 pub async fn connect(path: &Path) -> Result<SupervisorServiceClient<Channel>, String> {
+    Ok(SupervisorServiceClient::new(channel(path).await?))
+}
+
+/// A channel to the daemon's Unix socket `path`, for any of the services it serves (the supervisor,
+/// gRPC health, reflection). Errors as [`connect`].
+pub async fn channel(path: &Path) -> Result<Channel, String> {
     let socket: PathBuf = path.to_path_buf();
     // The URI is required by tonic but unused: the connector below always dials the socket.
     let channel = Endpoint::try_from("http://[::]:50051")
@@ -34,7 +40,7 @@ pub async fn connect(path: &Path) -> Result<SupervisorServiceClient<Channel>, St
                 path.display()
             )
         })?;
-    Ok(SupervisorServiceClient::new(channel))
+    Ok(channel)
 }
 
 fn source_of(e: &dyn std::error::Error) -> String {
