@@ -54,20 +54,23 @@ fn descendants_running(root: u32, exe: &Path) -> Vec<u32> {
 /// After a supervisor has been stopped: SIGKILL any of its gateways (listed before the stop) that
 /// outlived it, and wait until none is left. Returns how many had to be killed.
 fn reap_leftovers(pids: &[u32], exe: &Path) -> usize {
-    let is_gateway = |pid: u32| is_gateway(pid, exe);
     // Give a supervisor that stops its children asynchronously a moment to finish.
     let settle = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&p| is_gateway(p)) && Instant::now() < settle {
+    while pids.iter().any(|&p| is_gateway(p, exe)) && Instant::now() < settle {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let left: Vec<u32> = pids.iter().copied().filter(|&p| is_gateway(p)).collect();
+    let left: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| is_gateway(p, exe))
+        .collect();
     for &pid in &left {
         kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
     wait_every(
         "left-over gateways to die",
         Duration::from_millis(10),
-        || !left.iter().any(|&p| is_gateway(p)),
+        || !left.iter().any(|&p| is_gateway(p, exe)),
     );
     left.len()
 }
