@@ -11,14 +11,11 @@
 //! resolve, sweep), then of the sweep alone on already-resolved profiles.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openclaw_supervisor::profile::{self, check};
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+mod common;
 
 fn write_profiles(dir: &Path, n: usize, profile: impl Fn(usize) -> String) {
     std::fs::create_dir_all(dir).unwrap();
@@ -57,8 +54,8 @@ fn bench(label: &str, dir: &Path, runs: usize) {
         plan.report.profiles,
         plan.report.errors(),
         report_len,
-        median(full).as_secs_f64() * 1e3,
-        median(sweep).as_secs_f64() * 1e3,
+        common::median(full).as_secs_f64() * 1e3,
+        common::median(sweep).as_secs_f64() * 1e3,
     );
 }
 

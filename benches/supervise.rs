@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{alive, fake_gateway, fake_profile, ms, ports, wait_every, Daemon};
+use common::{alive, fake_gateway, fake_profile, median, ms, ports, wait_every, Daemon};
 
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok()
@@ -61,11 +61,6 @@ fn listener_pids(port: u16) -> Vec<u32> {
         }
     }
     out
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Kills the child `pid_of()` names `n` times, timing each restart until the port accepts again.

@@ -1,5 +1,5 @@
-//! Shared helpers of the benchmarks: the stand-in gateway, free ports, and the real daemon started
-//! on a directory of profiles.
+//! Shared helpers of the benchmarks: the stand-in gateway, free ports, the median, and the real
+//! daemon started on a directory of profiles.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,12 @@ pub fn alive(pid: u32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(false)
+}
+
+/// The median of `v` (at least one time).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 /// Polls `cond` every `every` until it holds; fails after 10 minutes.
