@@ -336,10 +336,11 @@ fn real_gateways_main_and_rescue_end_to_end() {
 
     // 5. Each writes only to its own state dir: every file it holds open under the scene lies there
     //    (observed: its sqlite db, the gateway locks in STATE/tmp, a control-UI asset cache in
-    //    STATE/cache, and its sqlite snapshot staging dirs in STATE/cache/openclaw because the daemon
-    //    sets XDG_CACHE_HOME; without that they were in a ~/.cache/openclaw shared by both), and no
-    //    file elsewhere (such as OpenClaw's lock files in /tmp/openclaw-state-locks-UID, named by a
-    //    hash of the state dir) is held by both.
+    //    STATE/cache, its sqlite snapshot staging dirs in STATE/cache/openclaw because the daemon
+    //    sets XDG_CACHE_HOME, and the debug log of an `npm root` it runs in STATE/cache/npm/_logs
+    //    because the daemon sets npm_config_cache; without those they were in a ~/.cache/openclaw
+    //    and a ~/.npm shared by both), and no file elsewhere (such as OpenClaw's lock files in
+    //    /tmp/openclaw-state-locks-UID, named by a hash of the state dir) is held by both.
     let prefix = Path::new(dirs.rsplit(':').next().unwrap())
         .ancestors()
         .nth(2)

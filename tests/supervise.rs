@@ -434,24 +434,28 @@ fn the_first_status_shows_a_busy_new_child_using_cpu() {
 fn a_profile_may_name_its_own_cache_dir() {
     let scene = Scene::new();
     let cache = scene.path("caches/main");
+    let npm = scene.path("caches/npm");
+    // npm reads its variables in either case: the profile's upper-case one must be the only one.
     scene.fake_profile(
         "main",
         free_ports(1)[0],
         &format!(
-            "env: {{ XDG_CACHE_HOME: {:?} }}\n",
-            cache.display().to_string()
+            "env: {{ XDG_CACHE_HOME: {:?}, NPM_CONFIG_CACHE: {:?} }}\n",
+            cache.display().to_string(),
+            npm.display().to_string()
         ),
     );
     let d = scene.daemon();
     let s = d.wait_status("main", "started", |s| s["pid"].is_u64());
     let vars = environ(s["pid"].as_u64().unwrap() as u32);
-    let want = format!("XDG_CACHE_HOME={}", cache.display());
-    assert_eq!(
-        vars.iter()
-            .filter(|v| v.starts_with("XDG_CACHE_HOME="))
-            .count(),
-        1,
-        "{vars:?}"
-    );
-    assert!(vars.contains(&want), "{vars:?}");
+    for (var, dir) in [("XDG_CACHE_HOME", &cache), ("NPM_CONFIG_CACHE", &npm)] {
+        let set: Vec<&String> = vars
+            .iter()
+            .filter(|v| {
+                v.split_once('=')
+                    .is_some_and(|(k, _)| k.eq_ignore_ascii_case(var))
+            })
+            .collect();
+        assert_eq!(set, [&format!("{var}={}", dir.display())], "{vars:?}");
+    }
 }

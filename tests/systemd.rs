@@ -100,12 +100,14 @@ fn notifies_ready_status_watchdog_and_stopping() {
     assert!(!env.contains("NOTIFY_SOCKET="), "{env}");
     assert!(!env.contains("WATCHDOG_USEC="), "{env}");
     assert!(env.contains("OPENCLAW_SUPERVISOR_INSTANCE=main"));
-    // Its caches go to its own state dir, not a ~/.cache shared with the other instances.
-    let cache = format!(
-        "XDG_CACHE_HOME={}",
-        scene.home().join("state/main/cache").display()
-    );
-    assert!(env.split('\0').any(|v| v == cache), "{env}");
+    // Its caches go to its own state dir, not a ~/.cache or ~/.npm shared with the other instances.
+    let state = scene.home().join("state/main");
+    for want in [
+        format!("XDG_CACHE_HOME={}", state.join("cache").display()),
+        format!("npm_config_cache={}", state.join("cache/npm").display()),
+    ] {
+        assert!(env.split('\0').any(|v| v == want), "{want} not in {env}");
+    }
 
     // SIGHUP (the unit's ExecReload) reloads and says so.
     let daemon = nix::unistd::Pid::from_raw(d.pid() as i32);

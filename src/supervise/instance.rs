@@ -23,6 +23,18 @@ use super::tree;
 use crate::profile::raw::RestartPolicyKind;
 use crate::profile::Profile;
 
+/// Caches a gateway, or a tool it runs, keeps under HOME unless told otherwise, which instances
+/// sharing a HOME would share: each instance gets them inside its own state dir (variable, dir
+/// under the state dir), unless its profile's `env` names the variable (npm's in either case, as
+/// npm reads them).
+const OWN_CACHES: [(&str, &str); 2] = [
+    // The gateway's sqlite snapshot staging and a browser's cache; else ~/.cache.
+    ("XDG_CACHE_HOME", "cache"),
+    // npm's cache and its debug logs (the gateway runs npm: `npm root` was seen soon after it
+    // was ready); else ~/.npm.
+    ("npm_config_cache", "cache/npm"),
+];
+
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -439,14 +451,16 @@ impl Task {
                 .clone()
                 .unwrap_or_else(|| "default".into()),
         ));
-        // The gateway stages sqlite snapshots (and a browser keeps its cache) under
-        // XDG_CACHE_HOME, else ~/.cache: instances sharing a HOME would share it. Each gets a
-        // cache dir inside its own state dir, unless its profile names one.
-        if !p.env.contains_key("XDG_CACHE_HOME") {
-            env.push((
-                "XDG_CACHE_HOME".into(),
-                p.state_dir.value.join("cache").display().to_string(),
-            ));
+        for (var, dir) in OWN_CACHES {
+            let named = p.env.keys().any(|k| {
+                k == var || (var.starts_with("npm_config_") && k.eq_ignore_ascii_case(var))
+            });
+            if !named {
+                env.push((
+                    var.to_string(),
+                    p.state_dir.value.join(dir).display().to_string(),
+                ));
+            }
         }
         env.push((tree::MARKER_VAR.into(), p.name.to_string()));
         let cwd = p.working_dir.clone();
