@@ -505,10 +505,10 @@ fn a_hundred_clients_at_once_never_make_two_children() {
                             .await
                             .map(|_| ()),
                     };
-                    // A start or restart may be cut short by another client's stop: that is
-                    // FAILED_PRECONDITION with the reason; anything else is a bug.
+                    // A start or restart may be cut short by another client's stop or restart:
+                    // that is ABORTED; anything else is a bug.
                     if let Err(s) = r {
-                        if s.code() != tonic::Code::FailedPrecondition {
+                        if s.code() != tonic::Code::Aborted {
                             unexpected.push(format!("{:?}: {}", s.code(), s.message()));
                         }
                     }
@@ -603,4 +603,170 @@ fn sigterm_ends_open_streams_and_silent_clients_do_not_hold_the_daemon() {
         assert!(status.success());
     }
     drop(silent);
+}
+
+/// A profile `NAME.yaml` whose stand-in gateway runs with `args`, not started with the daemon.
+fn idle_profile(scene: &Scene, name: &str, args: &[&str], extra: &str) {
+    let mut cmd = vec![format!("{:?}", fake_gateway().display().to_string())];
+    cmd.extend(args.iter().map(|a| format!("{a:?}")));
+    scene.profile(
+        &format!("{name}.yaml"),
+        &format!(
+            "port: {}\nstate_dir: ~/state/{name}\ncommand: [{}]\nautostart: false\n{extra}",
+            free_ports(1)[0],
+            cmd.join(", ")
+        ),
+    );
+}
+
+/// StartInstance of `name` on a thread of its own: what the client gets back.
+fn start_in_background(
+    socket: &std::path::Path,
+    name: &str,
+) -> std::thread::JoinHandle<Result<v1::Instance, tonic::Status>> {
+    let (socket, name) = (socket.to_path_buf(), name.to_string());
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let mut c = openclaw_supervisor::api::client::connect(&socket)
+                .await
+                .unwrap();
+            c.start_instance(v1::StartInstanceRequest { name })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    })
+}
+
+/// A gateway that is never ready (within the test), and the daemon it runs under.
+fn slow_start(scene: &Scene) -> common::Daemon {
+    idle_profile(
+        scene,
+        "slow",
+        &["--ready-after-ms", "600000"],
+        "health:\n  start_deadline: 10m\n",
+    );
+    scene.daemon()
+}
+
+#[test]
+fn a_start_cut_short_by_a_stop_is_aborted() {
+    let scene = Scene::new();
+    let d = slow_start(&scene);
+    let start = start_in_background(&d.socket, "slow");
+    d.wait_status("slow", "starting", |s| s["state"] == "starting");
+    let out = d.ctl(&["stop", "slow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = start.join().unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "slow: stopped by an operator before it was ready"
+    );
+}
+
+#[test]
+fn a_start_cut_short_by_a_restart_is_aborted() {
+    let scene = Scene::new();
+    let d = slow_start(&scene);
+    let start = start_in_background(&d.socket, "slow");
+    d.wait_status("slow", "starting", |s| s["state"] == "starting");
+    // The restart itself waits for a readiness that does not come: let it run on.
+    let restarter = Follower::start(&d.socket, &["restart", "slow"]);
+    let err = start.join().unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "slow: restarted by an operator before it was ready"
+    );
+    drop(restarter);
+}
+
+#[test]
+fn a_start_cut_short_by_the_shutdown_is_unavailable() {
+    let scene = Scene::new();
+    let mut d = slow_start(&scene);
+    let start = start_in_background(&d.socket, "slow");
+    d.wait_status("slow", "starting", |s| s["state"] == "starting");
+    assert_eq!(d.terminate(), Some(0));
+    let err = start.join().unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(err.message(), "slow: the supervisor is shutting down");
+}
+
+#[test]
+fn a_start_that_fails_is_failed_precondition_with_the_reason() {
+    let scene = Scene::new();
+    idle_profile(
+        &scene,
+        "broken",
+        &["--exit-code", "3"],
+        "restart:\n  policy: never\n",
+    );
+    let d = scene.daemon();
+    let err = start_in_background(&d.socket, "broken")
+        .join()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "broken: it ended before it was ready (exit code 3); see its log"
+    );
+    // openclawctl says the same, and exits 1.
+    let out = d.ctl(&["start", "broken"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: broken: it ended before it was ready (exit code 3); see its log\n"
+    );
+}
+
+#[test]
+fn an_unknown_instance_is_not_found_and_a_malformed_name_invalid() {
+    let scene = Scene::new();
+    idle_profile(&scene, "main", &[], "");
+    let d = scene.daemon();
+    let socket = d.socket.clone();
+    let (unknown, malformed) = runtime().block_on(async move {
+        let mut c = openclaw_supervisor::api::client::connect(&socket)
+            .await
+            .unwrap();
+        let unknown = c
+            .start_instance(v1::StartInstanceRequest {
+                name: "ghost".into(),
+            })
+            .await
+            .unwrap_err();
+        let malformed = c
+            .stop_instance(v1::StopInstanceRequest {
+                name: "../etc".into(),
+                timeout_ms: 0,
+            })
+            .await
+            .unwrap_err();
+        (unknown, malformed)
+    });
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    assert!(
+        unknown.message().starts_with("no instance named \"ghost\""),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        malformed.code(),
+        tonic::Code::InvalidArgument,
+        "{malformed:?}"
+    );
+    // Each failed name is reported on its own line; the others still happen.
+    let out = d.ctl(&["restart", "ghost", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: no instance named \"ghost\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).starts_with("main: running (pid "),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status as GrpcStatus};
 
 use super::v1;
 use crate::profile::{self, Severity};
-use crate::supervise::{self, Command, Exit, State, Supervisor};
+use crate::supervise::{self, Command, CommandError, Exit, State, Supervisor};
 
 /// What the service needs.
 pub struct Api {
@@ -27,48 +27,89 @@ pub struct Api {
     pub closing: tokio_util::sync::CancellationToken,
 }
 
+/// Why a call about an instance failed; each has its gRPC code (`From<ApiError> for Status`).
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    /// INVALID_ARGUMENT.
+    #[error("{name:?} is not an instance name: {why}")]
+    BadName { name: String, why: String },
+    /// NOT_FOUND.
+    #[error("no instance named {name:?}; `openclawctl status` lists them (profiles are read from {dir})")]
+    NotFound { name: String, dir: String },
+    /// UNAVAILABLE: the instance's task ended while the command waited (a reload replaced it, or
+    /// the daemon is shutting down); the same call may work a moment later.
+    #[error("{name} was replaced by a reload or the supervisor is shutting down; try again")]
+    Gone { name: String },
+    /// The instance task's answer: code by [`CommandError`]'s kind.
+    #[error("{name}: {error}")]
+    Command { name: String, error: CommandError },
+}
+
+impl From<ApiError> for GrpcStatus {
+    fn from(e: ApiError) -> GrpcStatus {
+        use tonic::Code;
+        let code = match &e {
+            ApiError::BadName { .. } => Code::InvalidArgument,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::Gone { .. } => Code::Unavailable,
+            ApiError::Command { error, .. } => match error {
+                CommandError::ShuttingDown => Code::Unavailable,
+                CommandError::StoppedBeforeReady | CommandError::RestartedBeforeReady => {
+                    Code::Aborted
+                }
+                CommandError::Failed(_) => Code::FailedPrecondition,
+            },
+        };
+        GrpcStatus::new(code, e.to_string())
+    }
+}
+
 impl Api {
-    fn handle(&self, name: &str) -> Result<supervise::Handle, GrpcStatus> {
+    fn handle(&self, name: &str) -> Result<supervise::Handle, ApiError> {
         if let Err(e) = name.parse::<profile::InstanceName>() {
-            return Err(GrpcStatus::invalid_argument(format!(
-                "{name:?} is not an instance name: {e}"
-            )));
+            return Err(ApiError::BadName {
+                name: name.to_string(),
+                why: e.to_string(),
+            });
         }
-        self.supervisor.get(name).ok_or_else(|| {
-            GrpcStatus::not_found(format!(
-                "no instance named {name:?}; `openclawctl status` lists them (profiles are read from {})",
-                self.config_dir.display()
-            ))
+        self.supervisor.get(name).ok_or_else(|| ApiError::NotFound {
+            name: name.to_string(),
+            dir: self.config_dir.display().to_string(),
         })
     }
 
-    async fn instance(&self, name: &str) -> Result<v1::Instance, GrpcStatus> {
+    async fn instance(&self, name: &str) -> Result<v1::Instance, ApiError> {
         self.handle(name)?;
         let reports = self.supervisor.reports(&[name.to_string()]).await;
         reports
             .into_iter()
             .next()
             .map(|r| to_instance(&r))
-            .ok_or_else(|| GrpcStatus::not_found(name.to_string()))
+            // A reload removed it in between.
+            .ok_or_else(|| ApiError::NotFound {
+                name: name.to_string(),
+                dir: self.config_dir.display().to_string(),
+            })
     }
 
     async fn command(
         &self,
         name: &str,
         make: impl FnOnce(oneshot::Sender<supervise::Reply>) -> Command,
-    ) -> Result<Response<v1::Instance>, GrpcStatus> {
+    ) -> Result<Response<v1::Instance>, ApiError> {
         let handle = self.handle(name)?;
         let (tx, rx) = oneshot::channel();
         // A task that ends while the command waits was stopped by a reload or by the shutdown.
-        let gone = || {
-            GrpcStatus::unavailable(format!(
-                "{name} was replaced by a reload or the supervisor is shutting down; try again"
-            ))
+        let gone = || ApiError::Gone {
+            name: name.to_string(),
         };
         handle.tx.send(make(tx)).await.map_err(|_| gone())?;
         match rx.await {
             Ok(Ok(_)) => Ok(Response::new(self.instance(name).await?)),
-            Ok(Err(why)) => Err(GrpcStatus::failed_precondition(format!("{name}: {why}"))),
+            Ok(Err(error)) => Err(ApiError::Command {
+                name: name.to_string(),
+                error,
+            }),
             Err(_) => Err(gone()),
         }
     }
@@ -95,13 +136,7 @@ fn to_instance(r: &supervise::Report) -> v1::Instance {
         pid: s.pid.map_or(0, |p| p as u32),
         started_at_unix_ms: s.started_at.filter(|_| s.pid.is_some()).map_or(0, unix_ms),
         restarts: s.restarts,
-        last_exit: s.last_exit.map(|e| v1::ExitStatus {
-            how: Some(match e {
-                Exit::Code(c) => v1::exit_status::How::Code(c),
-                Exit::Signal(sig) => v1::exit_status::How::Signal(sig),
-            }),
-            text: e.to_string(),
-        }),
+        last_exit: s.last_exit.map(exit_status),
         last_error: s.last_error.clone().unwrap_or_default(),
         port: u32::from(s.port),
         cpu_percent: r.cpu_percent,
@@ -110,6 +145,18 @@ fn to_instance(r: &supervise::Report) -> v1::Instance {
         next_start_in_ms: s.next_start_in.map_or(0, |d| d.as_millis() as u64),
         profile_file: r.file.to_string(),
         sample_age_ms: r.sample_age.as_millis() as u64,
+    }
+}
+
+/// An exit for the API: `how` is left out when the cause is not known.
+fn exit_status(e: Exit) -> v1::ExitStatus {
+    v1::ExitStatus {
+        how: match e {
+            Exit::Code(c) => Some(v1::exit_status::How::Code(c)),
+            Exit::Signal(sig) => Some(v1::exit_status::How::Signal(sig)),
+            Exit::Unknown => None,
+        },
+        text: e.to_string(),
     }
 }
 
@@ -262,7 +309,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         req: Request<v1::StartInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
-        self.command(&req.into_inner().name, Command::Start).await
+        Ok(self.command(&req.into_inner().name, Command::Start).await?)
     }
 
     async fn stop_instance(
@@ -271,14 +318,18 @@ impl v1::supervisor_service_server::SupervisorService for Api {
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
         let r = req.into_inner();
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
-        self.command(&r.name, |tx| Command::Stop(timeout, tx)).await
+        Ok(self
+            .command(&r.name, |tx| Command::Stop(timeout, tx))
+            .await?)
     }
 
     async fn restart_instance(
         &self,
         req: Request<v1::RestartInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
-        self.command(&req.into_inner().name, Command::Restart).await
+        Ok(self
+            .command(&req.into_inner().name, Command::Restart)
+            .await?)
     }
 
     async fn reload(
@@ -430,4 +481,84 @@ pub fn read_token(file: &std::path::Path) -> std::io::Result<String> {
 /// Compares in time that does not depend on where the inputs differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_code() {
+        let cases = [
+            (
+                ApiError::BadName {
+                    name: "a/b".into(),
+                    why: "bad".into(),
+                },
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::NotFound {
+                    name: "ghost".into(),
+                    dir: "supervisor.d".into(),
+                },
+                tonic::Code::NotFound,
+            ),
+            (
+                ApiError::Gone {
+                    name: "main".into(),
+                },
+                tonic::Code::Unavailable,
+            ),
+        ];
+        let command = |error| ApiError::Command {
+            name: "main".into(),
+            error,
+        };
+        let commands = [
+            (CommandError::ShuttingDown, tonic::Code::Unavailable),
+            (CommandError::StoppedBeforeReady, tonic::Code::Aborted),
+            (CommandError::RestartedBeforeReady, tonic::Code::Aborted),
+            (
+                CommandError::Failed("not ready within 1m".into()),
+                tonic::Code::FailedPrecondition,
+            ),
+        ];
+        for (e, code) in cases
+            .into_iter()
+            .chain(commands.into_iter().map(|(e, c)| (command(e), c)))
+        {
+            let text = e.to_string();
+            let status = GrpcStatus::from(e);
+            assert_eq!(status.code(), code, "{text}");
+            assert_eq!(status.message(), text);
+        }
+    }
+
+    #[test]
+    fn a_command_error_is_named_after_its_instance() {
+        let e = ApiError::Command {
+            name: "main".into(),
+            error: CommandError::StoppedBeforeReady,
+        };
+        assert_eq!(
+            GrpcStatus::from(e).message(),
+            "main: stopped by an operator before it was ready"
+        );
+    }
+
+    #[test]
+    fn an_unknown_exit_has_no_code_nor_signal() {
+        let e = exit_status(Exit::Unknown);
+        assert_eq!(e.how, None);
+        assert_eq!(e.text, "unknown exit");
+        assert_eq!(
+            exit_status(Exit::Signal(9)).how,
+            Some(v1::exit_status::How::Signal(9))
+        );
+        assert_eq!(
+            exit_status(Exit::Code(3)).how,
+            Some(v1::exit_status::How::Code(3))
+        );
+    }
 }

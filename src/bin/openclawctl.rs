@@ -114,21 +114,23 @@ enum Command {
     },
 }
 
+/// Runs a command that talks to the daemon, and reports how it ended.
+fn on_daemon(f: impl std::future::Future<Output = Result<(), remote::Error>>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => remote::finish(rt.block_on(f)),
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let socket = args.socket.unwrap_or_else(paths::default_socket);
-    let remote = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode>>>| {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(f),
-            Err(e) => {
-                eprintln!("error: cannot start a runtime: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    };
     match args.command {
         Command::Check { config_dir } => {
             cli::check(&config_dir.unwrap_or_else(paths::default_config_dir))
@@ -136,10 +138,12 @@ fn main() -> ExitCode {
         Command::Ports { config_dir, json } => {
             cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
         }
-        Command::Status { names, json } => remote(Box::pin(remote::status(&socket, names, json))),
-        Command::Start { names, all } => remote(Box::pin(remote::act(
+        Command::Status { names, json } => {
+            on_daemon(Box::pin(remote::status(&socket, names, json)))
+        }
+        Command::Start { names, all } => on_daemon(Box::pin(remote::act(
             &socket,
-            remote::Action::Start,
+            remote::Lifecycle::Start,
             names,
             all,
             None,
@@ -148,16 +152,16 @@ fn main() -> ExitCode {
             names,
             all,
             timeout,
-        } => remote(Box::pin(remote::act(
+        } => on_daemon(Box::pin(remote::act(
             &socket,
-            remote::Action::Stop,
+            remote::Lifecycle::Stop,
             names,
             all,
             timeout,
         ))),
-        Command::Restart { names, all } => remote(Box::pin(remote::act(
+        Command::Restart { names, all } => on_daemon(Box::pin(remote::act(
             &socket,
-            remote::Action::Restart,
+            remote::Lifecycle::Restart,
             names,
             all,
             None,
@@ -166,10 +170,10 @@ fn main() -> ExitCode {
             name,
             lines,
             follow,
-        } => remote(Box::pin(remote::logs(&socket, name, lines, follow))),
-        Command::Watch { names, json } => remote(Box::pin(remote::watch(&socket, names, json))),
-        Command::Reload { dry_run } => remote(Box::pin(remote::reload(&socket, dry_run))),
-        Command::Version => remote(Box::pin(remote::version(&socket))),
+        } => on_daemon(Box::pin(remote::logs(&socket, name, lines, follow))),
+        Command::Watch { names, json } => on_daemon(Box::pin(remote::watch(&socket, names, json))),
+        Command::Reload { dry_run } => on_daemon(Box::pin(remote::reload(&socket, dry_run))),
+        Command::Version => on_daemon(Box::pin(remote::version(&socket))),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

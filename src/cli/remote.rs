@@ -1,15 +1,77 @@
-//! The commands that talk to a running daemon over its control socket.
+//! The commands that talk to a running daemon over its control socket. Each returns a `Result`;
+//! [`finish`] reports its error and chooses the exit status, for all of them.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::api::client::connect;
-use crate::api::v1;
+use tonic::transport::Channel;
 
-/// What `start`, `stop` and `restart` ask for.
+use crate::api::v1;
+use crate::api::v1::supervisor_service_client::SupervisorServiceClient;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon cannot be reached; the text names the socket and how to start the daemon.
+    #[error("{0}")]
+    Connect(String),
+    /// The daemon refused a call (the status's message says why).
+    #[error("{}", .0.message())]
+    Call(#[from] tonic::Status),
+    /// A reload's profiles failed their check (the report was printed): nothing changed.
+    #[error("reload refused: nothing changed; fix the profiles above, then reload again")]
+    ReloadRefused,
+    /// A reload could not apply its change to an instance.
+    #[error("{name}: {error}")]
+    Change {
+        /// The instance.
+        name: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// Some of several steps failed; each was reported as it came.
+    #[error("{failed} of {total} failed")]
+    SomeFailed {
+        /// How many failed.
+        failed: usize,
+        /// Out of how many.
+        total: usize,
+    },
+}
+
+/// Prints `e` as the `error: ` line a failed step ends with.
+fn report(e: &Error) {
+    eprintln!("error: {e}");
+}
+
+/// The exit status of a command that ended with `r`, after reporting its error: 0, or
+/// [`super::EXIT_CHECK_FAILED`] for a refused reload, or 1.
+pub fn finish(r: Result<(), Error>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        // Each failure was reported as it came.
+        Err(Error::SomeFailed { .. }) => ExitCode::FAILURE,
+        Err(e @ Error::ReloadRefused) => {
+            report(&e);
+            ExitCode::from(super::EXIT_CHECK_FAILED)
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(socket: &Path) -> Result<SupervisorServiceClient<Channel>, Error> {
+    crate::api::client::connect(socket)
+        .await
+        .map_err(Error::Connect)
+}
+
+/// Which lifecycle call `start`, `stop` and `restart` make.
 #[derive(Debug, Clone, Copy)]
-pub enum Action {
+pub enum Lifecycle {
     /// StartInstance.
     Start,
     /// StopInstance.
@@ -114,67 +176,54 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
 }
 
 /// `status [NAME...] [--json]`.
-pub async fn status(socket: &Path, names: Vec<String>, json: bool) -> ExitCode {
-    let mut client = match connect(socket).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    match client
+pub async fn status(socket: &Path, names: Vec<String>, json: bool) -> Result<(), Error> {
+    let list = connect(socket)
+        .await?
         .list_instances(v1::ListInstancesRequest { names })
-        .await
-    {
-        Ok(r) => {
-            let list = r.into_inner().instances;
-            if json {
-                let v: Vec<_> = list.iter().map(instance_json).collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                print!("{}", status_table(&list));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(s) => fail(s.message()),
+        .await?
+        .into_inner()
+        .instances;
+    if json {
+        let v: Vec<_> = list.iter().map(instance_json).collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        print!("{}", status_table(&list));
     }
+    Ok(())
 }
 
 /// `start|stop|restart NAME... | --all`: one call each, in order (all instances, sorted by name,
 /// for `--all`); prints each outcome; exits 1 if any failed.
 pub async fn act(
     socket: &Path,
-    action: Action,
+    call: Lifecycle,
     names: Vec<String>,
     all: bool,
     timeout: Option<Duration>,
-) -> ExitCode {
-    let mut client = match connect(socket).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let names = if all {
-        match client
+) -> Result<(), Error> {
+    let mut client = connect(socket).await?;
+    let names: Vec<String> = if all {
+        client
             .list_instances(v1::ListInstancesRequest { names: Vec::new() })
-            .await
-        {
-            Ok(r) => r
-                .into_inner()
-                .instances
-                .into_iter()
-                .map(|i| i.name)
-                .collect(),
-            Err(s) => return fail(s.message()),
-        }
+            .await?
+            .into_inner()
+            .instances
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
     } else {
         names
     };
-    let mut failed = false;
-    for name in names {
-        let r = match action {
-            Action::Start => {
+    let mut failed = 0;
+    for name in &names {
+        let name = name.clone();
+        let r = match call {
+            Lifecycle::Start => {
                 client
                     .start_instance(v1::StartInstanceRequest { name: name.clone() })
                     .await
             }
-            Action::Stop => {
+            Lifecycle::Stop => {
                 client
                     .stop_instance(v1::StopInstanceRequest {
                         name: name.clone(),
@@ -182,7 +231,7 @@ pub async fn act(
                     })
                     .await
             }
-            Action::Restart => {
+            Lifecycle::Restart => {
                 client
                     .restart_instance(v1::RestartInstanceRequest { name: name.clone() })
                     .await
@@ -199,16 +248,18 @@ pub async fn act(
                 println!("{}: {}{pid}", i.name, state_name(i.state));
             }
             Err(s) => {
-                failed = true;
-                eprintln!("error: {}", s.message());
+                failed += 1;
+                report(&Error::Call(s));
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    if failed > 0 {
+        return Err(Error::SomeFailed {
+            failed,
+            total: names.len(),
+        });
     }
+    Ok(())
 }
 
 fn time_of(ms: i64) -> String {
@@ -218,65 +269,46 @@ fn time_of(ms: i64) -> String {
 
 /// `logs NAME [-n N] [-f]`: the last lines the daemon keeps, then (with `-f`) new ones until
 /// interrupted.
-pub async fn logs(socket: &Path, name: String, lines: u32, follow: bool) -> ExitCode {
+pub async fn logs(socket: &Path, name: String, lines: u32, follow: bool) -> Result<(), Error> {
     use std::io::Write;
-    let mut client = match connect(socket).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let mut stream = match client
+    let mut stream = connect(socket)
+        .await?
         .tail_logs(v1::TailLogsRequest {
             name,
             lines,
             follow,
         })
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(s) => return fail(s.message()),
-    };
+        .await?
+        .into_inner();
     let mut out = std::io::stdout().lock();
-    loop {
-        match stream.message().await {
-            Ok(Some(l)) => {
-                let written = if l.skipped > 0 {
-                    writeln!(
-                        out,
-                        "... {} lines skipped: this reader fell behind",
-                        l.skipped
-                    )
-                } else {
-                    writeln!(out, "{}", l.rendered)
-                };
-                // A closed pipe (`| head`) ends the command quietly.
-                if written.and_then(|_| out.flush()).is_err() {
-                    return ExitCode::SUCCESS;
-                }
-            }
-            Ok(None) => return ExitCode::SUCCESS,
-            Err(s) => return fail(s.message()),
+    while let Some(l) = stream.message().await? {
+        let written = if l.skipped > 0 {
+            writeln!(
+                out,
+                "... {} lines skipped: this reader fell behind",
+                l.skipped
+            )
+        } else {
+            writeln!(out, "{}", l.rendered)
+        };
+        // A closed pipe (`| head`) ends the command quietly.
+        if written.and_then(|_| out.flush()).is_err() {
+            break;
         }
     }
+    Ok(())
 }
 
 /// `watch [NAME...] [--json]`: every state change, one line each, until interrupted.
-pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> ExitCode {
+pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> Result<(), Error> {
     use std::io::Write;
-    let mut client = match connect(socket).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let mut stream = match client.watch_events(v1::WatchEventsRequest { names }).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return fail(s.message()),
-    };
+    let mut stream = connect(socket)
+        .await?
+        .watch_events(v1::WatchEventsRequest { names })
+        .await?
+        .into_inner();
     let mut out = std::io::stdout().lock();
-    loop {
-        let e = match stream.message().await {
-            Ok(Some(e)) => e,
-            Ok(None) => return ExitCode::SUCCESS,
-            Err(s) => return fail(s.message()),
-        };
+    while let Some(e) = stream.message().await? {
         let Some(i) = e.instance.as_ref() else {
             continue;
         };
@@ -313,34 +345,28 @@ pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> ExitCode {
             format!("{} {} {change}{pid}{why}", time_of(e.time_unix_ms), i.name)
         };
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-            return ExitCode::SUCCESS;
+            break;
         }
     }
+    Ok(())
 }
 
 /// `reload [--dry-run]`: what changes; the check's report and exit 1 when the profiles fail it
 /// (then nothing changed).
-pub async fn reload(socket: &Path, dry_run: bool) -> ExitCode {
-    let mut client = match connect(socket).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let r = match client.reload(v1::ReloadRequest { dry_run }).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return fail(s.message()),
-    };
+pub async fn reload(socket: &Path, dry_run: bool) -> Result<(), Error> {
+    let r = connect(socket)
+        .await?
+        .reload(v1::ReloadRequest { dry_run })
+        .await?
+        .into_inner();
     let check = r.check.unwrap_or_default();
     if !check.ok {
         eprintln!("{}", check.report.trim_end());
-        eprintln!(
-            "error: reload refused: nothing changed; fix the profiles above, then reload again"
-        );
-        return ExitCode::from(super::EXIT_CHECK_FAILED);
+        return Err(Error::ReloadRefused);
     }
     for d in check.diagnostics.iter() {
         eprintln!("{}", d.text);
     }
-    let mut failed = false;
     let mut rows = vec![["NAME", "ACTION", "FIELDS"].map(String::from)];
     for c in &r.changes {
         let action = match v1::ReloadAction::try_from(c.action).unwrap_or_default() {
@@ -350,7 +376,6 @@ pub async fn reload(socket: &Path, dry_run: bool) -> ExitCode {
             v1::ReloadAction::Keep => "keep",
             v1::ReloadAction::Unspecified => "?",
         };
-        failed |= !c.error.is_empty();
         rows.push([
             c.name.clone(),
             action.to_string(),
@@ -362,43 +387,40 @@ pub async fn reload(socket: &Path, dry_run: bool) -> ExitCode {
         ]);
     }
     print!("{}", super::align(&rows, ""));
+    let mut failed = 0;
     for c in r.changes.iter().filter(|c| !c.error.is_empty()) {
-        eprintln!("error: {}: {}", c.name, c.error);
+        failed += 1;
+        report(&Error::Change {
+            name: c.name.clone(),
+            error: c.error.clone(),
+        });
     }
     if dry_run {
         println!("dry run: nothing changed");
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    if failed > 0 {
+        return Err(Error::SomeFailed {
+            failed,
+            total: r.changes.len(),
+        });
     }
+    Ok(())
 }
 
 /// `version`: this client's version, and the daemon's.
-pub async fn version(socket: &Path) -> ExitCode {
+pub async fn version(socket: &Path) -> Result<(), Error> {
     println!("openclawctl {}", env!("CARGO_PKG_VERSION"));
-    let mut client = match connect(socket).await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    match client.get_version(v1::GetVersionRequest {}).await {
-        Ok(r) => {
-            let v = r.into_inner();
-            println!(
-                "openclaw-supervisord {} (api {}, pid {}, up {})",
-                v.version,
-                v.api,
-                v.pid,
-                humantime::format_duration(Duration::from_secs(v.uptime_seconds))
-            );
-            ExitCode::SUCCESS
-        }
-        Err(s) => fail(s.message()),
-    }
-}
-
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
+    let v = connect(socket)
+        .await?
+        .get_version(v1::GetVersionRequest {})
+        .await?
+        .into_inner();
+    println!(
+        "openclaw-supervisord {} (api {}, pid {}, up {})",
+        v.version,
+        v.api,
+        v.pid,
+        humantime::format_duration(Duration::from_secs(v.uptime_seconds))
+    );
+    Ok(())
 }

@@ -3,7 +3,6 @@
 //! that reading it never waits for the task. Invariant: at most one child per instance, because only
 //! this task spawns, and it spawns only when it has none.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,26 +13,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RestartTracker;
+use super::decide::{self, AfterExit};
 use super::desired::{DesiredState, Want};
 use super::logs::{InstanceLog, Stream};
 use super::probe::Prober;
 use super::reaper::{Exit, Reaper};
-use super::spawn::{resolve_program, SpawnRequest, Spawner};
+use super::spawn::{self, Spawner};
 use super::tree;
-use crate::profile::raw::RestartPolicyKind;
 use crate::profile::Profile;
-
-/// Caches a gateway, or a tool it runs, keeps under HOME unless told otherwise, which instances
-/// sharing a HOME would share: each instance gets them inside its own state dir (variable, dir
-/// under the state dir), unless its profile's `env` names the variable (npm's in either case, as
-/// npm reads them).
-const OWN_CACHES: [(&str, &str); 2] = [
-    // The gateway's sqlite snapshot staging and a browser's cache; else ~/.cache.
-    ("XDG_CACHE_HOME", "cache"),
-    // npm's cache and its debug logs (the gateway runs npm: `npm root` was seen soon after it
-    // was ready); else ~/.npm.
-    ("npm_config_cache", "cache/npm"),
-];
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,7 +101,25 @@ pub struct Event {
 }
 
 /// The result of a command: the status after it, or why it failed.
-pub type Reply = Result<Status, String>;
+pub type Reply = Result<Status, CommandError>;
+
+/// Why a start or restart did not end with the instance ready. The API maps each to its own gRPC
+/// code, so a client can tell a failed start from one that was cut short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The daemon is shutting down (or a reload ended the instance's task).
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+    /// An operator's stop came before the start finished.
+    #[error("stopped by an operator before it was ready")]
+    StoppedBeforeReady,
+    /// An operator's restart came before the start finished.
+    #[error("restarted by an operator before it was ready")]
+    RestartedBeforeReady,
+    /// The start failed: the reason (not ready in time, ended before ready, fatal, ...).
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// A command for an instance task.
 #[derive(Debug)]
@@ -302,7 +307,7 @@ impl Task {
             tokio::select! {
                 _ = &mut cancelled => {
                     self.stop(None).await;
-                    self.fail_waiters("the supervisor is shutting down");
+                    self.fail_waiters(CommandError::ShuttingDown);
                     return;
                 }
                 cmd = rx.recv() => match cmd {
@@ -318,7 +323,8 @@ impl Task {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let exit = exit.unwrap_or(Exit::Signal(9));
+                    // No exit from the reaper: how the child ended is not known.
+                    let exit = exit.unwrap_or(Exit::Unknown);
                     self.on_exit(exit).await;
                 }
                 // The loop's top starts the child when `next_start` has come.
@@ -383,14 +389,14 @@ impl Task {
                 self.remember(Want::Stopped).await;
                 self.next_start = None;
                 self.stop(timeout).await;
-                self.fail_waiters("stopped by an operator before it was ready");
+                self.fail_waiters(CommandError::StoppedBeforeReady);
                 let _ = reply.send(Ok(self.status.clone()));
             }
             Command::Restart(reply) => {
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
                 self.stop(None).await;
-                self.fail_waiters("restarted by an operator before it was ready");
+                self.fail_waiters(CommandError::RestartedBeforeReady);
                 self.tracker.reset();
                 self.status.last_error = None;
                 self.next_start = Some(Instant::now());
@@ -408,9 +414,9 @@ impl Task {
             .await;
     }
 
-    fn fail_waiters(&mut self, why: &str) {
+    fn fail_waiters(&mut self, why: CommandError) {
         for w in self.waiting_ready.drain(..) {
-            let _ = w.send(Err(why.to_string()));
+            let _ = w.send(Err(why.clone()));
         }
     }
 
@@ -423,76 +429,9 @@ impl Task {
         for w in self.waiting_ready.drain(..) {
             let _ = w.send(match status.state {
                 State::Running => Ok(status.clone()),
-                _ => Err(why.clone()),
+                _ => Err(CommandError::Failed(why.clone())),
             });
         }
-    }
-
-    fn request(&self) -> Result<SpawnRequest, String> {
-        let p = &self.profile;
-        let mut env: Vec<(String, String)> =
-            p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        env.push((
-            "OPENCLAW_CONFIG_PATH".into(),
-            p.config_path.value.display().to_string(),
-        ));
-        env.push((
-            "OPENCLAW_STATE_DIR".into(),
-            p.state_dir.value.display().to_string(),
-        ));
-        env.push((
-            "OPENCLAW_WORKSPACE_DIR".into(),
-            p.workspace.value.display().to_string(),
-        ));
-        env.push(("OPENCLAW_GATEWAY_PORT".into(), p.port.value.to_string()));
-        env.push((
-            "OPENCLAW_PROFILE".into(),
-            p.openclaw_profile
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-        ));
-        for (var, dir) in OWN_CACHES {
-            let named = p.env.keys().any(|k| {
-                k == var || (var.starts_with("npm_config_") && k.eq_ignore_ascii_case(var))
-            });
-            if !named {
-                env.push((
-                    var.to_string(),
-                    p.state_dir.value.join(dir).display().to_string(),
-                ));
-            }
-        }
-        env.push((tree::MARKER_VAR.into(), p.name.to_string()));
-        let cwd = p.working_dir.clone();
-        let here = cwd
-            .clone()
-            .or_else(|| std::env::current_dir().ok())
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let path = p
-            .env
-            .get("PATH")
-            .map(Into::into)
-            .or_else(|| std::env::var_os("PATH"));
-        let (program, args) = p.command.split_first().ok_or("the command is empty")?;
-        let program = resolve_program(program, path, &here)?;
-        Ok(SpawnRequest {
-            program,
-            args: args.to_vec(),
-            env,
-            cwd,
-        })
-    }
-
-    fn prepare_dirs(&self) -> Result<(), String> {
-        use std::os::unix::fs::DirBuilderExt;
-        for dir in [&self.profile.state_dir.value, &self.profile.workspace.value] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        Ok(())
     }
 
     async fn start(&mut self) {
@@ -501,13 +440,14 @@ impl Task {
             self.start_limit_fatal().await;
             return;
         }
-        let req = match self.prepare_dirs().and_then(|()| self.request()) {
-            Ok(r) => r,
-            Err(e) => {
-                self.fatal(e).await;
-                return;
-            }
-        };
+        let req =
+            match spawn::prepare_dirs(&self.profile).and_then(|()| spawn::request(&self.profile)) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fatal(e).await;
+                    return;
+                }
+            };
         match self.shared.spawner.spawn(req).await {
             Ok(child) => {
                 self.tracker.record_start(now);
@@ -641,7 +581,7 @@ impl Task {
         self.log
             .note(format!("unhealthy: {why}; restarting it"))
             .await;
-        self.fail_waiters(&why);
+        self.fail_waiters(CommandError::Failed(why.clone()));
         self.status.last_error = Some(why);
         self.set_state(State::Unhealthy);
         let timeout = self.profile.stop.timeout.min(UNHEALTHY_STOP_CAP);
@@ -666,9 +606,9 @@ impl Task {
         self.status.last_exit = Some(exit);
         if !child.ready {
             // Whoever waits for this start learns now, not after the restarts the policy allows.
-            self.fail_waiters(&format!(
+            self.fail_waiters(CommandError::Failed(format!(
                 "it ended before it was ready ({exit}); see its log"
-            ));
+            )));
         }
         self.next_probe = None;
         self.prober.reset();
@@ -683,39 +623,30 @@ impl Task {
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
         self.set_state(State::Stopping);
         self.kill_leftovers(Some(child.pid)).await;
-        let r = &self.profile.restart;
-        if let Exit::Code(code) = exit {
-            if r.no_restart_exit_codes.contains(&code) {
-                let hint = if code == 78 {
-                    " (EX_CONFIG: a config error)"
-                } else {
-                    ""
-                };
-                self.fatal(format!(
-                    "exited with code {code}{hint}, listed in restart.no_restart_exit_codes: restarting will not help; fix it, then `openclawctl start {}`",
-                    self.profile.name
-                ))
-                .await;
-                return;
+        let decision = decide::after_exit(
+            &self.profile.restart,
+            exit,
+            uptime,
+            &mut self.tracker,
+            fastrand::f64(),
+        );
+        match decision {
+            AfterExit::GiveUp { code } => {
+                let why = decide::give_up_reason(code, self.profile.name.as_str());
+                self.fatal(why).await;
+            }
+            AfterExit::Exited => {
+                self.status.want_running = false;
+                self.set_state(State::Exited);
+                self.answer_waiters();
+            }
+            AfterExit::Restart { delay, error } => {
+                if error.is_some() {
+                    self.status.last_error = error;
+                }
+                self.schedule_restart(delay).await;
             }
         }
-        let clean = matches!(exit, Exit::Code(0) | Exit::Signal(15));
-        let restart = match r.policy {
-            RestartPolicyKind::Always => true,
-            RestartPolicyKind::OnFailure => !clean,
-            RestartPolicyKind::Never => false,
-        };
-        if !restart {
-            self.status.want_running = false;
-            self.set_state(State::Exited);
-            self.answer_waiters();
-            return;
-        }
-        if !clean {
-            self.status.last_error = Some(format!("ended by {exit}"));
-        }
-        let delay = self.tracker.next_delay(r, uptime, fastrand::f64());
-        self.schedule_restart(delay).await;
     }
 
     async fn schedule_restart(&mut self, delay: Duration) {
@@ -762,7 +693,8 @@ impl Task {
     }
 
     /// The stop signal to the child's process group; after `timeout`, SIGKILL; then whatever is left
-    /// of the instance's processes. Returns how the child ended.
+    /// of the instance's processes. Returns how the child ended (`Unknown` if its exit never came),
+    /// or `None` when there was no child.
     async fn stop_child(&mut self, timeout: Duration) -> Option<Exit> {
         let mut child = self.child.take()?;
         self.next_probe = None;
@@ -794,7 +726,9 @@ impl Task {
             self.log.note(format!("pid {} ended: {e}", child.pid)).await;
         }
         self.kill_leftovers(Some(child.pid)).await;
-        exit
+        // Whatever the last exit was, it is not this child's: say it is not known rather than
+        // leave the one before on show.
+        Some(exit.unwrap_or(Exit::Unknown))
     }
 
     /// Ends every process still carrying this instance's marker or in the tree of `root`: the stop

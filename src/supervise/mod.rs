@@ -5,6 +5,7 @@
 //! instances; it stops them all, in parallel, when its cancellation token fires.
 
 pub mod backoff;
+pub mod decide;
 pub mod desired;
 pub mod instance;
 pub mod logs;
@@ -21,7 +22,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use instance::{Command, Event, Handle, Reply, State, Status};
+pub use instance::{Command, CommandError, Event, Handle, Reply, State, Status};
 pub use reaper::Exit;
 
 use crate::profile::{Plan, Profile};

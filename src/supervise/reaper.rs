@@ -21,6 +21,19 @@ pub enum Exit {
     Code(i32),
     /// A signal ended it.
     Signal(i32),
+    /// The daemon did not learn how it ended: its exit never arrived (the exit sender was dropped,
+    /// or it outlived SIGKILL's wait).
+    Unknown,
+}
+
+impl Exit {
+    /// Whether it ended as asked: exit code 0, or SIGTERM (how a service is told to stop, so
+    /// `on-failure` does not restart a gateway that someone stopped that way). An unknown end is
+    /// not clean.
+    pub fn is_clean(self) -> bool {
+        matches!(self, Exit::Code(0))
+            || self == Exit::Signal(nix::sys::signal::Signal::SIGTERM as i32)
+    }
 }
 
 impl fmt::Display for Exit {
@@ -31,6 +44,7 @@ impl fmt::Display for Exit {
                 Ok(sig) => write!(f, "signal {}", sig.as_str()),
                 Err(_) => write!(f, "signal {s}"),
             },
+            Exit::Unknown => f.write_str("unknown exit"),
         }
     }
 }
@@ -136,5 +150,27 @@ impl Reaper {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_read_as_a_person_says_them() {
+        assert_eq!(Exit::Code(3).to_string(), "exit code 3");
+        assert_eq!(Exit::Signal(9).to_string(), "signal SIGKILL");
+        assert_eq!(Exit::Signal(200).to_string(), "signal 200");
+        assert_eq!(Exit::Unknown.to_string(), "unknown exit");
+    }
+
+    #[test]
+    fn only_code_0_and_sigterm_are_clean() {
+        assert!(Exit::Code(0).is_clean());
+        assert!(Exit::Signal(15).is_clean());
+        assert!(!Exit::Code(1).is_clean());
+        assert!(!Exit::Signal(9).is_clean());
+        assert!(!Exit::Unknown.is_clean());
     }
 }

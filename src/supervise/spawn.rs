@@ -2,7 +2,8 @@
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, so forking from a short-lived tokio
 //! blocking thread would kill gateways at random. Each child gets its own process group, a SIGKILL
 //! death signal (so a SIGKILLed daemon leaves no gateway behind), /dev/null for stdin and pipes for
-//! stdout and stderr.
+//! stdout and stderr. What a child is started with (program, arguments, environment, working
+//! directory) is built here from its profile ([`request`]), so it can be tested without a fork.
 
 use std::ffi::OsString;
 use std::io;
@@ -15,6 +16,20 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::reaper::Reaper;
+use super::tree;
+use crate::profile::Profile;
+
+/// Caches a gateway, or a tool it runs, keeps under HOME unless told otherwise, which instances
+/// sharing a HOME would share: each instance gets them inside its own state dir (variable, dir
+/// under the state dir), unless its profile's `env` names the variable (npm's in either case, as
+/// npm reads them).
+const OWN_CACHES: [(&str, &str); 2] = [
+    // The gateway's sqlite snapshot staging and a browser's cache; else ~/.cache.
+    ("XDG_CACHE_HOME", "cache"),
+    // npm's cache and its debug logs (the gateway runs npm: `npm root` was seen soon after it
+    // was ready); else ~/.npm.
+    ("npm_config_cache", "cache/npm"),
+];
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -166,4 +181,216 @@ pub fn resolve_program(
         "`{program}` not found on PATH: {}",
         path.to_string_lossy()
     ))
+}
+
+/// What the child of `p` is started with: its command resolved on its PATH (the profile's, else
+/// the daemon's) from its working directory, and [`environment`]. The error says why it cannot
+/// start (an empty command, a program not found).
+pub fn request(p: &Profile) -> Result<SpawnRequest, String> {
+    let cwd = p.working_dir.clone();
+    let here = cwd
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let path = p
+        .env
+        .get("PATH")
+        .map(Into::into)
+        .or_else(|| std::env::var_os("PATH"));
+    let (program, args) = p.command.split_first().ok_or("the command is empty")?;
+    let program = resolve_program(program, path, &here)?;
+    Ok(SpawnRequest {
+        program,
+        args: args.to_vec(),
+        env: environment(p),
+        cwd,
+    })
+}
+
+/// The variables the child of `p` gets on top of the daemon's environment, in the order they are
+/// set (a later one wins): the profile's `env`, then the OPENCLAW_* variables the gateway reads
+/// its places from (so the profile cannot contradict the checked ones), the per-instance caches
+/// (`OWN_CACHES`), and the instance marker the stop's process walk looks for.
+pub fn environment(p: &Profile) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.push((
+        "OPENCLAW_CONFIG_PATH".into(),
+        p.config_path.value.display().to_string(),
+    ));
+    env.push((
+        "OPENCLAW_STATE_DIR".into(),
+        p.state_dir.value.display().to_string(),
+    ));
+    env.push((
+        "OPENCLAW_WORKSPACE_DIR".into(),
+        p.workspace.value.display().to_string(),
+    ));
+    env.push(("OPENCLAW_GATEWAY_PORT".into(), p.port.value.to_string()));
+    env.push((
+        "OPENCLAW_PROFILE".into(),
+        p.openclaw_profile
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+    ));
+    for (var, dir) in OWN_CACHES {
+        let named = p
+            .env
+            .keys()
+            .any(|k| k == var || (var.starts_with("npm_config_") && k.eq_ignore_ascii_case(var)));
+        if !named {
+            env.push((
+                var.to_string(),
+                p.state_dir.value.join(dir).display().to_string(),
+            ));
+        }
+    }
+    env.push((tree::MARKER_VAR.into(), p.name.to_string()));
+    env
+}
+
+/// Creates the state dir and the workspace of `p` (owner only) if they are missing: the gateway
+/// expects both.
+pub fn prepare_dirs(p: &Profile) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    for dir in [&p.state_dir.value, &p.workspace.value] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profile `main` checked from `yaml` (which gets a port and a state dir under /srv).
+    fn profile(yaml: &str) -> Profile {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.yaml"),
+            format!("port: 18789\nstate_dir: /srv/bots/main\n{yaml}"),
+        )
+        .unwrap();
+        let plan = crate::profile::load_with_env(dir.path(), &|v| {
+            (v == "HOME").then(|| "/home/op".to_string())
+        });
+        assert!(plan.report.ok(), "{}", plan.report);
+        plan.profiles.into_iter().next().unwrap()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], var: &str) -> Vec<&'a str> {
+        env.iter()
+            .filter(|(k, _)| k == var)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_child_learns_its_places_port_profile_and_marker() {
+        let p = profile("command: [/bin/true]\n");
+        let env = environment(&p);
+        let one = |var| get(&env, var);
+        assert_eq!(one("OPENCLAW_STATE_DIR"), ["/srv/bots/main"]);
+        assert_eq!(
+            one("OPENCLAW_CONFIG_PATH"),
+            ["/srv/bots/main/openclaw.json"]
+        );
+        assert_eq!(
+            one("OPENCLAW_WORKSPACE_DIR"),
+            [p.workspace.value.to_str().unwrap()]
+        );
+        assert_eq!(one("OPENCLAW_GATEWAY_PORT"), ["18789"]);
+        // OpenClaw's profile defaults to the instance's name.
+        assert_eq!(one("OPENCLAW_PROFILE"), ["main"]);
+        assert_eq!(one(tree::MARKER_VAR), ["main"]);
+    }
+
+    #[test]
+    fn a_named_openclaw_profile_is_passed_on() {
+        let p = profile("openclaw_profile: work\ncommand: [/bin/true]\n");
+        assert_eq!(get(&environment(&p), "OPENCLAW_PROFILE"), ["work"]);
+        // OpenClaw's unnamed profile is passed as its name.
+        let p = profile("openclaw_profile: default\ncommand: [/bin/true]\n");
+        assert_eq!(get(&environment(&p), "OPENCLAW_PROFILE"), ["default"]);
+    }
+
+    #[test]
+    fn caches_default_to_the_state_dir() {
+        let env = environment(&profile("command: [/bin/true]\n"));
+        assert_eq!(get(&env, "XDG_CACHE_HOME"), ["/srv/bots/main/cache"]);
+        assert_eq!(get(&env, "npm_config_cache"), ["/srv/bots/main/cache/npm"]);
+    }
+
+    #[test]
+    fn a_profile_naming_a_cache_keeps_its_own_and_gets_no_default() {
+        for var in ["npm_config_cache", "NPM_CONFIG_CACHE", "Npm_Config_Cache"] {
+            let env = environment(&profile(&format!(
+                "command: [/bin/true]\nenv:\n  {var}: /var/cache/npm\n"
+            )));
+            let npm: Vec<_> = env
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("npm_config_cache"))
+                .collect();
+            assert_eq!(
+                npm,
+                [&(var.to_string(), "/var/cache/npm".to_string())],
+                "{var}"
+            );
+            // The other cache still gets its default.
+            assert_eq!(
+                get(&env, "XDG_CACHE_HOME"),
+                ["/srv/bots/main/cache"],
+                "{var}"
+            );
+        }
+        let env = environment(&profile(
+            "command: [/bin/true]\nenv:\n  XDG_CACHE_HOME: /var/cache/bot\n",
+        ));
+        assert_eq!(get(&env, "XDG_CACHE_HOME"), ["/var/cache/bot"]);
+        assert_eq!(get(&env, "npm_config_cache"), ["/srv/bots/main/cache/npm"]);
+    }
+
+    #[test]
+    fn only_the_exact_xdg_name_counts_as_the_profiles_own() {
+        // Nothing reads a lower-case xdg_cache_home: the child still needs its own XDG_CACHE_HOME.
+        let env = environment(&profile(
+            "command: [/bin/true]\nenv:\n  xdg_cache_home: /var/cache/bot\n",
+        ));
+        assert_eq!(get(&env, "XDG_CACHE_HOME"), ["/srv/bots/main/cache"]);
+        assert_eq!(get(&env, "xdg_cache_home"), ["/var/cache/bot"]);
+    }
+
+    #[test]
+    fn the_profiles_env_comes_first_so_the_checked_places_win() {
+        let env = environment(&profile("command: [/bin/true]\nenv:\n  LANG: C.UTF-8\n"));
+        assert_eq!(env[0], ("LANG".to_string(), "C.UTF-8".to_string()));
+        assert_eq!(env.last().map(|(k, _)| k.as_str()), Some(tree::MARKER_VAR));
+    }
+
+    #[test]
+    fn the_program_is_found_on_the_profiles_path() {
+        let bin = tempfile::tempdir().unwrap();
+        let gw = bin.path().join("openclaw");
+        std::fs::write(&gw, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&gw, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let p = profile(&format!(
+            "command: [openclaw, gateway, run]\nenv:\n  PATH: {}\n",
+            bin.path().display()
+        ));
+        let req = request(&p).unwrap();
+        assert_eq!(req.program, gw);
+        assert_eq!(req.args, ["gateway", "run"]);
+        assert_eq!(get(&req.env, "PATH"), [bin.path().to_str().unwrap()]);
+    }
+
+    #[test]
+    fn a_program_not_on_path_is_refused_with_the_path_searched() {
+        let p = profile("command: [no-such-gateway]\nenv:\n  PATH: /nonexistent/bin\n");
+        let err = request(&p).unwrap_err();
+        assert_eq!(err, "`no-such-gateway` not found on PATH: /nonexistent/bin");
+    }
 }
