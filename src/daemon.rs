@@ -229,17 +229,17 @@ pub async fn run(opts: Options) -> ExitCode {
 /// SIGHUP: the same reload as the API's, its outcome in the daemon's log.
 async fn reload(supervisor: &Supervisor, dir: &std::path::Path) {
     tracing::info!("SIGHUP: reloading the profiles in {}", dir.display());
-    let (plan, changes, applied) = supervisor.reload(dir, false).await;
-    if !applied {
+    let outcome = supervisor.reload(dir, false).await;
+    if !outcome.applied {
         tracing::error!(
             "reload refused, nothing changed:\n{}{}",
-            plan.report,
-            plan.report.summary(dir)
+            outcome.plan.report,
+            outcome.plan.report.summary(dir)
         );
         return;
     }
-    for c in changes {
-        if c.action != crate::supervise::Action::Keep {
+    for c in outcome.changes {
+        if c.action != crate::supervise::ReloadAction::Keep {
             tracing::info!(instance = %c.name, fields = ?c.fields, error = ?c.error, "reload: {:?}", c.action);
         }
     }
