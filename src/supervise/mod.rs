@@ -504,3 +504,47 @@ pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
         tracing::error!("leftovers survived SIGKILL: {survivors:?}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profile `main` as `yaml` reads, from a temp dir; HOME is the same for every call.
+    fn profile(yaml: &str) -> Profile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("main.yaml"), yaml).expect("write the profile");
+        let env = |k: &str| (k == "HOME").then(|| "/nonexistent/home".to_string());
+        let plan = crate::profile::load_with_env(dir.path(), &env);
+        assert!(plan.report.ok(), "{}", plan.report);
+        plan.profiles.into_iter().next().expect("one profile")
+    }
+
+    const BASE: &str = "port: 18789\ncommand: [/bin/true]\n";
+
+    #[test]
+    fn where_a_value_is_written_is_no_change() {
+        let moved = format!("# a comment\n\n{BASE}");
+        assert_eq!(changed_fields(&profile(BASE), &profile(&moved)), [""; 0]);
+    }
+
+    #[test]
+    fn autostart_alone_is_a_change_without_restart() {
+        let fields = changed_fields(
+            &profile(BASE),
+            &profile(&format!("{BASE}autostart: false\n")),
+        );
+        assert_eq!(fields, ["autostart"]);
+        assert!(!fields.iter().any(|f| needs_restart(f)));
+    }
+
+    #[test]
+    fn what_the_child_runs_with_needs_a_restart() {
+        let fields = changed_fields(
+            &profile(BASE),
+            &profile("port: 18889\ncommand: [/bin/false]\nenv: { A: b }\n"),
+        );
+        // The liveness probe's default URL follows the port.
+        assert_eq!(fields, ["port", "command", "env", "health", "ports"]);
+        assert!(fields.iter().all(|f| needs_restart(f)));
+    }
+}
