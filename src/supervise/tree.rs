@@ -570,7 +570,14 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = child.id() as i32;
-        let marked = has_marker(pid, "tree-test", "/nonexistent/tree-test");
+        // spawn() returns once exec has begun, before the kernel has written the new
+        // environment: wait for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut marked = false;
+        while !marked && std::time::Instant::now() < deadline {
+            marked = has_marker(pid, "tree-test", "/nonexistent/tree-test");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let other = has_marker(pid, "other", "/nonexistent/tree-test");
         let _ = child.kill();
         let _ = child.wait();
