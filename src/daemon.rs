@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, v1::supervisor_service_server::SupervisorServiceServer};
 use crate::profile;
-use crate::supervise::{desired::DesiredState, logs::LogConfig, Supervisor};
+use crate::supervise::{desired::DesiredState, logs::LogConfig, ReloadAction, Supervisor};
 use crate::systemd::Notifier;
 
 /// Where the daemon reads and writes.
@@ -45,46 +45,71 @@ pub struct Options {
 /// How long API connections get to close at shutdown.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT: prepare (or refuse to start), serve, shut down.
 pub async fn run(opts: Options) -> ExitCode {
     let systemd = Notifier::from_env();
-    systemd.status("checking the profiles");
-    let plan = profile::load(&opts.config_dir);
-    if !plan.report.ok() {
-        eprint!("{}", plan.report);
-        eprintln!("{}", plan.report.summary(&opts.config_dir));
-        systemd.status(&plan.report.summary(&opts.config_dir));
-        eprintln!(
-            "openclaw-supervisord: refusing to start: fix the profiles above, then start again"
-        );
-        return ExitCode::from(crate::cli::EXIT_CHECK_FAILED);
-    }
-    for d in &plan.report.diagnostics {
-        tracing::warn!("{d}");
-    }
-    tracing::info!("{}", plan.report.summary(&opts.config_dir));
+    let prepared = match prepare(&opts, &systemd).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut serving = match serve(&opts, &systemd, prepared).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    serving.until_stopped(&opts.config_dir, &systemd).await;
+    shut_down(&opts, &systemd, serving).await
+}
 
-    let tcp = match tcp_listener(&opts).await {
-        Ok(t) => t,
-        Err(e) => {
-            systemd.fail(&e);
-            return ExitCode::FAILURE;
-        }
-    };
-    // Take the socket before starting anything: a second daemon must stop here.
-    let listener = match api::socket::bind(&opts.socket, opts.socket_group.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
-            return ExitCode::FAILURE;
-        }
-    };
+/// SIGTERM and SIGINT end the daemon, SIGHUP reloads it. Caught from before the first instance
+/// starts, so none of them kills the daemon with its gateways half started.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+/// What `prepare` hands to `serve`: the listeners taken, the signals caught, the instances started.
+struct Prepared {
+    socket: tokio::net::UnixListener,
+    tcp: Option<tokio::net::TcpListener>,
+    signals: Signals,
+    supervisor: Arc<Supervisor>,
+    desired: DesiredState,
+}
+
+/// The running daemon, for the signal loop and the shutdown.
+struct Serving {
+    signals: Signals,
+    supervisor: Arc<Supervisor>,
+    api: Arc<api::server::Api>,
+    health: tonic_health::server::HealthReporter,
+    /// The API servers (socket, then TCP), ended by `server_stop`.
+    servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    server_stop: CancellationToken,
+    notifier_stop: CancellationToken,
+    watchdog_stop: CancellationToken,
+}
+
+/// Everything before serving, in an order that matters: the check (refuse to start unless the
+/// profiles pass it), the listeners (the control socket before anything starts: a second daemon
+/// stops there), the process settings, the signals, then the instances. On failure, systemd and
+/// stderr have heard why, and the exit code is returned.
+async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCode> {
+    let plan = check_or_refuse(opts, systemd)?;
+    let tcp = tcp_listener(opts).await.map_err(|e| {
+        systemd.fail(&e);
+        ExitCode::FAILURE
+    })?;
+    let socket = api::socket::bind(&opts.socket, opts.socket_group.as_deref()).map_err(|e| {
+        systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
+        ExitCode::FAILURE
+    })?;
     if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
         systemd.fail(&format!(
             "cannot create its state dir {}: {e}",
             opts.state_dir.display()
         ));
-        return ExitCode::FAILURE;
+        return Err(ExitCode::FAILURE);
     }
     // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
     // as the hard limit permits.
@@ -95,17 +120,15 @@ pub async fn run(opts: Options) -> ExitCode {
             "cannot become a child subreaper ({e}): orphans of the gateways will go to init"
         );
     }
-
-    let cancel = CancellationToken::new();
-    let mut term = match (
+    let signals = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Ok(term), Ok(int), Ok(hup)) => Signals { term, int, hup },
         _ => {
             systemd.fail("cannot install signal handlers");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     let log_cfg = LogConfig {
@@ -119,16 +142,54 @@ pub async fn run(opts: Options) -> ExitCode {
         tracing::warn!("{w}");
     }
     crate::supervise::clear_leftovers(&plan.profiles).await;
-    let supervisor = match Supervisor::start(plan, &log_cfg, desired.clone(), cancel.child_token())
-    {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            systemd.fail(&format!("cannot start: {e}"));
-            let _ = std::fs::remove_file(&opts.socket);
-            return ExitCode::FAILURE;
-        }
-    };
+    let supervisor =
+        match Supervisor::start(plan, &log_cfg, desired.clone(), CancellationToken::new()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                systemd.fail(&format!("cannot start: {e}"));
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(ExitCode::FAILURE);
+            }
+        };
+    Ok(Prepared {
+        socket,
+        tcp,
+        signals,
+        supervisor,
+        desired,
+    })
+}
 
+/// Reads and checks the profiles: the plan, or the report on stderr and the check's exit code.
+fn check_or_refuse(opts: &Options, systemd: &Notifier) -> Result<profile::Plan, ExitCode> {
+    systemd.status("checking the profiles");
+    let plan = profile::load(&opts.config_dir);
+    if !plan.report.ok() {
+        eprint!("{}", plan.report);
+        eprintln!("{}", plan.report.summary(&opts.config_dir));
+        systemd.status(&plan.report.summary(&opts.config_dir));
+        eprintln!(
+            "openclaw-supervisord: refusing to start: fix the profiles above, then start again"
+        );
+        return Err(ExitCode::from(crate::cli::EXIT_CHECK_FAILED));
+    }
+    for d in &plan.report.diagnostics {
+        tracing::warn!("{d}");
+    }
+    tracing::info!("{}", plan.report.summary(&opts.config_dir));
+    Ok(plan)
+}
+
+/// Serves the API on the listeners, then tells systemd the daemon is ready once every instance
+/// meant to run has left `stopped`, and keeps its status and watchdog fed.
+async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Serving, ExitCode> {
+    let Prepared {
+        socket,
+        tcp,
+        signals,
+        supervisor,
+        desired,
+    } = p;
     let api = Arc::new(api::server::Api {
         supervisor: supervisor.clone(),
         config_dir: opts.config_dir.clone(),
@@ -143,7 +204,7 @@ pub async fn run(opts: Options) -> ExitCode {
             systemd.fail(&format!("cannot build the API: {e}"));
             supervisor.shutdown().await;
             let _ = std::fs::remove_file(&opts.socket);
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     {
@@ -152,7 +213,7 @@ pub async fn run(opts: Options) -> ExitCode {
             tonic::transport::Server::builder()
                 .add_routes(services.clone())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    tokio_stream::wrappers::UnixListenerStream::new(socket),
                     async move { stop.cancelled().await },
                 ),
         ));
@@ -187,40 +248,59 @@ pub async fn run(opts: Options) -> ExitCode {
     // The watchdog is fed until the very end: stopping gateways can take their stop timeouts.
     let watchdog_stop = CancellationToken::new();
     systemd.keep_watchdog(watchdog_stop.clone());
+    Ok(Serving {
+        signals,
+        supervisor,
+        api,
+        health,
+        servers,
+        server_stop,
+        notifier_stop,
+        watchdog_stop,
+    })
+}
 
-    loop {
-        tokio::select! {
-            _ = term.0.recv() => { tracing::info!("SIGTERM: stopping every instance"); break; }
-            _ = term.1.recv() => { tracing::info!("SIGINT: stopping every instance"); break; }
-            _ = term.2.recv() => {
-                systemd.status("reloading the profiles");
-                reload(&supervisor, &opts.config_dir).await;
-                systemd.status(&crate::systemd::summary(&supervisor));
+impl Serving {
+    /// Reloads on each SIGHUP until SIGTERM or SIGINT.
+    async fn until_stopped(&mut self, config_dir: &std::path::Path, systemd: &Notifier) {
+        loop {
+            tokio::select! {
+                _ = self.signals.term.recv() => { tracing::info!("SIGTERM: stopping every instance"); break; }
+                _ = self.signals.int.recv() => { tracing::info!("SIGINT: stopping every instance"); break; }
+                _ = self.signals.hup.recv() => {
+                    systemd.status("reloading the profiles");
+                    reload(&self.supervisor, config_dir).await;
+                    systemd.status(&crate::systemd::summary(&self.supervisor));
+                }
             }
         }
     }
-    notifier_stop.cancel();
+}
+
+/// Stops every instance (in parallel, each by its stop policy), then the API: streams end first,
+/// then connections get `DRAIN` to close; a client that neither reads nor hangs up does not keep
+/// the daemon from exiting. The watchdog is fed until the end.
+async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
+    s.notifier_stop.cancel();
     systemd.stopping(&format!(
         "stopping {} instances",
-        supervisor.instances().len()
+        s.supervisor.instances().len()
     ));
-    health
+    s.health
         .set_not_serving::<SupervisorServiceServer<api::server::Api>>()
         .await;
-    supervisor.shutdown().await;
-    // Streams end first, then connections get a while to close; a client that neither reads nor
-    // hangs up does not keep the daemon from exiting.
-    api.closing.cancel();
-    server_stop.cancel();
-    for s in servers {
-        let abort = s.abort_handle();
-        if tokio::time::timeout(DRAIN, s).await.is_err() {
+    s.supervisor.shutdown().await;
+    s.api.closing.cancel();
+    s.server_stop.cancel();
+    for server in s.servers {
+        let abort = server.abort_handle();
+        if tokio::time::timeout(DRAIN, server).await.is_err() {
             tracing::warn!("clients still connected after {DRAIN:?}; closing their connections");
             abort.abort();
         }
     }
     let _ = std::fs::remove_file(&opts.socket);
-    watchdog_stop.cancel();
+    s.watchdog_stop.cancel();
     systemd.status("stopped");
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -229,17 +309,17 @@ pub async fn run(opts: Options) -> ExitCode {
 /// SIGHUP: the same reload as the API's, its outcome in the daemon's log.
 async fn reload(supervisor: &Supervisor, dir: &std::path::Path) {
     tracing::info!("SIGHUP: reloading the profiles in {}", dir.display());
-    let (plan, changes, applied) = supervisor.reload(dir, false).await;
-    if !applied {
+    let outcome = supervisor.reload(dir, false).await;
+    if !outcome.applied {
         tracing::error!(
             "reload refused, nothing changed:\n{}{}",
-            plan.report,
-            plan.report.summary(dir)
+            outcome.plan.report,
+            outcome.plan.report.summary(dir)
         );
         return;
     }
-    for c in changes {
-        if c.action != crate::supervise::Action::Keep {
+    for c in outcome.changes {
+        if c.action != ReloadAction::Keep {
             tracing::info!(instance = %c.name, fields = ?c.fields, error = ?c.error, "reload: {:?}", c.action);
         }
     }

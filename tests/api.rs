@@ -293,6 +293,47 @@ fn reload_applies_only_the_difference() {
 }
 
 #[test]
+fn reload_keeps_an_instance_whose_autostart_alone_changed() {
+    let scene = Scene::new();
+    let port = free_ports(1)[0];
+    scene.fake_profile("main", port, "");
+    let d = scene.daemon();
+    let before = d.wait_status("main", "running", |s| s["state"] == "running");
+
+    scene.fake_profile("main", port, "autostart: false\n");
+    let out = d.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("main"))
+        .unwrap_or_else(|| panic!("no row for main in:\n{table}"));
+    assert_eq!(
+        row.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["keep", "autostart"],
+        "{table}"
+    );
+    let after = d.status("main");
+    assert_eq!(
+        after["pid"], before["pid"],
+        "autostart alone restarts nothing"
+    );
+    assert_eq!(after["state"], "running");
+    assert!(alive(pid_of(&before) as u32));
+
+    // The kept instance now runs the new profile: reloading the same files again changes nothing.
+    let again = d.ctl(&["reload"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again)
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["main", "keep", "-"]),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[test]
 fn a_reload_that_fails_its_check_changes_nothing() {
     let scene = Scene::new();
     let ports = free_ports(2);

@@ -128,7 +128,7 @@ fn state(s: State) -> v1::InstanceState {
     }
 }
 
-fn to_instance(r: &supervise::Report) -> v1::Instance {
+fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
     let s = &r.status;
     v1::Instance {
         name: s.name.clone(),
@@ -181,7 +181,7 @@ fn log_line(l: &supervise::logs::LogLine) -> v1::LogLine {
 }
 
 fn event(e: &supervise::Event) -> v1::Event {
-    let report = supervise::Report {
+    let report = supervise::InstanceReport {
         status: e.status.clone(),
         cpu_percent: 0.0,
         rss_bytes: 0,
@@ -196,12 +196,12 @@ fn event(e: &supervise::Event) -> v1::Event {
     }
 }
 
-fn action(a: supervise::Action) -> v1::ReloadAction {
+fn action(a: supervise::ReloadAction) -> v1::ReloadAction {
     match a {
-        supervise::Action::Add => v1::ReloadAction::Add,
-        supervise::Action::Remove => v1::ReloadAction::Remove,
-        supervise::Action::Change => v1::ReloadAction::Change,
-        supervise::Action::Keep => v1::ReloadAction::Keep,
+        supervise::ReloadAction::Add => v1::ReloadAction::Add,
+        supervise::ReloadAction::Remove => v1::ReloadAction::Remove,
+        supervise::ReloadAction::Change => v1::ReloadAction::Change,
+        supervise::ReloadAction::Keep => v1::ReloadAction::Keep,
     }
 }
 
@@ -337,11 +337,12 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         req: Request<v1::ReloadRequest>,
     ) -> Result<Response<v1::ReloadResponse>, GrpcStatus> {
         let dry_run = req.into_inner().dry_run;
-        let (plan, changes, applied) = self.supervisor.reload(&self.config_dir, dry_run).await;
+        let outcome = self.supervisor.reload(&self.config_dir, dry_run).await;
         Ok(Response::new(v1::ReloadResponse {
-            check: Some(check_response(&plan)),
-            applied,
-            changes: changes
+            check: Some(check_response(&outcome.plan)),
+            applied: outcome.applied,
+            changes: outcome
+                .changes
                 .iter()
                 .map(|c| v1::ReloadChange {
                     name: c.name.clone(),

@@ -1,8 +1,9 @@
 //! Running a checked plan: one task per instance (`instance.rs`) that owns its child, with shared
 //! services beside them: the spawning thread (`spawn.rs`), the reaper of every child the daemon has
 //! or inherits (`reaper.rs`), the probe client (`probe.rs`), per-instance logs (`logs.rs`), the
-//! process-tree walk (`tree.rs`); the [`Supervisor`] also reads the CPU/RSS figures. It owns the set of
-//! instances; it stops them all, in parallel, when its cancellation token fires.
+//! process-tree walk (`tree.rs`), the CPU/RSS figures of the trees (`sample.rs`). The [`Supervisor`]
+//! owns the set of instances: it applies reloads, and stops them all, in parallel, when its
+//! cancellation token fires.
 
 pub mod backoff;
 pub mod decide;
@@ -11,12 +12,13 @@ pub mod instance;
 pub mod logs;
 pub mod probe;
 pub mod reaper;
+pub mod sample;
 pub mod spawn;
 pub mod tree;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -27,9 +29,9 @@ pub use reaper::Exit;
 
 use crate::profile::{Plan, Profile};
 
-/// Status plus the figures of the instance's whole process tree.
+/// What a status shows of one instance: its status and the figures of its process tree.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
+pub struct InstanceReport {
     /// The instance's status.
     pub status: Status,
     /// CPU use of the tree, in percent of one core, between the last two samples.
@@ -44,14 +46,15 @@ pub struct Report {
 
 /// What a reload does to one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum ReloadAction {
     /// A new profile.
     Add,
     /// A profile that is gone.
     Remove,
-    /// A changed profile: stopped, then started with the new one.
+    /// A profile changed in a field the child runs with: stopped, then started with the new one.
     Change,
-    /// The same profile: not touched.
+    /// The same profile, or one changed only in fields that need no restart (`autostart`): the
+    /// child is not touched.
     Keep,
 }
 
@@ -61,11 +64,22 @@ pub struct Change {
     /// The instance name.
     pub name: String,
     /// What happens to it.
-    pub action: Action,
-    /// For `Change`: the fields that differ.
+    pub action: ReloadAction,
+    /// For `Change` and `Keep`: the fields that differ.
     pub fields: Vec<&'static str>,
     /// What went wrong applying it.
     pub error: Option<String>,
+}
+
+/// What a reload found and did.
+#[derive(Debug)]
+pub struct ReloadOutcome {
+    /// The profiles as read now, with the check's report.
+    pub plan: Plan,
+    /// Every instance's part, by name.
+    pub changes: Vec<Change>,
+    /// Whether the changes were applied: false for a dry run or a failed check.
+    pub applied: bool,
 }
 
 /// The instances, by name; replaced whole by a reload, read by cloning the `Arc`.
@@ -81,25 +95,8 @@ pub struct Supervisor {
     shared: instance::Shared,
     log_cfg: logs::LogConfig,
     cancel: CancellationToken,
-    sampler: Arc<Mutex<Sampler>>,
-    /// Counts the samples taken, for callers that wait for the next one.
-    samples: tokio::sync::watch::Sender<u64>,
+    sampler: sample::Sampler,
 }
-
-/// The latest CPU/RSS figures of every instance's tree. Sampling walks /proc (tens of ms with
-/// hundreds of gateways), so it happens at most once per `SAMPLE_EVERY`, off the runtime, and only
-/// when a client asks; a client gets the latest figures at once.
-struct Sampler {
-    /// None when sysinfo cannot read this system: figures are then 0.
-    system: Option<sysinfo::System>,
-    /// Per instance: the pid the figures are of, CPU percent and RSS bytes.
-    figures: BTreeMap<String, (i32, f32, u64)>,
-    taken: Option<Instant>,
-    running: bool,
-}
-
-/// The least time between two samples of the process trees.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     /// Starts one task per profile of `plan` (which must have passed its check); an instance starts
@@ -127,13 +124,7 @@ impl Supervisor {
             shared,
             log_cfg: log_cfg.clone(),
             cancel,
-            sampler: Arc::new(Mutex::new(Sampler {
-                system: sysinfo::System::new().ok(),
-                figures: BTreeMap::new(),
-                taken: None,
-                running: false,
-            })),
-            samples: tokio::sync::watch::channel(0).0,
+            sampler: sample::Sampler::new(),
         };
         let mut instances = BTreeMap::new();
         for profile in plan.profiles {
@@ -202,77 +193,57 @@ impl Supervisor {
     /// The status of `names` (all if empty), with their process trees' latest CPU and RSS figures.
     /// Waits for a sample only when the latest has no figures for a child that runs now (the
     /// daemon's first status, a child started since); otherwise answers at once, and starts a new
-    /// sample in the background when the latest is older than `SAMPLE_EVERY`.
-    pub async fn reports(&self, names: &[String]) -> Vec<Report> {
+    /// sample in the background when the latest is old (`sample::Sampler::refresh`).
+    pub async fn reports(&self, names: &[String]) -> Vec<InstanceReport> {
         let instances = self.instances();
         let wanted =
             |h: &&Handle| names.is_empty() || names.iter().any(|n| *n == h.profile.name.as_str());
-        // At most two rounds: a sample that began before a child started lacks it; the next has it.
-        for _ in 0..2 {
-            let (start, missing, seen) = {
-                let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-                let missing = instances.values().filter(wanted).any(|h| {
+        let lacks = |latest: &sample::Latest| {
+            instances.values().filter(wanted).any(|h| {
+                let st = h.status.borrow();
+                !latest.covers(&st.name, st.pid)
+            })
+        };
+        let roots = || {
+            instances
+                .values()
+                .map(|h| {
                     let st = h.status.borrow();
-                    st.pid.is_some() && s.figures.get(&st.name).map(|f| f.0) != st.pid
-                });
-                let due = s.taken.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
-                let start = !s.running && (due || missing);
-                if start {
-                    s.running = true;
-                }
-                (start, missing, *self.samples.borrow())
-            };
-            if start {
-                let all: Vec<(String, Option<i32>)> = instances
-                    .values()
-                    .map(|h| {
-                        let st = h.status.borrow();
-                        (st.name.clone(), st.pid)
-                    })
-                    .collect();
-                let sampler = self.sampler.clone();
-                let samples = self.samples.clone();
-                tokio::task::spawn_blocking(move || {
-                    sample(&sampler, &all);
-                    samples.send_modify(|n| *n += 1);
-                });
-            }
-            if !missing {
-                break;
-            }
-            let mut rx = self.samples.subscribe();
-            let _ = rx.wait_for(|n| *n != seen).await;
-        }
+                    sample::Root {
+                        name: st.name.clone(),
+                        pid: st.pid,
+                    }
+                })
+                .collect()
+        };
+        self.sampler.refresh(lacks, roots).await;
         let statuses: Vec<(Status, Arc<str>)> = instances
             .values()
             .filter(wanted)
             .map(|h| (h.status.borrow().clone(), h.file.clone()))
             .collect();
-        let s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-        let age = s.taken.map_or(Duration::ZERO, |t| t.elapsed());
-        statuses
-            .into_iter()
-            .map(|(status, file)| {
-                let (cpu, rss) = s
-                    .figures
-                    .get(&status.name)
-                    .filter(|f| Some(f.0) == status.pid)
-                    .map_or((0.0, 0), |f| (f.1, f.2));
-                Report {
-                    status,
-                    cpu_percent: cpu,
-                    rss_bytes: rss,
-                    sample_age: age,
-                    file,
-                }
-            })
-            .collect()
+        self.sampler.read(|latest| {
+            let sample_age = latest.age();
+            statuses
+                .into_iter()
+                .map(|(status, file)| {
+                    let figures = latest.of(&status.name, status.pid);
+                    InstanceReport {
+                        cpu_percent: figures.map_or(0.0, |f| f.cpu_percent),
+                        rss_bytes: figures.map_or(0, |f| f.rss_bytes),
+                        status,
+                        sample_age,
+                        file,
+                    }
+                })
+                .collect()
+        })
     }
 
     /// Re-reads `dir` and, unless `dry_run` or the check fails, applies the difference: removed and
     /// changed instances are stopped (in parallel, each by its stop policy), then new and changed
     /// ones are started. Unchanged instances are not touched. Returns the check and the changes.
-    pub async fn reload(&self, dir: &std::path::Path, dry_run: bool) -> (Plan, Vec<Change>, bool) {
+    pub async fn reload(&self, dir: &std::path::Path, dry_run: bool) -> ReloadOutcome {
         let _one = self.reloading.lock().await;
         let d = dir.to_path_buf();
         let plan = match tokio::task::spawn_blocking(move || crate::profile::load(&d)).await {
@@ -290,20 +261,24 @@ impl Supervisor {
                         crate::profile::Location::file(dir),
                         format!("reading the profiles failed: {e}"),
                     ));
-                return (plan, Vec::new(), false);
+                return ReloadOutcome {
+                    plan,
+                    changes: Vec::new(),
+                    applied: false,
+                };
             }
         };
         let old = self.instances();
         let mut changes: Vec<Change> = Vec::new();
         for (name, h) in old.iter() {
             let (action, fields) = match plan.profiles.iter().find(|p| p.name.as_str() == name) {
-                None => (Action::Remove, Vec::new()),
+                None => (ReloadAction::Remove, Vec::new()),
                 Some(p) => {
                     let fields = changed_fields(&h.profile, p);
-                    let action = if fields.is_empty() {
-                        Action::Keep
+                    let action = if fields.iter().any(|f| needs_restart(f)) {
+                        ReloadAction::Change
                     } else {
-                        Action::Change
+                        ReloadAction::Keep
                     };
                     (action, fields)
                 }
@@ -319,7 +294,7 @@ impl Supervisor {
             if !old.contains_key(p.name.as_str()) {
                 changes.push(Change {
                     name: p.name.to_string(),
-                    action: Action::Add,
+                    action: ReloadAction::Add,
                     fields: Vec::new(),
                     error: None,
                 });
@@ -327,14 +302,18 @@ impl Supervisor {
         }
         changes.sort_by(|a, b| a.name.cmp(&b.name));
         if dry_run || !plan.report.ok() {
-            return (plan, changes, false);
+            return ReloadOutcome {
+                plan,
+                changes,
+                applied: false,
+            };
         }
 
         // Stop what goes away or changes, all at once; ports and paths they free may be taken by
         // what starts next.
         let leaving: Vec<&Change> = changes
             .iter()
-            .filter(|c| matches!(c.action, Action::Remove | Action::Change))
+            .filter(|c| matches!(c.action, ReloadAction::Remove | ReloadAction::Change))
             .collect();
         for c in &leaving {
             if let Some(h) = old.get(&c.name) {
@@ -356,17 +335,27 @@ impl Supervisor {
         for c in &mut changes {
             let profile = plan.profiles.iter().find(|p| p.name.as_str() == c.name);
             match (c.action, profile) {
-                (Action::Keep, _) => {
+                (ReloadAction::Keep, profile) => {
                     if let Some(h) = old.get(&c.name) {
-                        next.insert(c.name.clone(), h.clone());
+                        // The kept task runs on; its handle takes the new profile, so the next
+                        // reload compares with what the files say now (a new `autostart`).
+                        let profile =
+                            profile.map_or_else(|| h.profile.clone(), |p| Arc::new(p.clone()));
+                        next.insert(
+                            c.name.clone(),
+                            Handle {
+                                profile,
+                                ..h.clone()
+                            },
+                        );
                     }
                 }
-                (Action::Remove, _) => {
+                (ReloadAction::Remove, _) => {
                     if let Some(h) = old.get(&c.name) {
                         let _ = self.shared.events.send(h.current(true));
                     }
                 }
-                (Action::Add | Action::Change, Some(p)) => {
+                (ReloadAction::Add | ReloadAction::Change, Some(p)) => {
                     // A changed instance keeps its log and runs if it was meant to.
                     let (log, start) = match old.get(&c.name) {
                         Some(h) => (Ok(h.log.clone()), h.status.borrow().want_running),
@@ -387,13 +376,17 @@ impl Supervisor {
                         }
                     }
                 }
-                (Action::Add | Action::Change, None) => {}
+                (ReloadAction::Add | ReloadAction::Change, None) => {}
             }
         }
         let names: Vec<&str> = next.keys().map(String::as_str).collect();
         self.shared.desired.retain(&names).await;
         *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        (plan, changes, true)
+        ReloadOutcome {
+            plan,
+            changes,
+            applied: true,
+        }
     }
 
     /// Stops every instance, in parallel, each by its stop policy, and waits for all of them.
@@ -407,124 +400,70 @@ impl Supervisor {
     }
 }
 
-/// The fields of a profile whose change means the child must be started again with the new one.
-/// Where a value was written (file lines) does not count.
+/// The fields that differ between two profiles of one instance, as a reload sees them: the values
+/// the child runs with and the supervisor's policies, not where they were written (file, lines).
 pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<&'static str> {
+    // Exhaustive on purpose: a field added to `Profile` does not compile here until it is either
+    // compared or given a reason to be ignored, so reload cannot forget it.
+    let Profile {
+        // The diff is by name.
+        name: _,
+        // Where the profile is written; the child does not see it.
+        file: _,
+        name_at: _,
+        openclaw_profile,
+        port,
+        config_path,
+        state_dir,
+        workspace,
+        // Read by the gateway from its own config file, not handed to it by the supervisor; only
+        // the check uses them.
+        agent_workspaces: _,
+        command,
+        env,
+        working_dir,
+        autostart,
+        restart,
+        stop,
+        health,
+        ports,
+    } = old;
     let mut out = Vec::new();
     let mut diff = |name: &'static str, differ: bool| {
         if differ {
             out.push(name);
         }
     };
-    diff("port", old.port.value != new.port.value);
+    diff("port", port.value != new.port.value);
     diff(
         "openclaw_profile",
-        old.openclaw_profile != new.openclaw_profile,
+        *openclaw_profile != new.openclaw_profile,
     );
-    diff(
-        "config_path",
-        old.config_path.value != new.config_path.value,
-    );
-    diff("state_dir", old.state_dir.value != new.state_dir.value);
-    diff("workspace", old.workspace.value != new.workspace.value);
-    diff("command", old.command != new.command);
-    diff("env", old.env != new.env);
-    diff("working_dir", old.working_dir != new.working_dir);
-    diff("autostart", old.autostart != new.autostart);
-    diff("restart", old.restart != new.restart);
-    diff("stop", old.stop != new.stop);
-    diff("health", old.health != new.health);
-    let ports =
-        |p: &Profile| -> Vec<(u32, u32)> { p.ports.iter().map(|c| (c.start, c.end)).collect() };
-    diff("ports", ports(old) != ports(new));
+    diff("config_path", config_path.value != new.config_path.value);
+    diff("state_dir", state_dir.value != new.state_dir.value);
+    diff("workspace", workspace.value != new.workspace.value);
+    diff("command", *command != new.command);
+    diff("env", *env != new.env);
+    diff("working_dir", *working_dir != new.working_dir);
+    diff("autostart", *autostart != new.autostart);
+    diff("restart", *restart != new.restart);
+    diff("stop", *stop != new.stop);
+    diff("health", *health != new.health);
+    let spans = |claims: &[crate::profile::PortClaim]| -> Vec<(u32, u32)> {
+        claims.iter().map(|c| (c.start, c.end)).collect()
+    };
+    diff("ports", spans(ports) != spans(&new.ports));
     out
 }
 
-/// One sample of every instance's process tree: one /proc walk, one sysinfo refresh of the pids
-/// found.
-fn sample(sampler: &Mutex<Sampler>, instances: &[(String, Option<i32>)]) {
-    let all = if instances.iter().any(|(_, pid)| pid.is_some()) {
-        tree::snapshot()
-    } else {
-        Vec::new()
-    };
-    let index = tree::Tree::new(&all);
-    let trees: Vec<(String, i32, Vec<i32>)> = instances
-        .iter()
-        .filter_map(|(n, pid)| pid.map(|p| (n.clone(), p, index.descendants(p))))
-        .collect();
-    // sysinfo's System is taken out while it refreshes, so readers never wait for the walk.
-    let mut system = sampler
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .system
-        .take();
-    let pids: Vec<sysinfo::Pid> = trees
-        .iter()
-        .flat_map(|(_, _, t)| t.iter())
-        .map(|p| sysinfo::Pid::from_u32(*p as u32))
-        .collect();
-    if let Some(sys) = system.as_mut() {
-        let refresh = |sys: &mut sysinfo::System| {
-            sys.refresh_processes_specifics(
-                sysinfo::ProcessesToUpdate::Some(&pids),
-                true,
-                sysinfo::ProcessRefreshKind::nothing()
-                    .with_cpu()
-                    .with_memory(),
-            );
-        };
-        // sysinfo rates a process's CPU use between two refreshes, and only once the earlier of
-        // them saw it with some CPU time. A process seen for the first time (a new child, the
-        // daemon's first status) gets a second look a moment later, and a third if it had no CPU
-        // time yet at the first (it had just exec'd) but has some now, so that no status shows a
-        // busy new gateway at 0%.
-        let new: Vec<sysinfo::Pid> = pids
-            .iter()
-            .copied()
-            .filter(|p| sys.process(*p).is_none())
-            .collect();
-        refresh(sys);
-        let cpu_time = |sys: &sysinfo::System, p: &sysinfo::Pid| {
-            sys.process(*p).map_or(0, |p| p.accumulated_cpu_time())
-        };
-        let mut unrated = new;
-        for _ in 0..2 {
-            if unrated.is_empty() {
-                break;
-            }
-            let before: Vec<u64> = unrated.iter().map(|p| cpu_time(sys, p)).collect();
-            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-            refresh(sys);
-            unrated = unrated
-                .into_iter()
-                .zip(before)
-                .filter(|(p, before)| *before == 0 && cpu_time(sys, p) > 0)
-                .map(|(p, _)| p)
-                .collect();
-        }
-    }
-    let figures = trees
-        .into_iter()
-        .map(|(name, root, tree)| {
-            let (mut cpu, mut rss) = (0.0, 0);
-            for pid in tree {
-                if let Some(p) = system
-                    .as_ref()
-                    .and_then(|s| s.process(sysinfo::Pid::from_u32(pid as u32)))
-                {
-                    cpu += p.cpu_usage();
-                    rss += p.memory();
-                }
-            }
-            (name, (root, cpu, rss))
-        })
-        .collect();
-    let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
-    s.system = system;
-    s.figures = figures;
-    s.taken = Some(Instant::now());
-    s.running = false;
+/// Fields a running child does not depend on: a change of these alone keeps the child.
+/// `autostart` only decides whether the daemon starts the instance when it starts.
+const KEPT_ON_CHANGE: &[&str] = &["autostart"];
+
+/// Whether a change of `field` (one of [`changed_fields`]) means the child must be started again
+/// with the new profile.
+pub fn needs_restart(field: &str) -> bool {
+    !KEPT_ON_CHANGE.contains(&field)
 }
 
 /// Before anything starts: every process that already uses an instance's state dir or gateway port
@@ -564,5 +503,49 @@ pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
         tree::end_all(find, nix::sys::signal::Signal::SIGTERM, grace, |_| async {}).await;
     if !survivors.is_empty() {
         tracing::error!("leftovers survived SIGKILL: {survivors:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profile `main` as `yaml` reads, from a temp dir; HOME is the same for every call.
+    fn profile(yaml: &str) -> Profile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("main.yaml"), yaml).expect("write the profile");
+        let env = |k: &str| (k == "HOME").then(|| "/nonexistent/home".to_string());
+        let plan = crate::profile::load_with_env(dir.path(), &env);
+        assert!(plan.report.ok(), "{}", plan.report);
+        plan.profiles.into_iter().next().expect("one profile")
+    }
+
+    const BASE: &str = "port: 18789\ncommand: [/bin/true]\n";
+
+    #[test]
+    fn where_a_value_is_written_is_no_change() {
+        let moved = format!("# a comment\n\n{BASE}");
+        assert_eq!(changed_fields(&profile(BASE), &profile(&moved)), [""; 0]);
+    }
+
+    #[test]
+    fn autostart_alone_is_a_change_without_restart() {
+        let fields = changed_fields(
+            &profile(BASE),
+            &profile(&format!("{BASE}autostart: false\n")),
+        );
+        assert_eq!(fields, ["autostart"]);
+        assert!(!fields.iter().any(|f| needs_restart(f)));
+    }
+
+    #[test]
+    fn what_the_child_runs_with_needs_a_restart() {
+        let fields = changed_fields(
+            &profile(BASE),
+            &profile("port: 18889\ncommand: [/bin/false]\nenv: { A: b }\n"),
+        );
+        // The liveness probe's default URL follows the port.
+        assert_eq!(fields, ["port", "command", "env", "health", "ports"]);
+        assert!(fields.iter().all(|f| needs_restart(f)));
     }
 }

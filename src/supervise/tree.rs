@@ -36,12 +36,26 @@ pub fn snapshot() -> Vec<Proc> {
 
 /// `/proc/PID/stat` of one process, if it still exists (and is not a zombie).
 pub fn read_stat(pid: i32) -> Option<Proc> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 2..];
+    // Bytes, not a String: a command name need not be UTF-8, and such a process must still be
+    // found (and stopped).
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+/// One `/proc/PID/stat` line: `pid (comm) state ppid pgrp ... starttime ...`. None for a zombie or
+/// a line that does not parse.
+fn parse_stat(pid: i32, text: &[u8]) -> Option<Proc> {
+    // The command name is any 16 bytes, spaces, parentheses and ") " included, and nothing after
+    // it can hold a ')': it ends at the LAST ')'.
+    let open = text.iter().position(|b| *b == b'(')?;
+    let close = text.iter().rposition(|b| *b == b')')?;
+    if close < open {
+        return None;
+    }
+    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // f[0] is field 3 (state); ppid is field 4, pgrp 5, starttime 22.
-    if f.first() == Some(&"Z") {
+    if *f.first()? == "Z" {
         return None;
     }
     Some(Proc {
@@ -87,13 +101,22 @@ impl<'a> Tree<'a> {
 
 /// Whether `pid`'s environment holds `MARKER_VAR=<instance>` and `OPENCLAW_STATE_DIR=<state_dir>`.
 pub fn has_marker(pid: i32, instance: &str, state_dir: &str) -> bool {
-    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| is_marked(&env, instance, state_dir))
+}
+
+/// The variables of a `/proc/PID/environ` (`NAME=value`, each ended by a NUL).
+fn env_vars(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.split(|b| *b == 0).filter(|v| !v.is_empty())
+}
+
+/// Whether the environment `env` holds both the instance's marker and its state dir, each as a
+/// whole variable.
+fn is_marked(env: &[u8], instance: &str, state_dir: &str) -> bool {
     let marker = format!("{MARKER_VAR}={instance}");
     let state = format!("OPENCLAW_STATE_DIR={state_dir}");
     let mut found = (false, false);
-    for var in env.split(|b| *b == 0) {
+    for var in env_vars(env) {
         if var == marker.as_bytes() {
             found.0 = true;
         } else if var == state.as_bytes() {
@@ -244,7 +267,7 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
     let mut out = Vec::new();
     for p in snapshot().into_iter().filter(|p| p.pid != me) {
         if let Ok(env) = std::fs::read(format!("/proc/{}/environ", p.pid)) {
-            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            let vars: Vec<&[u8]> = env_vars(&env).collect();
             for v in &vars {
                 let Some(k) = std::str::from_utf8(v).ok().and_then(|v| by_state.get(v)) else {
                     continue;
@@ -289,24 +312,276 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
 fn listening_inodes<T>(ports: &HashMap<u16, T>) -> HashMap<String, u16> {
     let mut out = HashMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
-                continue;
-            };
-            let port = local
-                .rsplit(':')
-                .next()
-                .and_then(|h| u16::from_str_radix(h, 16).ok());
-            if let (true, Some(port)) = (*state == "0A", port) {
-                if ports.contains_key(&port) {
-                    out.insert(format!("socket:[{inode}]"), port);
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(table) {
+            out.extend(listening_in(&text, ports));
         }
     }
     out
+}
+
+/// `socket:[inode]` -> port, for the listeners on one of `ports` in a `/proc/net/tcp` or
+/// `/proc/net/tcp6` table (its first line is a header).
+fn listening_in<'t, T>(
+    table: &'t str,
+    ports: &'t HashMap<u16, T>,
+) -> impl Iterator<Item = (String, u16)> + 't {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(listener)
+        .filter(|(port, _)| ports.contains_key(port))
+        .map(|(port, inode)| (format!("socket:[{inode}]"), port))
+}
+
+/// The local port and socket inode of one line of a TCP table, if the socket listens (state
+/// `0A`): `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`, the
+/// address `HEX_IP:HEX_PORT` (32 hex digits of IP for tcp6).
+fn listener(line: &str) -> Option<(u16, &str)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+    if *state != "0A" {
+        return None;
+    }
+    let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+    Some((port, inode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stat line of pid 4242 named `comm`: parent 1, group 4242, started at tick 98765.
+    fn stat(comm: &[u8]) -> Vec<u8> {
+        let mut line = b"4242 (".to_vec();
+        line.extend_from_slice(comm);
+        line.extend_from_slice(
+            b") S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 98765 1000 2000\n",
+        );
+        line
+    }
+
+    const PARSED: Proc = Proc {
+        pid: 4242,
+        ppid: 1,
+        pgid: 4242,
+        start: 98765,
+    };
+
+    #[test]
+    fn stat_of_a_plain_name() {
+        assert_eq!(parse_stat(4242, &stat(b"node")), Some(PARSED));
+    }
+
+    #[test]
+    fn stat_names_with_spaces_and_parentheses() {
+        for comm in [
+            &b"openclaw gateway"[..],
+            b"(sd-pam)",
+            b"a) b",
+            b") S 9 9 9",
+            b"x) Z 1 1",
+            b"((",
+            b"))",
+            b"",
+            b" ",
+        ] {
+            assert_eq!(
+                parse_stat(4242, &stat(comm)),
+                Some(PARSED),
+                "{:?}",
+                String::from_utf8_lossy(comm)
+            );
+        }
+    }
+
+    #[test]
+    fn stat_of_a_name_that_is_not_utf8() {
+        assert_eq!(parse_stat(4242, &stat(b"\xff\xfe)\x80")), Some(PARSED));
+    }
+
+    #[test]
+    fn stat_of_a_zombie_is_none() {
+        let line = b"4242 (node) Z 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 98765\n";
+        assert_eq!(parse_stat(4242, line), None);
+    }
+
+    #[test]
+    fn truncated_or_odd_stat_lines_are_none() {
+        for line in [
+            &b""[..],
+            b"4242",
+            b"4242 (node",
+            b"4242 (node)",
+            b"4242 (node) ",
+            b"4242 (node)S",
+            b"4242 (node) S",
+            b"4242 (node) S 1 4242",
+            b"4242 (node) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0",
+            b"4242 (node) S one 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 98765",
+            b"4242 (node) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 -5",
+            b"4242 node) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 98765",
+            b"4242 )node( S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 98765",
+            b"4242 (node) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 11 0 98765\xff",
+            b"4242 (node)\xc3",
+        ] {
+            assert_eq!(
+                parse_stat(4242, line),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn read_stat_of_this_process_names_its_parent() {
+        let me = read_stat(std::process::id() as i32).expect("our own stat");
+        assert_eq!(me.ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(me.pgid, nix::unistd::getpgrp().as_raw());
+    }
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:4979 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111 1 0000000000000000 100 0 0 10 0
+   1: 00000000:4A38 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0
+   2: 0100007F:4979 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 333 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 444 1 0000000000000000 100 0 0 10 0
+";
+
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:4979 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 555 1 0000000000000000 100 0 0 10 0
+   1: 0000000000000000FFFF00000100007F:4A38 0000000000000000FFFF00000100007F:C350 06 00000000:00000000 03:00000F3C 00000000     0        0 0 3 0000000000000000
+";
+
+    fn ports(list: &[u16]) -> HashMap<u16, ()> {
+        list.iter().map(|p| (*p, ())).collect()
+    }
+
+    fn found(table: &str, list: &[u16]) -> Vec<(String, u16)> {
+        let ports = ports(list);
+        let mut out: Vec<_> = listening_in(table, &ports).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn tcp_listeners_of_the_ports_asked() {
+        // 0x4979 = 18809, 0x4A38 = 19000, 0x1F90 = 8080.
+        assert_eq!(
+            found(TCP, &[18809, 19000]),
+            [
+                ("socket:[111]".to_string(), 18809),
+                ("socket:[222]".to_string(), 19000)
+            ]
+        );
+        assert_eq!(found(TCP, &[8080]), [("socket:[444]".to_string(), 8080)]);
+        assert_eq!(found(TCP, &[1]), []);
+    }
+
+    #[test]
+    fn tcp_connections_are_not_listeners() {
+        // Line 2 is a connection from port 18809 (state 01), whose inode 333 is not a listener.
+        assert!(found(TCP, &[18809])
+            .iter()
+            .all(|(inode, _)| inode != "socket:[333]"));
+    }
+
+    #[test]
+    fn tcp6_listeners_and_time_wait() {
+        assert_eq!(found(TCP6, &[18809]), [("socket:[555]".to_string(), 18809)]);
+        // 19000 is there only in TIME_WAIT (06).
+        assert_eq!(found(TCP6, &[19000]), []);
+    }
+
+    #[test]
+    fn the_header_is_not_a_listener() {
+        let header = TCP.lines().next().unwrap_or_default();
+        assert_eq!(listener(header), None);
+        assert_eq!(
+            found(
+                "   0: 0100007F:4979 00000000:0000 0A 0 0 0 0 0 111",
+                &[18809]
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn odd_or_short_tcp_lines_are_skipped() {
+        for line in [
+            "",
+            "   0:",
+            "   0: 0100007F:4979 00000000:0000 0A",
+            "   0: 0100007F:4979 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0",
+            "   0: 0100007F 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111",
+            "   0: 0100007F: 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111",
+            "   0: 0100007F:ZZZZ 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111",
+            "   0: 0100007F:14979 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111",
+            "   0: 0100007F:4979 00000000:0000 0a 00000000:00000000 00:00000000 00000000  1000        0 111",
+        ] {
+            assert_eq!(listener(line), None, "{line:?}");
+        }
+        assert_eq!(
+            listener("0: 0100007F:4979 00000000:0000 0A 00000000:00000000 00:00000000 00000000 1000 0 111"),
+            Some((18809, "111"))
+        );
+    }
+
+    #[test]
+    fn a_marked_environment_needs_both_variables_whole() {
+        let env = b"HOME=/home/u\0OPENCLAW_SUPERVISOR_INSTANCE=main\0OPENCLAW_STATE_DIR=/s/main\0";
+        assert!(is_marked(env, "main", "/s/main"));
+        // No trailing NUL (a truncated read) still holds both.
+        assert!(is_marked(&env[..env.len() - 1], "main", "/s/main"));
+        assert!(!is_marked(env, "mai", "/s/main"));
+        assert!(!is_marked(env, "main2", "/s/main"));
+        assert!(!is_marked(env, "main", "/s/mai"));
+        assert!(!is_marked(env, "main", "/s/main/"));
+        assert!(!is_marked(
+            b"OPENCLAW_SUPERVISOR_INSTANCE=main\0",
+            "main",
+            "/s/main"
+        ));
+        assert!(!is_marked(
+            b"OPENCLAW_STATE_DIR=/s/main\0",
+            "main",
+            "/s/main"
+        ));
+        assert!(!is_marked(b"", "main", "/s/main"));
+        assert!(!is_marked(b"\0\0\0", "main", "/s/main"));
+        assert!(!is_marked(
+            b"X=OPENCLAW_SUPERVISOR_INSTANCE=main\0X=OPENCLAW_STATE_DIR=/s/main",
+            "main",
+            "/s/main"
+        ));
+    }
+
+    #[test]
+    fn environ_variables_skip_empty_entries() {
+        let vars: Vec<&[u8]> = env_vars(b"A=1\0\0B=\xff\0C").collect();
+        assert_eq!(vars, [&b"A=1"[..], b"B=\xff", b"C"]);
+    }
+
+    #[test]
+    fn has_marker_reads_a_child_environment() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARKER_VAR, "tree-test")
+            .env("OPENCLAW_STATE_DIR", "/nonexistent/tree-test")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        // spawn() returns once exec has begun, before the kernel has written the new
+        // environment: wait for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut marked = false;
+        while !marked && std::time::Instant::now() < deadline {
+            marked = has_marker(pid, "tree-test", "/nonexistent/tree-test");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let other = has_marker(pid, "other", "/nonexistent/tree-test");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(marked);
+        assert!(!other);
+    }
 }
