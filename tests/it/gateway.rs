@@ -3,7 +3,7 @@
 //! isolation of their state dirs, the restart after a SIGKILL, whole-tree stops and the daemon's
 //! shutdown. Skipped, loudly, when the npm registry cannot be reached.
 
-mod common;
+use crate::common;
 
 use common::{alive, environ, pids_with_env, Daemon, Scene};
 use std::io::{Read, Write};

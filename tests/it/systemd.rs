@@ -2,7 +2,7 @@
 //! once the check passed and the instances are launched, STATUS= lines, WATCHDOG=1 when a watchdog
 //! is set, STOPPING=1 at shutdown; and the shipped unit file.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `openclawctl check` and `ports` on real temp dirs, real symlinks and real JSON5 files, through the
 //! real binaries. Each test asserts the report text an operator reads.
 
-mod common;
+use crate::common;
 
 use common::{stderr, stdout, Scene};
 
