@@ -225,9 +225,17 @@ impl E2e {
         }
     }
 
-    /// Every live process of the instance (its marker in the environment).
+    /// Every live process of the instance: its marker and its state dir in the environment, as
+    /// the daemon finds them (other tests running beside this one have instances named main too).
     fn procs(&self, name: &str) -> Vec<u32> {
-        let mut p = pids_with_env(MARKER, name);
+        let state = format!(
+            "OPENCLAW_STATE_DIR={}",
+            self.states[Self::idx(name)].display()
+        );
+        let mut p: Vec<u32> = pids_with_env(MARKER, name)
+            .into_iter()
+            .filter(|pid| environ(*pid).contains(&state))
+            .collect();
         p.sort();
         p
     }

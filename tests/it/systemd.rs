@@ -123,7 +123,8 @@ fn notifies_ready_status_watchdog_and_stopping() {
         "{stopping:?}"
     );
     manager.until("the last status", |m| m.contains("STATUS=stopped"));
-    assert!(pids_with_env("OPENCLAW_SUPERVISOR_INSTANCE", "main").is_empty());
+    // By its state dir: other tests running beside this one have instances named main too.
+    assert!(pids_with_env("OPENCLAW_STATE_DIR", &state.display().to_string()).is_empty());
 }
 
 #[test]
