@@ -1,15 +1,16 @@
 //! End to end with the real OpenClaw gateway: installs the pinned release with
 //! `scripts/install-openclaw`, runs a main and a rescue gateway under the daemon, and checks readiness,
 //! isolation of their state dirs, the restart after a SIGKILL, whole-tree stops and the daemon's
-//! shutdown. Skipped, loudly, when the npm registry cannot be reached.
+//! shutdown. Skipped, loudly, when the npm registry cannot be reached; failed instead under
+//! `CI=true`, where a skip would let a run pass that tested no real gateway.
 
-mod common;
+use crate::common;
 
 use common::{alive, environ, pids_with_env, Daemon, Scene};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "OPENCLAW_SUPERVISOR_INSTANCE";
@@ -17,8 +18,13 @@ const NAMES: [&str; 2] = ["main", "rescue"];
 /// Long enough for a slow, shared 2-core machine; only stops a test that would otherwise hang.
 const DEADLINE: Duration = Duration::from_secs(360);
 
+/// Whether this is a CI run: CI services set `CI=true` (as `.ci/run` reads it); there no skip.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// Runs the install script; the PATH dirs of the gateway and its Node, or None when the registry
-/// cannot be reached (after a banner saying the test is skipped).
+/// cannot be reached (after a banner saying the test is skipped). Under CI that is a failure.
 fn install() -> Option<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-openclaw");
     let t = Instant::now();
@@ -30,6 +36,11 @@ fn install() -> Option<String> {
     eprint!("{stderr}");
     match out.status.code() {
         Some(0) => {}
+        Some(69) if in_ci() => panic!(
+            "FAILED: the real-gateway end-to-end test cannot run: the npm registry cannot be \
+             reached, so OpenClaw could not be installed (scripts/install-openclaw exited 69), and \
+             with CI=true this test fails rather than skips (the script's output is above)"
+        ),
         Some(69) => {
             let banner = format!(
                 "\n{bar}\nSKIPPED: the real-gateway end-to-end test: the npm registry cannot be reached,\n\
@@ -225,9 +236,17 @@ impl E2e {
         }
     }
 
-    /// Every live process of the instance (its marker in the environment).
+    /// Every live process of the instance: its marker and its state dir in the environment, as
+    /// the daemon finds them (other tests running beside this one have instances named main too).
     fn procs(&self, name: &str) -> Vec<u32> {
-        let mut p = pids_with_env(MARKER, name);
+        let state = format!(
+            "OPENCLAW_STATE_DIR={}",
+            self.states[Self::idx(name)].display()
+        );
+        let mut p: Vec<u32> = pids_with_env(MARKER, name)
+            .into_iter()
+            .filter(|pid| environ(*pid).contains(&state))
+            .collect();
         p.sort();
         p
     }
@@ -483,4 +502,58 @@ fn real_gateways_main_and_rescue_end_to_end() {
         });
     }
     eprintln!("real-gateway end-to-end: {:.1?} in all", t0.elapsed());
+}
+
+/// This file's end-to-end test run alone in a child of this test binary, with an empty install
+/// prefix and a registry nothing answers on; `ci` is the `CI` variable it sees.
+fn end_to_end_without_registry(ci: Option<&str>) -> Output {
+    let scene = Scene::new();
+    let port = common::free_ports(1)[0];
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "gateway::real_gateways_main_and_rescue_end_to_end",
+        "--test-threads=1",
+    ])
+    .env("OPENCLAW_GATEWAY_PREFIX", scene.path("gateway"))
+    .env("npm_config_registry", format!("http://127.0.0.1:{port}/"))
+    .env_remove("NPM_CONFIG_REGISTRY")
+    // npm's logs and caches go to the scene, not the user's ~/.npm.
+    .env("HOME", scene.home())
+    .env_remove("CI");
+    if let Some(ci) = ci {
+        cmd.env("CI", ci);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn unreachable_registry_fails_the_real_gateway_test_under_ci() {
+    let out = end_to_end_without_registry(Some("true"));
+    let text = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    assert!(text.contains("running 1 test"), "{text}");
+    assert_eq!(out.status.code(), Some(101), "{text}");
+    assert!(
+        text.contains("test result: FAILED. 0 passed; 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the npm registry cannot be reached") && text.contains("with CI=true"),
+        "{text}"
+    );
+    assert!(!text.contains("SKIPPED"), "{text}");
+}
+
+#[test]
+fn unreachable_registry_skips_the_real_gateway_test_loudly_outside_ci() {
+    let out = end_to_end_without_registry(None);
+    let text = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    assert!(text.contains("running 1 test"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "SKIPPED: the real-gateway end-to-end test: the npm registry cannot be reached"
+        ),
+        "{text}"
+    );
 }

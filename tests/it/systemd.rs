@@ -2,7 +2,7 @@
 //! once the check passed and the instances are launched, STATUS= lines, WATCHDOG=1 when a watchdog
 //! is set, STOPPING=1 at shutdown; and the shipped unit file.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
@@ -123,7 +123,8 @@ fn notifies_ready_status_watchdog_and_stopping() {
         "{stopping:?}"
     );
     manager.until("the last status", |m| m.contains("STATUS=stopped"));
-    assert!(pids_with_env("OPENCLAW_SUPERVISOR_INSTANCE", "main").is_empty());
+    // By its state dir: other tests running beside this one have instances named main too.
+    assert!(pids_with_env("OPENCLAW_STATE_DIR", &state.display().to_string()).is_empty());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The daemon supervising real child processes (the stand-in gateway built by cargo), observed as an
 //! operator would: `openclawctl status`, the instance log, and the process table.
 
-mod common;
+use crate::common;
 
 use common::{
     alive, environ, fake_gateway, free_ports, pids_with_env, stderr, stdout, wait_for, Scene,

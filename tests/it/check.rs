@@ -1,7 +1,7 @@
 //! `openclawctl check` and `ports` on real temp dirs, real symlinks and real JSON5 files, through the
 //! real binaries. Each test asserts the report text an operator reads.
 
-mod common;
+use crate::common;
 
 use common::{stderr, stdout, Scene};
 
@@ -10,19 +10,41 @@ fn lines(s: &str) -> Vec<&str> {
 }
 
 #[test]
-fn shipped_profiles_pass_the_check() {
+fn shipped_main_and_rescue_pass_the_check() {
+    // Only the two shipped files, copied: the README's tour adds its own profiles to supervisor.d/.
     let scene = Scene::new();
-    let dir = common::repo().join("supervisor.d");
-    let out = scene.run(
-        "openclawctl",
-        &["check", "--config-dir", dir.to_str().unwrap()],
-    );
+    for file in ["main.yaml", "rescue.yaml"] {
+        std::fs::copy(
+            common::repo().join("supervisor.d").join(file),
+            scene.dir().join(file),
+        )
+        .unwrap();
+    }
+    let out = scene.check();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("check passed: 2 profiles"),
         "{}",
         stdout(&out)
     );
+    // On the ports README's quick start gives them.
+    let out = scene.run(
+        "openclawctl",
+        &["ports", "--config-dir", "supervisor.d", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ports: Vec<(&str, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap(),
+                i["port"]["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports, [("main", 18789), ("rescue", 19001)], "{v}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The operators' starts and stops survive a daemon restart: `openclawctl stop` keeps an instance
 //! stopped, `openclawctl start` keeps one started, and a corrupt state file is reported and ignored.
 
-mod common;
+use crate::common;
 
 use common::{free_ports, stderr, Scene};
 

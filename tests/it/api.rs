@@ -1,7 +1,7 @@
 //! The control API as its users meet it: openclawctl and plain gRPC clients against the real daemon
 //! (socket modes, tokens over TCP, reload, log follow, events, health, reflection, many clients).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,0 +1,12 @@
+//! Every integration test, in one binary with a module per area. A crate per file meant six test
+//! binaries, each linking the library and all its dependencies again: on a 2-core machine the links
+//! cost more than compiling the tests. Each module drives the real daemon and CLI (`common`).
+
+mod common;
+
+mod api;
+mod check;
+mod desired_state;
+mod gateway;
+mod supervise;
+mod systemd;
