@@ -82,10 +82,12 @@ pub struct LogConfig {
 
 /// The longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
-/// Lines of all instances waiting for the disk before lines are dropped (from the files only: the
-/// tails have them).
-const QUEUE: usize = 16 * 1024;
-/// The most lines the disk thread takes before it writes what it took.
+/// Batches of lines, of all instances, waiting for the disk before lines are dropped (from the
+/// files only: the tails have them).
+const QUEUE: usize = 4096;
+/// The most lines a pipe reader hands over at once: those it has already read when it hands over.
+const READ_BATCH: usize = 64;
+/// The most batches the disk thread takes before it writes what it took.
 const BATCH: usize = 256;
 
 /// An instance's log: the tail and live feed the API reads, and its file on the disk side.
@@ -173,6 +175,12 @@ impl InstanceLog {
     /// Puts a line in the tail and the feed at once, and hands it to the disk side without
     /// waiting.
     fn push(&self, line: LogLine) {
+        let text = self.remember(line);
+        self.disk.write(&self.file, vec![text]);
+    }
+
+    /// Puts a line in the tail and the feed; returns it as the file will have it.
+    fn remember(&self, line: LogLine) -> String {
         let text = line.render();
         {
             // Under the tail's lock, so that `tail_and_follow` sees each line exactly once: in the
@@ -186,13 +194,14 @@ impl InstanceLog {
             }
             tail.push_back(line);
         }
-        self.disk.write(&self.file, text);
+        text
     }
 }
 
 async fn read_lines(pipe: tokio::net::unix::pipe::Receiver, stream: Stream, log: &InstanceLog) {
     let mut reader = BufReader::with_capacity(1024, pipe);
     let mut buf = Vec::new();
+    let mut batch = Vec::new();
     loop {
         buf.clear();
         let n = (&mut reader)
@@ -206,11 +215,20 @@ async fn read_lines(pipe: tokio::net::unix::pipe::Receiver, stream: Stream, log:
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
-        log.push(LogLine {
+        batch.push(log.remember(LogLine {
             time: SystemTime::now(),
             stream,
             text: String::from_utf8_lossy(&buf).into_owned(),
-        });
+        }));
+        // Lines already read go to the disk side together: one hand-over, one wake-up of its
+        // thread, for a chatty child's burst.
+        if batch.len() < READ_BATCH && reader.buffer().contains(&b'\n') {
+            continue;
+        }
+        log.disk.write(&log.file, std::mem::take(&mut batch));
+    }
+    if !batch.is_empty() {
+        log.disk.write(&log.file, batch);
     }
 }
 
@@ -238,8 +256,8 @@ pub struct Disk {
 type Owed = Arc<Mutex<Vec<Arc<LogFile>>>>;
 
 enum Job {
-    /// A rendered line, without its newline, for a file.
-    Line(Arc<LogFile>, String),
+    /// Rendered lines, without their newlines, for a file.
+    Lines(Arc<LogFile>, Vec<String>),
     /// Files owe markers: a wake-up for the thread, which looks at `owed` after every batch.
     Owed,
     /// Answered once every job before it is written.
@@ -300,19 +318,18 @@ impl Disk {
         }
     }
 
-    /// Hands a line to the thread without waiting; if the queue is full, counts it against its file.
-    fn write(&self, file: &Arc<LogFile>, text: String) {
+    /// Hands lines to the thread without waiting; if the queue is full, counts them against
+    /// their file.
+    fn write(&self, file: &Arc<LogFile>, mut lines: Vec<String>) {
         let owed = file.dropped.swap(0, Ordering::AcqRel);
         if owed > 0 {
             // The marker goes first, where the lines went missing.
-            let marker = dropped_marker(owed).render();
-            if self.tx.try_send(Job::Line(file.clone(), marker)).is_err() {
-                self.count_dropped(file, owed + 1);
-                return;
-            }
+            lines.insert(0, dropped_marker(owed).render());
         }
-        if self.tx.try_send(Job::Line(file.clone(), text)).is_err() {
-            self.count_dropped(file, 1);
+        let n = lines.len() as u64;
+        if self.tx.try_send(Job::Lines(file.clone(), lines)).is_err() {
+            // The marker (if any) is not a line of the child's: count only what it counted.
+            self.count_dropped(file, n - u64::from(owed > 0) + owed);
         }
     }
 
@@ -338,7 +355,7 @@ fn disk_loop(mut rx: mpsc::Receiver<Job>, owed: &Mutex<Vec<Arc<LogFile>>>) {
         let mut taken = 0;
         while let Some(job) = next.take() {
             match job {
-                Job::Line(file, text) => append(&file, &text, &mut dirty),
+                Job::Lines(file, lines) => append(&file, &lines, &mut dirty),
                 Job::Owed => {}
                 Job::Flush(reply) => flushes.push(reply),
             }
@@ -351,7 +368,7 @@ fn disk_loop(mut rx: mpsc::Receiver<Job>, owed: &Mutex<Vec<Arc<LogFile>>>) {
         for file in owing {
             let n = file.dropped.swap(0, Ordering::AcqRel);
             if n > 0 {
-                append(&file, &dropped_marker(n).render(), &mut dirty);
+                append(&file, &[dropped_marker(n).render()], &mut dirty);
             }
         }
         for file in dirty.drain(..) {
@@ -363,17 +380,20 @@ fn disk_loop(mut rx: mpsc::Receiver<Job>, owed: &Mutex<Vec<Arc<LogFile>>>) {
     }
 }
 
-/// Adds a line to its file's batch, rotating the file when it is full.
-fn append(file: &Arc<LogFile>, text: &str, dirty: &mut Vec<Arc<LogFile>>) {
+/// Adds lines to their file's batch (noting the file as to be written), rotating the file
+/// whenever it is full.
+fn append(file: &Arc<LogFile>, lines: &[String], dirty: &mut Vec<Arc<LogFile>>) {
     let mut state = file.state.lock().unwrap_or_else(|e| e.into_inner());
     if state.buf.is_empty() {
         dirty.push(file.clone());
     }
-    state.buf.extend_from_slice(text.as_bytes());
-    state.buf.push(b'\n');
-    state.size += text.len() as u64 + 1;
-    if state.size >= state.max_bytes {
-        state.rotate();
+    for text in lines {
+        state.buf.extend_from_slice(text.as_bytes());
+        state.buf.push(b'\n');
+        state.size += text.len() as u64 + 1;
+        if state.size >= state.max_bytes {
+            state.rotate();
+        }
     }
 }
 
@@ -436,8 +456,8 @@ mod tests {
     #[tokio::test]
     async fn lines_the_disk_cannot_take_are_in_the_tail_and_counted_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        // A queue of 4 that no thread drains yet: the disk "hangs".
-        let (disk, rx) = Disk::unstarted(4);
+        // A queue of one batch that no thread drains yet: the disk "hangs".
+        let (disk, rx) = Disk::unstarted(1);
         let log = InstanceLog::open(&config(dir.path()), &disk, "main").unwrap();
         let (rd, wr) = std::io::pipe().unwrap();
         let writer = std::thread::spawn(move || {
