@@ -7,19 +7,41 @@
 //! of the directory), after every operator start, stop or restart. It is read leniently: a file
 //! that cannot be read or parsed, or an entry with an unknown value, is reported and ignored; the
 //! daemon then starts as the profiles' `autostart` say.
+//!
+//! The writing happens on a thread of its own, never on the runtime and never under the map's lock:
+//! a change bumps a generation and leaves a snapshot of the whole map for the writer, replacing any
+//! snapshot it had not taken yet (only the newest matters, as it holds every earlier change). So a
+//! disk that hangs stalls only that thread.
+//!
+//! `record` (and `retain`) wait for the file, as an operator's `stop` used to reply only once the
+//! file was written, but at most [`RECORD_WAIT`]: an operator's command must not hang because the
+//! state dir's disk does. Past that, or if the write failed, the wish still holds for this daemon's
+//! life, the daemon logs that it is not on disk yet, and the writer keeps trying (a failed write is
+//! tried again, less and less often, until it succeeds or a newer snapshot replaces it). A graceful
+//! shutdown waits, also bounded, for the last wish to be written ([`DesiredState::flush`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// The file's name in the daemon's state dir.
 pub const FILE_NAME: &str = "desired-state.json";
 
 /// The format's version; a file of another version is reported and ignored.
 const VERSION: u32 = 1;
+
+/// How long `record` and `retain` wait for the file before they return anyway. Long enough for a
+/// loaded disk's fsync, short enough that an operator's `stop` answers when the disk hangs.
+pub const RECORD_WAIT: Duration = Duration::from_secs(2);
+
+/// A failed write is tried again after this, doubling up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// What an operator last asked of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +51,15 @@ pub enum Want {
     Running,
     /// Stopped: leave it stopped.
     Stopped,
+}
+
+impl Want {
+    fn as_str(self) -> &'static str {
+        match self {
+            Want::Running => "running",
+            Want::Stopped => "stopped",
+        }
+    }
 }
 
 /// The file: read with `M` a map of raw values, so a bad one costs only itself; written with `M` a
@@ -48,17 +79,58 @@ pub struct DesiredState {
 
 struct Inner {
     path: PathBuf,
-    /// Held while the map changes and while it is written, so the file always ends with the
-    /// latest map.
-    wants: Mutex<BTreeMap<String, Want>>,
+    /// Shared with the writer thread, which waits on the condvar for a snapshot.
+    book: Arc<(Mutex<Book>, Condvar)>,
+    /// What the writer did last; its sender lives on the writer thread.
+    progress: watch::Receiver<Progress>,
+}
+
+/// The map and what the writer has yet to take. Held only to change or copy the map, never while
+/// the file is written.
+struct Book {
+    wants: BTreeMap<String, Want>,
+    /// Bumped by every change of `wants`.
+    generation: u64,
+    /// The newest snapshot the writer has not taken.
+    pending: Option<Snapshot>,
+    /// Set when the last `DesiredState` is gone: the writer writes what is pending and ends.
+    closed: bool,
+}
+
+type Snapshot = (u64, BTreeMap<String, Want>);
+
+/// The writer's last outcomes, by generation.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// The newest generation on disk.
+    written: u64,
+    /// The newest generation whose write failed (it is being tried again).
+    failed: u64,
+}
+
+/// How a wait for the file ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saved {
+    Yes,
+    Failed,
+    NotYet,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let (book, wake) = &*self.book;
+        book.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        wake.notify_one();
+    }
 }
 
 impl DesiredState {
-    /// Reads `dir/desired-state.json`. A missing file is an empty set of wishes; anything wrong
-    /// with the file comes back as warnings (with the file, line and field), never as an error.
+    /// Reads `dir/desired-state.json` and starts the thread that writes it. A missing file is an
+    /// empty set of wishes; anything wrong with the file comes back as warnings (with the file,
+    /// line and field), never as an error.
     pub fn load(dir: &Path) -> (DesiredState, Vec<String>) {
         let path = dir.join(FILE_NAME);
-        let (wants, warnings) = match std::fs::read_to_string(&path) {
+        let (wants, mut warnings) = match std::fs::read_to_string(&path) {
             Ok(text) => parse(&path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
             Err(e) => (
@@ -69,10 +141,33 @@ impl DesiredState {
                 )],
             ),
         };
+        let book = Arc::new((
+            Mutex::new(Book {
+                wants,
+                generation: 0,
+                pending: None,
+                closed: false,
+            }),
+            Condvar::new(),
+        ));
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let writer = {
+            let (path, book) = (path.clone(), book.clone());
+            std::thread::Builder::new()
+                .name("desired-state".into())
+                .spawn(move || write_loop(&path, &book, &progress_tx))
+        };
+        if let Err(e) = writer {
+            warnings.push(format!(
+                "{}: cannot start the thread that writes it ({e}): operators' starts and stops hold only until the daemon stops",
+                path.display()
+            ));
+        }
         let state = DesiredState {
             inner: Arc::new(Inner {
                 path,
-                wants: Mutex::new(wants),
+                book,
+                progress,
             }),
         };
         (state, warnings)
@@ -80,7 +175,7 @@ impl DesiredState {
 
     /// What an operator last asked of `name`, if anything.
     pub fn get(&self, name: &str) -> Option<Want> {
-        self.lock().get(name).copied()
+        self.lock().wants.get(name).copied()
     }
 
     /// Whether `name` should run when the daemon (re)starts it: the operator's last wish, else
@@ -92,46 +187,166 @@ impl DesiredState {
         }
     }
 
-    /// Records an operator's wish and writes the file (off the runtime). A failed write is
-    /// logged: the wish still holds for this daemon's life.
+    /// Records an operator's wish and waits, at most [`RECORD_WAIT`], for the file to hold it.
+    /// A wish not on disk by then (or whose write failed) is logged and still holds for this
+    /// daemon's life; the writer keeps trying.
     pub async fn record(&self, name: &str, want: Want) {
-        let changed = self.lock().insert(name.to_string(), want) != Some(want);
-        if changed {
-            self.persist().await;
-        }
-    }
-
-    /// Forgets every instance not in `names` (removed by a reload or gone from the profiles).
-    pub async fn retain(&self, names: &[&str]) {
-        let changed = {
-            let mut wants = self.lock();
-            let before = wants.len();
-            wants.retain(|n, _| names.contains(&n.as_str()));
-            wants.len() != before
+        let generation = {
+            let mut book = self.lock();
+            if book.wants.insert(name.to_string(), want) != Some(want) {
+                self.changed(&mut book)
+            } else {
+                // Unchanged, but perhaps not on disk yet: the same wait tells.
+                book.generation
+            }
         };
-        if changed {
-            self.persist().await;
+        match self.wait(generation, RECORD_WAIT).await {
+            Saved::Yes => {}
+            Saved::Failed => tracing::warn!(
+                instance = name,
+                file = %self.inner.path.display(),
+                "{name} is {} as asked, but that is not saved (the error is above); still trying: a daemon restart before it is saved starts {name} as its profile's autostart says",
+                want.as_str()
+            ),
+            Saved::NotYet => tracing::warn!(
+                instance = name,
+                file = %self.inner.path.display(),
+                "{name} is {} as asked, but that is not on disk after {RECORD_WAIT:?} (the disk is slow or hangs); still writing it: a daemon restart before then starts {name} as its profile's autostart says",
+                want.as_str()
+            ),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Want>> {
-        self.inner.wants.lock().unwrap_or_else(|e| e.into_inner())
+    /// Forgets every instance not in `names` (removed by a reload or gone from the profiles), and
+    /// waits for the file as `record` does.
+    pub async fn retain(&self, names: &[&str]) {
+        let generation = {
+            let mut book = self.lock();
+            let before = book.wants.len();
+            book.wants.retain(|n, _| names.contains(&n.as_str()));
+            if book.wants.len() != before {
+                self.changed(&mut book)
+            } else {
+                book.generation
+            }
+        };
+        if self.wait(generation, RECORD_WAIT).await != Saved::Yes {
+            tracing::warn!(
+                file = %self.inner.path.display(),
+                "the wishes of removed instances are forgotten, but not on disk yet; still trying"
+            );
+        }
     }
 
-    async fn persist(&self) {
-        let inner = self.inner.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let wants = inner.wants.lock().unwrap_or_else(|e| e.into_inner());
-            write_atomically(&inner.path, &wants)
-        })
-        .await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(
+    /// Waits, at most `bound`, for the newest wishes to be on disk (at shutdown); says so if they
+    /// are not.
+    pub async fn flush(&self, bound: Duration) {
+        let generation = self.lock().generation;
+        if self.wait(generation, bound).await != Saved::Yes {
+            tracing::error!(
                 file = %self.inner.path.display(),
-                "cannot save the instances' desired state ({e}): a daemon restart will start them as their profiles' autostart say"
-            ),
-            Err(e) => tracing::error!("saving the desired state failed: {e}"),
+                "the operators' latest starts and stops are not on disk after {bound:?}: the next daemon may start instances as their profiles' autostart say"
+            );
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        self.inner.book.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands the writer a snapshot of the changed map; returns its generation.
+    fn changed(&self, book: &mut Book) -> u64 {
+        book.generation += 1;
+        book.pending = Some((book.generation, book.wants.clone()));
+        self.inner.book.1.notify_one();
+        book.generation
+    }
+
+    /// Waits until `generation` (or a later one) is written or has failed, at most `bound`.
+    async fn wait(&self, generation: u64, bound: Duration) -> Saved {
+        let mut progress = self.inner.progress.clone();
+        let done = async {
+            progress
+                .wait_for(|p| p.written >= generation || p.failed >= generation)
+                .await
+                .map(|p| *p)
+        };
+        match tokio::time::timeout(bound, done).await {
+            Ok(Ok(p)) if p.written >= generation => Saved::Yes,
+            Ok(Ok(_)) => Saved::Failed,
+            // The writer thread is gone (it could not start).
+            Ok(Err(_)) => Saved::Failed,
+            Err(_) => Saved::NotYet,
+        }
+    }
+}
+
+/// The writer thread: waits for a snapshot, writes it, publishes the outcome; tries a failed one
+/// again, later and later, unless a newer one comes. It sleeps while there is nothing to write.
+fn write_loop(path: &Path, book: &(Mutex<Book>, Condvar), progress: &watch::Sender<Progress>) {
+    let (lock, wake) = book;
+    let mut retry: Option<Snapshot> = None;
+    let mut delay = RETRY_FIRST;
+    let mut failing = false;
+    loop {
+        let job = {
+            let mut b = lock.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(s) = b.pending.take() {
+                    break Some(s);
+                }
+                if b.closed {
+                    break None;
+                }
+                if retry.is_some() {
+                    let (guard, waited) = wake
+                        .wait_timeout(b, delay)
+                        .unwrap_or_else(|e| e.into_inner());
+                    b = guard;
+                    if waited.timed_out() && b.pending.is_none() {
+                        break retry.take();
+                    }
+                } else {
+                    b = wake.wait(b).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        };
+        let Some((generation, wants)) = job else {
+            return;
+        };
+        let started = Instant::now();
+        match write_atomically(path, &wants) {
+            Ok(()) => {
+                progress.send_modify(|p| p.written = generation);
+                let took = started.elapsed();
+                if failing || took > RECORD_WAIT {
+                    tracing::info!(
+                        file = %path.display(),
+                        "the instances' desired state is saved (the write took {took:?})"
+                    );
+                }
+                failing = false;
+                retry = None;
+                delay = RETRY_FIRST;
+            }
+            Err(e) => {
+                progress.send_modify(|p| p.failed = generation);
+                if !failing {
+                    tracing::error!(
+                        file = %path.display(),
+                        "cannot save the instances' desired state ({e}): trying again; a daemon restart before it is saved starts them as their profiles' autostart say"
+                    );
+                } else {
+                    tracing::debug!(file = %path.display(), "still cannot save the desired state: {e}");
+                }
+                delay = if failing {
+                    (delay * 2).min(RETRY_MAX)
+                } else {
+                    RETRY_FIRST
+                };
+                failing = true;
+                retry = Some((generation, wants));
+            }
         }
     }
 }
@@ -233,6 +448,32 @@ mod tests {
         let (third, _) = DesiredState::load(dir.path());
         assert_eq!(third.get("main"), None);
         assert_eq!(third.get("rescue"), Some(Want::Running));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_tried_again_until_it_succeeds() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        // A file where the state dir should be: every write fails until it goes.
+        std::fs::write(&dir, "in the way").unwrap();
+        let (state, _) = DesiredState::load(&dir);
+        state.record("main", Want::Stopped).await;
+        assert_eq!(state.get("main"), Some(Want::Stopped));
+        // A failed write is reported as such, not waited for until the bound.
+        let generation = state.lock().generation;
+        assert_eq!(
+            state.wait(generation, Duration::from_secs(3600)).await,
+            Saved::Failed
+        );
+
+        std::fs::remove_file(&dir).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while DesiredState::load(&dir).0.get("main").is_none() {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        state.flush(RECORD_WAIT).await;
+        assert_eq!(DesiredState::load(&dir).0.get("main"), Some(Want::Stopped));
     }
 
     #[test]

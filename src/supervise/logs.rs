@@ -1,21 +1,26 @@
 //! Each instance's log: the child's stdout and stderr, line by line, timestamped and tagged by stream,
 //! into `LOG_DIR/NAME.log` (rotated by size, a number of old files kept), plus a bounded in-memory
-//! tail for the API.
+//! tail and a live feed for the API.
 //!
-//! The pipe readers never wait for the disk: they hand lines to the writer through a bounded channel
-//! and, when it is full, count what they could not hand over and later write a marker line saying how
-//! many lines were dropped. So a child that writes faster than the disk is never blocked by the
-//! daemon, and no line is lost without a trace.
+//! Two sides. On the runtime, a line goes at once into the tail and the feed, so `openclawctl logs`
+//! answers whatever the disk does. The disk side, writing and rotating every instance's file, is
+//! one thread for all instances (`Disk`), fed by a bounded channel and asleep while there is
+//! nothing to write: a slow or hung disk stalls only that thread, never the runtime (probes, the
+//! API, the watchdog). Nothing on the runtime waits for that channel either: when it is full, the
+//! line is counted against its file, and once the queue drains a marker line saying how many lines
+//! were dropped is written in their place. So a child that writes faster than the disk is never
+//! blocked by the daemon, and no line is lost without a trace.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,14 +82,21 @@ pub struct LogConfig {
 
 /// The longest line kept whole; longer ones are split.
 const MAX_LINE: usize = 64 * 1024;
-/// Lines waiting for the disk before readers start dropping.
-const QUEUE: usize = 8192;
+/// Batches of lines, of all instances, waiting for the disk before lines are dropped (from the
+/// files only: the tails have them).
+const QUEUE: usize = 4096;
+/// The most lines a pipe reader hands over at once: those it has already read when it hands over.
+const READ_BATCH: usize = 64;
+/// The most batches the disk thread takes before it writes what it took.
+const BATCH: usize = 256;
 
-/// An instance's log: where readers send lines, and the tail and live feed the API reads.
+/// An instance's log: the tail and live feed the API reads, and its file on the disk side.
 #[derive(Clone)]
 pub struct InstanceLog {
-    tx: mpsc::Sender<LogLine>,
+    disk: Disk,
+    file: Arc<LogFile>,
     tail: Arc<Mutex<VecDeque<LogLine>>>,
+    tail_lines: usize,
     /// Made on the first `subscribe`: most instances are never followed, and a feed costs memory.
     live: Live,
 }
@@ -92,48 +104,43 @@ pub struct InstanceLog {
 type Live = Arc<Mutex<Option<broadcast::Sender<LogLine>>>>;
 
 impl InstanceLog {
-    /// Opens (creating) `dir/NAME.log` and starts its writer task.
-    pub fn open(cfg: &LogConfig, name: &str) -> std::io::Result<InstanceLog> {
+    /// Opens (creating) `dir/NAME.log`, written from now on by `disk`.
+    pub fn open(cfg: &LogConfig, disk: &Disk, name: &str) -> std::io::Result<InstanceLog> {
         std::fs::create_dir_all(&cfg.dir)?;
         let path = cfg.dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = open_append(&path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let live: Live = Arc::new(Mutex::new(None));
-        let writer = Writer {
-            path,
-            file,
-            buf: Vec::new(),
-            size,
-            max_bytes: cfg.max_bytes,
-            keep: cfg.keep,
-            tail: tail.clone(),
+        Ok(InstanceLog {
+            disk: disk.clone(),
+            file: Arc::new(LogFile {
+                dropped: AtomicU64::new(0),
+                state: Mutex::new(FileState {
+                    path,
+                    file,
+                    buf: Vec::new(),
+                    size,
+                    max_bytes: cfg.max_bytes,
+                    keep: cfg.keep,
+                }),
+            }),
+            tail: Arc::new(Mutex::new(VecDeque::new())),
             tail_lines: cfg.tail_lines,
-            live: live.clone(),
-        };
-        tokio::spawn(writer.run(rx));
-        Ok(InstanceLog { tx, tail, live })
+            live: Arc::new(Mutex::new(None)),
+        })
     }
 
     /// Writes a line of the supervisor's own about this instance.
     pub async fn note(&self, text: impl Into<String>) {
-        let _ = self
-            .tx
-            .send(LogLine {
-                time: SystemTime::now(),
-                stream: Stream::Supervisor,
-                text: text.into(),
-            })
-            .await;
+        self.push(LogLine {
+            time: SystemTime::now(),
+            stream: Stream::Supervisor,
+            text: text.into(),
+        });
     }
 
     /// Starts reading a child's pipe until it closes.
     pub fn capture(&self, fd: OwnedFd, stream: Stream) {
-        let tx = self.tx.clone();
+        let log = self.clone();
         tokio::spawn(async move {
             let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 Ok(p) => p,
@@ -142,7 +149,7 @@ impl InstanceLog {
                     return;
                 }
             };
-            read_lines(pipe, stream, tx).await;
+            read_lines(pipe, stream, &log).await;
         });
     }
 
@@ -164,16 +171,37 @@ impl InstanceLog {
         };
         (tail.iter().skip(skip).cloned().collect(), feed)
     }
+
+    /// Puts a line in the tail and the feed at once, and hands it to the disk side without
+    /// waiting.
+    fn push(&self, line: LogLine) {
+        let text = self.remember(line);
+        self.disk.write(&self.file, vec![text]);
+    }
+
+    /// Puts a line in the tail and the feed; returns it as the file will have it.
+    fn remember(&self, line: LogLine) -> String {
+        let text = line.render();
+        {
+            // Under the tail's lock, so that `tail_and_follow` sees each line exactly once: in the
+            // tail it copies or on the feed it joins.
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = live.send(line.clone());
+            }
+            if tail.len() >= self.tail_lines {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        text
+    }
 }
 
-async fn read_lines(
-    pipe: tokio::net::unix::pipe::Receiver,
-    stream: Stream,
-    tx: mpsc::Sender<LogLine>,
-) {
+async fn read_lines(pipe: tokio::net::unix::pipe::Receiver, stream: Stream, log: &InstanceLog) {
     let mut reader = BufReader::with_capacity(1024, pipe);
     let mut buf = Vec::new();
-    let mut dropped: u64 = 0;
+    let mut batch = Vec::new();
     loop {
         buf.clear();
         let n = (&mut reader)
@@ -187,75 +215,189 @@ async fn read_lines(
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
-        let line = LogLine {
+        batch.push(log.remember(LogLine {
             time: SystemTime::now(),
             stream,
             text: String::from_utf8_lossy(&buf).into_owned(),
-        };
-        if dropped > 0 {
-            match tx.try_send(dropped_marker(stream, dropped)) {
-                Ok(()) => dropped = 0,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    dropped += 1;
-                    continue;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
+        }));
+        // Lines already read go to the disk side together: one hand-over, one wake-up of its
+        // thread, for a chatty child's burst.
+        if batch.len() < READ_BATCH && reader.buffer().contains(&b'\n') {
+            continue;
         }
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-        }
+        log.disk.write(&log.file, std::mem::take(&mut batch));
     }
-    if dropped > 0 {
-        let _ = tx.send(dropped_marker(stream, dropped)).await;
+    if !batch.is_empty() {
+        log.disk.write(&log.file, batch);
     }
 }
 
-fn dropped_marker(stream: Stream, n: u64) -> LogLine {
+fn dropped_marker(n: u64) -> LogLine {
     LogLine {
         time: SystemTime::now(),
         stream: Stream::Supervisor,
         text: format!(
-            "dropped {n} line{} of {}: the child wrote faster than the log could be written",
+            "dropped {n} line{} here: the log's disk did not keep up (they were in the daemon's in-memory tail)",
             if n == 1 { "" } else { "s" },
-            stream.tag()
         ),
     }
 }
 
-struct Writer {
+/// The disk side of every instance's log: one thread that writes and rotates the files, fed by a
+/// bounded channel. Cheap to clone; the thread ends, after writing what it was handed, when the
+/// last clone is gone.
+#[derive(Clone)]
+pub struct Disk {
+    tx: mpsc::Sender<Job>,
+    /// Files that dropped lines since their last marker, for the thread to mark once it drains.
+    owed: Owed,
+}
+
+type Owed = Arc<Mutex<Vec<Arc<LogFile>>>>;
+
+enum Job {
+    /// Rendered lines, without their newlines, for a file.
+    Lines(Arc<LogFile>, Vec<String>),
+    /// Files owe markers: a wake-up for the thread, which looks at `owed` after every batch.
+    Owed,
+    /// Answered once every job before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// One instance's file.
+struct LogFile {
+    /// Lines that found the queue full since the last marker.
+    dropped: AtomicU64,
+    /// Locked by the disk thread alone (a mutex so that the file can travel in jobs).
+    state: Mutex<FileState>,
+}
+
+struct FileState {
     path: PathBuf,
     file: std::fs::File,
-    /// The rendered lines of one batch, written with one system call.
+    /// The rendered lines taken and not yet written: one write per batch.
     buf: Vec<u8>,
     size: u64,
     max_bytes: u64,
     keep: usize,
-    tail: Arc<Mutex<VecDeque<LogLine>>>,
-    tail_lines: usize,
-    live: Live,
 }
 
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<LogLine>) {
-        // The file writes are small and buffered; they run on this task, and the readers never wait
-        // for them (see `read_lines`). The batch is made anew each time, so an idle instance holds
-        // none.
-        loop {
-            let mut batch = Vec::new();
-            if rx.recv_many(&mut batch, 256).await == 0 {
-                break;
-            }
-            for line in batch {
-                self.write(line);
-            }
-            self.flush();
-        }
-        self.flush();
+impl Disk {
+    /// Starts the disk thread. It sleeps while no line comes.
+    pub fn start() -> std::io::Result<Disk> {
+        let (disk, rx) = Disk::unstarted(QUEUE);
+        let owed = disk.owed.clone();
+        std::thread::Builder::new()
+            .name("log-disk".into())
+            .spawn(move || disk_loop(rx, &owed))?;
+        Ok(disk)
     }
 
+    /// The handle and the receiving end that `disk_loop` drains.
+    fn unstarted(queue: usize) -> (Disk, mpsc::Receiver<Job>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let disk = Disk {
+            tx,
+            owed: Arc::new(Mutex::new(Vec::new())),
+        };
+        (disk, rx)
+    }
+
+    /// Waits, at most `bound`, until every line handed over so far is written (at shutdown); says
+    /// so if they are not.
+    pub async fn flush(&self, bound: Duration) {
+        let (reply, done) = oneshot::channel();
+        let flushed = async {
+            self.tx.send(Job::Flush(reply)).await.ok()?;
+            done.await.ok()
+        };
+        if tokio::time::timeout(bound, flushed).await.is_err() {
+            tracing::error!(
+                "the instances' logs are not all written after {bound:?}: the disk is slow or hangs, and their last lines may be lost"
+            );
+        }
+    }
+
+    /// Hands lines to the thread without waiting; if the queue is full, counts them against
+    /// their file.
+    fn write(&self, file: &Arc<LogFile>, mut lines: Vec<String>) {
+        let owed = file.dropped.swap(0, Ordering::AcqRel);
+        if owed > 0 {
+            // The marker goes first, where the lines went missing.
+            lines.insert(0, dropped_marker(owed).render());
+        }
+        let n = lines.len() as u64;
+        if self.tx.try_send(Job::Lines(file.clone(), lines)).is_err() {
+            // The marker (if any) is not a line of the child's: count only what it counted.
+            self.count_dropped(file, n - u64::from(owed > 0) + owed);
+        }
+    }
+
+    fn count_dropped(&self, file: &Arc<LogFile>, n: u64) {
+        if file.dropped.fetch_add(n, Ordering::AcqRel) == 0 {
+            self.owed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(file.clone());
+            // Wakes the thread if it has just gone to sleep; if the queue is full it is awake.
+            let _ = self.tx.try_send(Job::Owed);
+        }
+    }
+}
+
+/// The disk thread: takes up to `BATCH` jobs, writes each touched file once, marks the files that
+/// dropped lines, answers flushes; sleeps in `blocking_recv` while there is nothing.
+fn disk_loop(mut rx: mpsc::Receiver<Job>, owed: &Mutex<Vec<Arc<LogFile>>>) {
+    let mut dirty: Vec<Arc<LogFile>> = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(job) = next.take() {
+            match job {
+                Job::Lines(file, lines) => append(&file, &lines, &mut dirty),
+                Job::Owed => {}
+                Job::Flush(reply) => flushes.push(reply),
+            }
+            taken += 1;
+            if taken < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let owing = std::mem::take(&mut *owed.lock().unwrap_or_else(|e| e.into_inner()));
+        for file in owing {
+            let n = file.dropped.swap(0, Ordering::AcqRel);
+            if n > 0 {
+                append(&file, &[dropped_marker(n).render()], &mut dirty);
+            }
+        }
+        for file in dirty.drain(..) {
+            file.state.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        }
+        for reply in flushes.drain(..) {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Adds lines to their file's batch (noting the file as to be written), rotating the file
+/// whenever it is full.
+fn append(file: &Arc<LogFile>, lines: &[String], dirty: &mut Vec<Arc<LogFile>>) {
+    let mut state = file.state.lock().unwrap_or_else(|e| e.into_inner());
+    if state.buf.is_empty() {
+        dirty.push(file.clone());
+    }
+    for text in lines {
+        state.buf.extend_from_slice(text.as_bytes());
+        state.buf.push(b'\n');
+        state.size += text.len() as u64 + 1;
+        if state.size >= state.max_bytes {
+            state.rotate();
+        }
+    }
+}
+
+impl FileState {
     fn flush(&mut self) {
         if let Err(e) = self.file.write_all(&self.buf) {
             tracing::warn!(file = %self.path.display(), "cannot write the log: {e}");
@@ -263,26 +405,6 @@ impl Writer {
         self.buf.clear();
         // An idle instance keeps no buffer around.
         self.buf.shrink_to(0);
-    }
-
-    fn write(&mut self, line: LogLine) {
-        let text = line.render();
-        self.buf.extend_from_slice(text.as_bytes());
-        self.buf.push(b'\n');
-        self.size += text.len() as u64 + 1;
-        if self.size >= self.max_bytes {
-            self.rotate();
-        }
-        // Under the tail's lock, so that `tail_and_follow` sees each line exactly once: in the tail
-        // it copies or on the feed it joins.
-        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = live.send(line.clone());
-        }
-        if tail.len() == self.tail_lines {
-            tail.pop_front();
-        }
-        tail.push_back(line);
     }
 
     fn rotate(&mut self) {
@@ -322,8 +444,21 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
 mod tests {
     use super::*;
 
+    fn config(dir: &Path) -> LogConfig {
+        LogConfig {
+            dir: dir.to_path_buf(),
+            max_bytes: u64::MAX,
+            keep: 1,
+            tail_lines: 1000,
+        }
+    }
+
     #[tokio::test]
-    async fn a_reader_that_cannot_hand_lines_over_counts_them_and_says_so() {
+    async fn lines_the_disk_cannot_take_are_in_the_tail_and_counted_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A queue of one batch that no thread drains yet: the disk "hangs".
+        let (disk, rx) = Disk::unstarted(1);
+        let log = InstanceLog::open(&config(dir.path()), &disk, "main").unwrap();
         let (rd, wr) = std::io::pipe().unwrap();
         let writer = std::thread::spawn(move || {
             let mut wr = wr;
@@ -332,28 +467,54 @@ mod tests {
             }
         });
         writer.join().unwrap();
-        // A queue of 4 that nobody drains while the pipe is read: the writer is "slower than the disk".
-        let (tx, mut rx) = mpsc::channel(4);
         let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(rd)).unwrap();
-        let reader = tokio::spawn(read_lines(pipe, Stream::Stdout, tx));
-        // The reader never waits for the queue: it finishes with the queue still full ...
-        let mut got = Vec::new();
-        while got.len() < 4 {
-            got.push(rx.recv().await.unwrap().text);
-        }
-        reader.await.unwrap();
-        while let Some(l) = rx.recv().await {
-            got.push(l.text);
-        }
-        // ... and the lines it could not queue are counted in a marker, never silently lost.
-        let kept: Vec<&String> = got.iter().filter(|t| t.starts_with("line ")).collect();
-        let dropped: u64 = got
-            .iter()
-            .filter_map(|t| t.strip_prefix("dropped "))
+        // The reader never waits for the disk: it reads to the end of the pipe ...
+        read_lines(pipe, Stream::Stdout, &log).await;
+        // ... and every line is in the tail at once, for `openclawctl logs`.
+        let (tail, _) = log.tail_and_follow(0);
+        assert_eq!(tail.len(), 100);
+        assert_eq!(tail[99].text, "line 99");
+
+        // The disk comes back: what it could not take is counted in a marker, never silently lost.
+        let owed = disk.owed.clone();
+        let thread = std::thread::spawn(move || disk_loop(rx, &owed));
+        disk.flush(Duration::from_secs(60)).await;
+        let text = std::fs::read_to_string(dir.path().join("main.log")).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(" | ")?.1.strip_prefix("line "))
+            .collect();
+        let dropped: u64 = text
+            .lines()
+            .filter_map(|l| l.split_once(" | ")?.1.strip_prefix("dropped "))
             .map(|t| t.split(' ').next().unwrap().parse::<u64>().unwrap())
             .sum();
-        assert!(dropped > 0, "{got:?}");
-        assert_eq!(kept.len() as u64 + dropped, 100, "{got:?}");
-        assert_eq!(kept[0], "line 0");
+        assert!(dropped > 0, "{text}");
+        assert_eq!(kept.len() as u64 + dropped, 100, "{text}");
+        assert_eq!(kept[0], "0", "{text}");
+        // The thread ends once every handle is gone.
+        drop((log, disk));
+        thread.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_each_line_once_and_the_file_has_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::start().unwrap();
+        let log = InstanceLog::open(&config(dir.path()), &disk, "main").unwrap();
+        log.note("before").await;
+        let (tail, mut feed) = log.tail_and_follow(0);
+        log.note("after").await;
+        assert_eq!(tail.len(), 1);
+        assert_eq!(tail[0].text, "before");
+        assert_eq!(feed.recv().await.unwrap().text, "after");
+        disk.flush(Duration::from_secs(60)).await;
+        let text = std::fs::read_to_string(dir.path().join("main.log")).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(" | "))
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(lines, vec!["before", "after"]);
     }
 }

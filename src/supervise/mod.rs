@@ -94,9 +94,14 @@ pub struct Supervisor {
     reloading: tokio::sync::Mutex<()>,
     shared: instance::Shared,
     log_cfg: logs::LogConfig,
+    /// The thread that writes every instance's log file.
+    log_disk: logs::Disk,
     cancel: CancellationToken,
     sampler: sample::Sampler,
 }
+
+/// How long a shutdown waits for the logs and the desired state to be written.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// Starts one task per profile of `plan` (which must have passed its check); an instance starts
@@ -123,12 +128,13 @@ impl Supervisor {
             reloading: tokio::sync::Mutex::new(()),
             shared,
             log_cfg: log_cfg.clone(),
+            log_disk: logs::Disk::start()?,
             cancel,
             sampler: sample::Sampler::new(),
         };
         let mut instances = BTreeMap::new();
         for profile in plan.profiles {
-            let log = logs::InstanceLog::open(log_cfg, profile.name.as_str())?;
+            let log = logs::InstanceLog::open(log_cfg, &sup.log_disk, profile.name.as_str())?;
             let name = profile.name.as_str();
             let start = sup.shared.desired.should_run(name, profile.autostart);
             if start != profile.autostart {
@@ -360,7 +366,7 @@ impl Supervisor {
                     let (log, start) = match old.get(&c.name) {
                         Some(h) => (Ok(h.log.clone()), h.status.borrow().want_running),
                         None => (
-                            logs::InstanceLog::open(&self.log_cfg, p.name.as_str()),
+                            logs::InstanceLog::open(&self.log_cfg, &self.log_disk, p.name.as_str()),
                             self.shared.desired.should_run(p.name.as_str(), p.autostart),
                         ),
                     };
@@ -397,6 +403,11 @@ impl Supervisor {
         for (_, t) in tasks {
             let _ = t.await;
         }
+        // The last lines and wishes reach the disk, unless it hangs.
+        tokio::join!(
+            self.log_disk.flush(FLUSH_WAIT),
+            self.shared.desired.flush(FLUSH_WAIT)
+        );
     }
 }
 

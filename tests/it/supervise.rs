@@ -459,3 +459,214 @@ fn a_profile_may_name_its_own_cache_dir() {
         assert_eq!(set, [&format!("{var}={}", dir.display())], "{vars:?}");
     }
 }
+
+/// A filesystem whose writes hang, as a stuck disk or a dead NFS server makes them: an ext4 image
+/// on a loop device, which `fsfreeze -f` makes block every write (and every rename) until it is
+/// thawed; reads still answer. Needs root, `mkfs.ext4`, `mount` and `fsfreeze`.
+struct HangingFs {
+    mount: std::path::PathBuf,
+}
+
+impl HangingFs {
+    /// Mounts it at `scene/slow`; `None` (saying why) where this machine cannot, except under
+    /// `CI=true`, where that is a failure.
+    fn mount(scene: &Scene) -> Option<HangingFs> {
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let out = std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .map_err(|e| format!("{cmd}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{cmd} {args:?}: {}", stderr(&out)))
+            }
+        };
+        let image = scene.path("disk.img");
+        let mount = scene.path("slow");
+        let made = (|| {
+            if !nix::unistd::geteuid().is_root() {
+                return Err("not root".to_string());
+            }
+            std::fs::File::create(&image)
+                .and_then(|f| f.set_len(64 << 20))
+                .map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
+            run(
+                "mkfs.ext4",
+                &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
+            )?;
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    image.as_os_str(),
+                    mount.as_os_str(),
+                ],
+            )
+        })();
+        match made {
+            Ok(()) => Some(HangingFs { mount }),
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("cannot mount a filesystem to freeze ({why}); CI runs this test as root")
+            }
+            Err(why) => {
+                eprintln!("SKIPPED: cannot mount a filesystem to freeze ({why})");
+                None
+            }
+        }
+    }
+
+    /// Makes every write to it hang until the guard is dropped.
+    fn freeze(&self) -> Frozen<'_> {
+        let out = std::process::Command::new("fsfreeze")
+            .arg("-f")
+            .arg(&self.mount)
+            .output()
+            .expect("run fsfreeze");
+        assert!(out.status.success(), "fsfreeze -f: {}", stderr(&out));
+        Frozen(self)
+    }
+}
+
+impl Drop for HangingFs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mount)
+                .status();
+        }
+    }
+}
+
+/// Thaws the filesystem when dropped (also when a test fails while it is frozen): a process
+/// blocked on a frozen filesystem cannot even be killed.
+struct Frozen<'a>(&'a HangingFs);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0.mount)
+            .status();
+    }
+}
+
+/// `openclawctl ARGS` against `d`, which must answer within a deadline: a daemon whose only
+/// runtime thread is stuck never answers, and the test must fail rather than hang.
+fn ctl_answers(d: &common::Daemon, args: &[&str]) -> std::process::Output {
+    let child = std::process::Command::new(common::bin_path("openclawctl"))
+        .args(args)
+        .env("OPENCLAW_SUPERVISOR_SOCKET", &d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openclawctl");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => out.expect("openclawctl's output"),
+        Err(_) => {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!(
+                "openclawctl {args:?} got no answer in 60 s: the daemon is stuck\ndaemon log:\n{}",
+                std::fs::read_to_string(&d.stderr).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// `status --json NAME`, answered within the deadline.
+fn status_answers(d: &common::Daemon, name: &str) -> serde_json::Value {
+    let out = ctl_answers(d, &["status", "--json", name]);
+    assert!(out.status.success(), "status failed: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn a_hung_log_and_state_disk_stalls_neither_status_nor_restarts_nor_stop() {
+    let scene = Scene::new();
+    let Some(fs) = HangingFs::mount(&scene) else {
+        return;
+    };
+    let ports = free_ports(2);
+    profile(&scene, "main", ports[0], &[], "");
+    profile(&scene, "rescue", ports[1], &[], "");
+    let (logs, state) = (fs.mount.join("logs"), fs.mount.join("state"));
+    let d = common::Daemon {
+        child: Some(
+            std::process::Command::new(common::bin_path("openclaw-supervisord"))
+                .args(["--config-dir", "supervisor.d", "--socket"])
+                .arg(scene.path("run/supervisor.sock"))
+                .arg("--log-dir")
+                .arg(&logs)
+                .arg("--state-dir")
+                .arg(&state)
+                .current_dir(scene.root.path())
+                .env("HOME", scene.home())
+                .env("RUST_LOG", "info")
+                .stderr(std::fs::File::create(scene.path("daemon.stderr")).unwrap())
+                .spawn()
+                .expect("start the daemon"),
+        ),
+        socket: scene.path("run/supervisor.sock"),
+        logs,
+        stderr: scene.path("daemon.stderr"),
+    };
+    let first = d.wait_status("main", "running", |s| s["state"] == "running");
+    d.wait_status("rescue", "running", |s| s["state"] == "running");
+    let state_file = state.join("desired-state.json");
+
+    let frozen = fs.freeze();
+    // A crash while the disk hangs: the daemon notices, restarts main, probes it ready.
+    kill(pid_of(&first), nix::sys::signal::Signal::SIGKILL);
+    let again = loop {
+        let s = status_answers(&d, "main");
+        if s["state"] == "running" && s["pid"] != first["pid"] {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(again["last_exit"], "signal SIGKILL");
+    // An operator's stop answers; the wish holds, though it is not on disk yet.
+    let out = ctl_answers(&d, &["stop", "rescue"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status_answers(&d, "rescue")["state"], "stopped");
+    let daemon_log = std::fs::read_to_string(&d.stderr).unwrap();
+    assert!(
+        daemon_log.contains("rescue is stopped as asked, but that is not on disk"),
+        "{daemon_log}"
+    );
+    // The log's tail answers from memory what the file does not have yet: the disk did hang.
+    let started = format!("started pid {}", again["pid"]);
+    let out = ctl_answers(&d, &["logs", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&started), "{}", stdout(&out));
+    assert!(!d.log("main").contains(&started), "{}", d.log("main"));
+    assert!(!std::fs::read_to_string(&state_file)
+        .unwrap_or_default()
+        .contains("rescue"));
+
+    // Once the disk answers again, what waited is written.
+    drop(frozen);
+    wait_for("the log file to catch up", || {
+        d.log("main").contains(&started).then_some(())
+    });
+    wait_for("the stop to be saved", || {
+        std::fs::read_to_string(&state_file)
+            .ok()
+            .filter(|s| s.contains("\"rescue\": \"stopped\""))
+    });
+    let mut d = d;
+    assert_eq!(d.terminate(), Some(0));
+}
