@@ -218,8 +218,28 @@ impl Scene {
 
     /// Starts the daemon with extra flags and environment variables, without waiting for it.
     pub fn spawn_daemon_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.spawn_daemon_at(&self.path("logs"), &self.path("daemon-state"), extra, env)
+    }
+
+    /// Starts the daemon with its log and state dirs at `logs` and `state` (outside the scene,
+    /// say), and waits until its API answers.
+    pub fn daemon_at(&self, logs: &Path, state: &Path) -> Daemon {
+        let d = self.spawn_daemon_at(logs, state, &[], &[]);
+        wait_for("the daemon's API to answer", || {
+            d.ctl(&["status", "--json"]).status.success().then_some(())
+        });
+        d
+    }
+
+    fn spawn_daemon_at(
+        &self,
+        logs: &Path,
+        state: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let socket = self.path("run/supervisor.sock");
-        let logs = self.path("logs");
+        let logs = logs.to_path_buf();
         let stderr = self.path("daemon.stderr");
         let child = Command::new(bin_path("openclaw-supervisord"))
             .args(["--config-dir", "supervisor.d", "--socket"])
@@ -227,7 +247,7 @@ impl Scene {
             .arg("--log-dir")
             .arg(&logs)
             .arg("--state-dir")
-            .arg(self.path("daemon-state"))
+            .arg(state)
             .args(extra)
             .current_dir(self.root.path())
             .env("HOME", self.home())

@@ -603,26 +603,7 @@ fn a_hung_log_and_state_disk_stalls_neither_status_nor_restarts_nor_stop() {
     profile(&scene, "main", ports[0], &[], "");
     profile(&scene, "rescue", ports[1], &[], "");
     let (logs, state) = (fs.mount.join("logs"), fs.mount.join("state"));
-    let d = common::Daemon {
-        child: Some(
-            std::process::Command::new(common::bin_path("openclaw-supervisord"))
-                .args(["--config-dir", "supervisor.d", "--socket"])
-                .arg(scene.path("run/supervisor.sock"))
-                .arg("--log-dir")
-                .arg(&logs)
-                .arg("--state-dir")
-                .arg(&state)
-                .current_dir(scene.root.path())
-                .env("HOME", scene.home())
-                .env("RUST_LOG", "info")
-                .stderr(std::fs::File::create(scene.path("daemon.stderr")).unwrap())
-                .spawn()
-                .expect("start the daemon"),
-        ),
-        socket: scene.path("run/supervisor.sock"),
-        logs,
-        stderr: scene.path("daemon.stderr"),
-    };
+    let d = scene.daemon_at(&logs, &state);
     let first = d.wait_status("main", "running", |s| s["state"] == "running");
     d.wait_status("rescue", "running", |s| s["state"] == "running");
     let state_file = state.join("desired-state.json");
