@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::openclaw::Role;
 use super::openclaw::{BLOCK_SPAN, MAX_BLOCK_BASE};
+use super::paths::RealPaths;
 use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
 
 /// Every finding about the set of profiles, unsorted.
@@ -504,54 +505,4 @@ fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
         Origin::Profile(at) | Origin::ConfigFile(at) => at.clone(),
         Origin::ProfileHash(_) | Origin::Default => p.name_at.clone(),
     }
-}
-
-/// Resolves paths to the places they name, remembering every directory it resolved: profiles
-/// share parents, so a check of thousands of paths makes few system calls.
-#[derive(Default)]
-pub struct RealPaths {
-    /// Path as written -> (the place, whether it exists).
-    known: HashMap<PathBuf, (PathBuf, bool)>,
-}
-
-impl RealPaths {
-    /// The place `p` names: its longest existing ancestor with symlinks and `..` resolved, followed
-    /// by the rest (which does not exist yet, so it holds no symlink) with `..` resolved lexically.
-    pub fn resolve(&mut self, p: &Path) -> PathBuf {
-        self.lookup(p).0
-    }
-
-    fn lookup(&mut self, p: &Path) -> (PathBuf, bool) {
-        if let Some(r) = self.known.get(p) {
-            return r.clone();
-        }
-        // A path under a directory known to be missing is missing too: no system call needed.
-        let parent_missing = p
-            .parent()
-            .and_then(|parent| self.known.get(parent))
-            .is_some_and(|(_, exists)| !exists);
-        let found = if parent_missing {
-            None
-        } else {
-            std::fs::canonicalize(p).ok()
-        };
-        let r = match found {
-            Some(real) => (real, true),
-            None => match (p.components().next_back(), p.parent()) {
-                (Some(last), Some(parent)) => {
-                    let mut r = self.lookup(parent).0;
-                    r.push(last.as_os_str());
-                    (super::resolve::normalize(&r), false)
-                }
-                _ => (super::resolve::normalize(p), false),
-            },
-        };
-        self.known.insert(p.to_path_buf(), r.clone());
-        r
-    }
-}
-
-/// The place a path names (see [`RealPaths::resolve`]).
-pub fn real_path(p: &Path) -> PathBuf {
-    RealPaths::default().resolve(p)
 }

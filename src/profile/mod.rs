@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod load;
 pub mod locate;
 pub mod openclaw;
+pub mod paths;
 pub mod raw;
 pub mod resolve;
 
