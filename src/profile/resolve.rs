@@ -8,11 +8,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::load::ProfileFile;
 use super::openclaw::{self, Role};
 use super::paths::{absolute, real_path, without_dots};
-use super::raw::{InstanceName, RawProfile, RestartPolicyKind};
+use super::raw::{InstanceName, RawProfile, RestartPolicyKind, SignalName};
 
 /// The command a profile runs when it names none.
 pub const DEFAULT_COMMAND: [&str; 3] = ["openclaw", "gateway", "run"];
@@ -140,10 +142,8 @@ pub struct RestartPolicy {
 /// `stop`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopPolicy {
-    /// The signal number sent first.
-    pub signal: i32,
-    /// Its name.
-    pub signal_name: &'static str,
+    /// The signal sent first.
+    pub signal: SignalName,
     /// How long to wait before SIGKILL.
     pub timeout: Duration,
 }
@@ -780,10 +780,8 @@ impl Resolver<'_> {
     /// `stop`: SIGTERM unless given, and 330 s before SIGKILL (OpenClaw's own unit's stop timeout).
     fn stop(&self) -> StopPolicy {
         let s = self.pf.raw.stop.clone().unwrap_or_default();
-        let signal = s.signal.unwrap_or(super::raw::SignalName(15, "SIGTERM"));
         StopPolicy {
-            signal: signal.0,
-            signal_name: signal.1,
+            signal: s.signal.unwrap_or(SignalName(Signal::SIGTERM)),
             timeout: s.timeout.map_or(Duration::from_secs(330), |d| d.0),
         }
     }
