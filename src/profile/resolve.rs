@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::load::ProfileFile;
-use super::openclaw::{self, Role};
+use super::openclaw::{self, AtLine, Role};
 use super::paths::{absolute, real_path, without_dots};
 use super::raw::{InstanceName, RawProfile, RestartPolicyKind, SignalName};
 
@@ -331,16 +331,20 @@ impl Resolver<'_> {
 
         let config = self.config_file(&scope, &config_path.value, working_dir.as_deref());
         let cfg_workspace = match &config.cfg.workspace {
-            Some((w, line)) => {
-                Some(self.config_path(&scope, &config, "agents.defaults.workspace", w, *line)?)
-            }
+            Some(w) => Some(self.config_path(
+                &scope,
+                &config,
+                "agents.defaults.workspace",
+                &w.value,
+                w.line,
+            )?),
             None => None,
         };
         let agent_workspaces: Vec<Sourced<PathBuf>> = config
             .cfg
             .agent_workspaces
             .iter()
-            .filter_map(|(field, w, line)| self.config_path(&scope, &config, field, w, *line))
+            .filter_map(|w| self.config_path(&scope, &config, &w.field, &w.path, w.line))
             .collect();
         let workspace = self.workspace(&scope, workspace, cfg_workspace, &state_dir)?;
 
@@ -532,20 +536,20 @@ impl Resolver<'_> {
         let cfg = match openclaw::read_config(path) {
             Ok(c) => c,
             Err(problems) => {
-                for (field, line, msg) in problems {
+                for problem in problems {
                     let mut d = Diagnostic::error(
                         Kind::Syntax,
                         Location {
                             file: path.to_path_buf(),
-                            line,
+                            line: problem.line,
                             column: 0,
                         },
-                        format!("OpenClaw config file: {msg}"),
+                        format!("OpenClaw config file: {}", problem.message),
                     )
                     .instance(&scope.name);
-                    if !field.is_empty() {
+                    if !problem.field.is_empty() {
                         d.kind = Kind::InvalidValue;
-                        d = d.field(field);
+                        d = d.field(problem.field);
                     }
                     self.errors.push(d);
                 }
@@ -634,9 +638,11 @@ impl Resolver<'_> {
         config: &ConfigFile,
         openclaw_profile: Option<&str>,
     ) -> Sourced<u16> {
-        match (self.pf.raw.port, config.cfg.gateway_port) {
+        match (self.pf.raw.port, &config.cfg.gateway_port) {
             (Some(p), cfg_port) => {
-                if let Some((c, line)) = cfg_port.filter(|(c, _)| *c != p.0) {
+                if let Some(AtLine { value: c, line }) =
+                    cfg_port.as_ref().filter(|c| c.value != p.0)
+                {
                     self.warnings.push(
                         Diagnostic::warning(
                             Kind::Inconsistent,
@@ -644,7 +650,7 @@ impl Resolver<'_> {
                             format!(
                                 "port {} overrides gateway.port {c} of the config file ({}): the supervisor sets OPENCLAW_GATEWAY_PORT",
                                 p.0,
-                                config.at(line)
+                                config.at(*line)
                             ),
                         )
                         .instance(&scope.name)
@@ -657,9 +663,9 @@ impl Resolver<'_> {
                     origin: Origin::Profile(self.at(&["port"])),
                 }
             }
-            (None, Some((c, line))) => Sourced {
-                value: c,
-                origin: Origin::ConfigFile(config.at(line)),
+            (None, Some(c)) => Sourced {
+                value: c.value,
+                origin: Origin::ConfigFile(config.at(c.line)),
             },
             (None, None) => match openclaw_profile {
                 Some(p) => Sourced {
@@ -690,12 +696,12 @@ impl Resolver<'_> {
         let mut ports = Vec::new();
         for d in openclaw::derive_ports(port.value) {
             // mcp.apps.sandboxPort replaces G+1.
-            if let (Role::McpSandbox, Some((p, line))) = (d.role, config.cfg.mcp_sandbox_port) {
+            if let (Role::McpSandbox, Some(p)) = (d.role, &config.cfg.mcp_sandbox_port) {
                 ports.push(PortClaim {
-                    start: u32::from(p),
-                    end: u32::from(p),
+                    start: u32::from(p.value),
+                    end: u32::from(p.value),
                     source: ClaimSource::Config("mcp.apps.sandboxPort".into()),
-                    at: config.at(line),
+                    at: config.at(p.line),
                     fallback: None,
                 });
                 continue;
