@@ -120,6 +120,22 @@ struct Entry<'a> {
     claim: &'a PortClaim,
 }
 
+/// Two instances (indices into the profiles), in either order: findings are one per pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct InstancePair {
+    low: usize,
+    high: usize,
+}
+
+impl InstancePair {
+    fn of(a: usize, b: usize) -> Self {
+        InstancePair {
+            low: a.min(b),
+            high: a.max(b),
+        }
+    }
+}
+
 /// The first overlap the sweep met between two instances, and how many more it met.
 #[derive(Debug, Clone, Copy)]
 struct PairOverlap {
@@ -167,8 +183,8 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     }));
 
     // Per pair of instances: the first overlap found (the lowest port) and how many more.
-    let mut pairs: HashMap<(usize, usize), PairOverlap> = HashMap::new();
-    let mut order: Vec<(usize, usize)> = Vec::new();
+    let mut pairs: HashMap<InstancePair, PairOverlap> = HashMap::new();
+    let mut order: Vec<InstancePair> = Vec::new();
     let mut active: Vec<usize> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         active.retain(|&a| entries[a].end >= e.start);
@@ -177,7 +193,7 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             if other.inst == e.inst {
                 continue;
             }
-            let key = (e.inst.min(other.inst), e.inst.max(other.inst));
+            let key = InstancePair::of(e.inst, other.inst);
             match pairs.get_mut(&key) {
                 Some(found) => found.more += 1,
                 None => {
@@ -423,8 +439,8 @@ struct SharedPlace<'a> {
     inner: usize,
     /// The entry around it.
     outer: usize,
-    /// The two instances, lower index first.
-    pair: (usize, usize),
+    /// The two instances.
+    pair: InstancePair,
     /// The contested place: findings of the same pair inside it are folded into this one.
     place: &'a Path,
     /// How many were folded in.
@@ -475,7 +491,7 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             if outer.inst == e.inst {
                 continue;
             }
-            let pair = (e.inst.min(outer.inst), e.inst.max(outer.inst));
+            let pair = InstancePair::of(e.inst, outer.inst);
             let folded = found
                 .iter_mut()
                 .rev()

@@ -44,18 +44,27 @@ pub fn normalize(p: &Path) -> PathBuf {
 /// share parents, so a check of thousands of paths makes few system calls.
 #[derive(Default)]
 pub struct RealPaths {
-    /// Path as written -> (the place, whether it exists).
-    known: HashMap<PathBuf, (PathBuf, bool)>,
+    /// Path as written -> the place it names.
+    known: HashMap<PathBuf, Place>,
+}
+
+/// Where a path leads.
+#[derive(Debug, Clone)]
+struct Place {
+    /// Symlinks and `..` resolved.
+    real: PathBuf,
+    /// Whether something is there: below a missing directory nothing is, so no need to ask.
+    exists: bool,
 }
 
 impl RealPaths {
     /// The place `p` names: its longest existing ancestor with symlinks and `..` resolved, followed
     /// by the rest (which does not exist yet, so it holds no symlink) with `..` resolved lexically.
     pub fn resolve(&mut self, p: &Path) -> PathBuf {
-        self.lookup(p).0
+        self.lookup(p).real
     }
 
-    fn lookup(&mut self, p: &Path) -> (PathBuf, bool) {
+    fn lookup(&mut self, p: &Path) -> Place {
         if let Some(r) = self.known.get(p) {
             return r.clone();
         }
@@ -63,22 +72,28 @@ impl RealPaths {
         let parent_missing = p
             .parent()
             .and_then(|parent| self.known.get(parent))
-            .is_some_and(|(_, exists)| !exists);
+            .is_some_and(|place| !place.exists);
         let found = if parent_missing {
             None
         } else {
             std::fs::canonicalize(p).ok()
         };
         let r = match found {
-            Some(real) => (real, true),
-            None => match (p.components().next_back(), p.parent()) {
-                (Some(last), Some(parent)) => {
-                    let mut r = self.lookup(parent).0;
-                    r.push(last.as_os_str());
-                    (normalize(&r), false)
+            Some(real) => Place { real, exists: true },
+            None => {
+                let real = match (p.components().next_back(), p.parent()) {
+                    (Some(last), Some(parent)) => {
+                        let mut r = self.lookup(parent).real;
+                        r.push(last.as_os_str());
+                        normalize(&r)
+                    }
+                    _ => normalize(p),
+                };
+                Place {
+                    real,
+                    exists: false,
                 }
-                _ => (normalize(p), false),
-            },
+            }
         };
         self.known.insert(p.to_path_buf(), r.clone());
         r

@@ -207,8 +207,17 @@ pub struct Profile {
 /// Looks up an environment variable of the daemon.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Resolves one parsed profile: the profile if it has no error, and every error and warning of it.
-pub fn resolve(pf: &ProfileFile, env: EnvLookup<'_>) -> (Option<Profile>, Vec<Diagnostic>) {
+/// One profile file, resolved.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The profile, if it has no error.
+    pub profile: Option<Profile>,
+    /// Every error and warning of it.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Resolves one parsed profile.
+pub fn resolve(pf: &ProfileFile, env: EnvLookup<'_>) -> Resolved {
     let mut r = Resolver {
         pf,
         daemon_env: env,
@@ -217,9 +226,12 @@ pub fn resolve(pf: &ProfileFile, env: EnvLookup<'_>) -> (Option<Profile>, Vec<Di
     };
     let profile = r.run();
     let ok = r.errors.is_empty();
-    let mut diags = r.errors;
-    diags.append(&mut r.warnings);
-    (profile.filter(|_| ok), diags)
+    let mut diagnostics = r.errors;
+    diagnostics.append(&mut r.warnings);
+    Resolved {
+        profile: profile.filter(|_| ok),
+        diagnostics,
+    }
 }
 
 struct Resolver<'a> {
