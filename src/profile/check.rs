@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::openclaw::Role;
 use super::openclaw::{BLOCK_SPAN, MAX_BLOCK_BASE};
+use super::paths::RealPaths;
 use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
 
 /// Every finding about the set of profiles, unsorted.
@@ -119,6 +120,33 @@ struct Entry<'a> {
     claim: &'a PortClaim,
 }
 
+/// Two instances (indices into the profiles), in either order: findings are one per pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct InstancePair {
+    low: usize,
+    high: usize,
+}
+
+impl InstancePair {
+    fn of(a: usize, b: usize) -> Self {
+        InstancePair {
+            low: a.min(b),
+            high: a.max(b),
+        }
+    }
+}
+
+/// The first overlap the sweep met between two instances, and how many more it met.
+#[derive(Debug, Clone, Copy)]
+struct PairOverlap {
+    /// The entry that starts later (or sorts last): its instance is told to move.
+    later: usize,
+    /// The entry it ran into.
+    earlier: usize,
+    /// Further overlaps between the same two instances, reported as "and N more".
+    more: usize,
+}
+
 fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     let mut entries: Vec<Entry<'_>> = profiles
         .iter()
@@ -148,11 +176,15 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
         };
         key(a).cmp(&key(b))
     });
-    let free = FreeBlocks::new(&entries);
+    let free = FreeBlocks::new(entries.iter().map(|e| Span {
+        start: e.start,
+        end: e.end,
+        inst: e.inst,
+    }));
 
     // Per pair of instances: the first overlap found (the lowest port) and how many more.
-    let mut pairs: HashMap<(usize, usize), (usize, usize, usize)> = HashMap::new();
-    let mut order: Vec<(usize, usize)> = Vec::new();
+    let mut pairs: HashMap<InstancePair, PairOverlap> = HashMap::new();
+    let mut order: Vec<InstancePair> = Vec::new();
     let mut active: Vec<usize> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         active.retain(|&a| entries[a].end >= e.start);
@@ -161,11 +193,18 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             if other.inst == e.inst {
                 continue;
             }
-            let key = (e.inst.min(other.inst), e.inst.max(other.inst));
+            let key = InstancePair::of(e.inst, other.inst);
             match pairs.get_mut(&key) {
-                Some(found) => found.2 += 1,
+                Some(found) => found.more += 1,
                 None => {
-                    pairs.insert(key, (i, a, 0));
+                    pairs.insert(
+                        key,
+                        PairOverlap {
+                            later: i,
+                            earlier: a,
+                            more: 0,
+                        },
+                    );
                     order.push(key);
                 }
             }
@@ -175,18 +214,28 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     // One "move X to N" per instance: the lowest block above every instance it collides with.
     let mut clear_above: HashMap<usize, u32> = HashMap::new();
     for key in &order {
-        let (i, a, _) = pairs[key];
-        let above = clear_above.entry(entries[i].inst).or_insert(0);
-        *above = (*above).max(entries[a].end + 1);
+        let PairOverlap { later, earlier, .. } = pairs[key];
+        let above = clear_above.entry(entries[later].inst).or_insert(0);
+        *above = (*above).max(entries[earlier].end + 1);
     }
     let moves: HashMap<usize, Option<u32>> = clear_above
         .into_iter()
         .map(|(inst, from)| (inst, free.base_from(from, inst, &profiles[inst].ports)))
         .collect();
     for key in order {
-        let (i, a, more) = pairs[&key];
-        let to = moves.get(&entries[i].inst).copied().flatten();
-        out.push(port_finding(profiles, &entries[i], &entries[a], more, to));
+        let PairOverlap {
+            later,
+            earlier,
+            more,
+        } = pairs[&key];
+        let to = moves.get(&entries[later].inst).copied().flatten();
+        out.push(port_finding(
+            profiles,
+            &entries[later],
+            &entries[earlier],
+            more,
+            to,
+        ));
     }
 }
 
@@ -257,32 +306,55 @@ fn port_finding(
 /// a block is either free of every claim (found by binary search among the gaps of all claims), or
 /// free of all but the instance's own claims, which can only be near one of those.
 struct FreeBlocks {
-    /// Claims no wider than `WIDE`, sorted by start: (start, end, instance).
-    narrow: Vec<(u32, u32, usize)>,
+    /// Claims no wider than `WIDE`, sorted by start.
+    narrow: Vec<Span>,
     /// Wider claims (large `reserve_ports` ranges), checked one by one.
-    wide: Vec<(u32, u32, usize)>,
-    /// The gaps between all claims that hold a whole block: (first free port, last free port).
-    gaps: Vec<(u32, u32)>,
+    wide: Vec<Span>,
+    /// The gaps between all claims that hold a whole block, in order.
+    gaps: Vec<Gap>,
+}
+
+/// A claim's ports and whose it is, as [`FreeBlocks`] needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+    inst: usize,
+}
+
+/// Free ports between claims, `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gap {
+    first: u32,
+    last: u32,
 }
 
 const WIDE: u32 = 1000;
 
 impl FreeBlocks {
-    fn new(sorted: &[Entry<'_>]) -> Self {
-        let (wide, narrow): (Vec<_>, Vec<_>) = sorted
-            .iter()
-            .map(|e| (e.start, e.end, e.inst))
-            .partition(|c| c.1 - c.0 > WIDE);
-        let mut gaps = Vec::new();
+    /// From every claim (of ports up to 65535), sorted by start.
+    fn new(sorted: impl Iterator<Item = Span>) -> Self {
+        let (mut narrow, mut wide, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
         let mut next_free = 1u32;
-        for e in sorted {
-            if e.start > next_free && e.start - next_free >= BLOCK_SPAN {
-                gaps.push((next_free, e.start - 1));
+        for c in sorted {
+            if c.start > next_free && c.start - next_free >= BLOCK_SPAN {
+                gaps.push(Gap {
+                    first: next_free,
+                    last: c.start - 1,
+                });
             }
-            next_free = next_free.max(e.end + 1);
+            next_free = next_free.max(c.end + 1);
+            if c.end - c.start > WIDE {
+                wide.push(c);
+            } else {
+                narrow.push(c);
+            }
         }
         if next_free <= MAX_BLOCK_BASE {
-            gaps.push((next_free, 65535));
+            gaps.push(Gap {
+                first: next_free,
+                last: 65535,
+            });
         }
         FreeBlocks { narrow, wide, gaps }
     }
@@ -291,24 +363,26 @@ impl FreeBlocks {
     fn free_of_all(&self, from: u32) -> Option<u32> {
         let i = self
             .gaps
-            .partition_point(|&(_, last)| last < from.saturating_add(BLOCK_SPAN - 1));
-        let &(first, _) = self.gaps.get(i)?;
-        Some(first.max(from)).filter(|b| *b <= MAX_BLOCK_BASE)
+            .partition_point(|g| g.last < from.saturating_add(BLOCK_SPAN - 1));
+        let gap = self.gaps.get(i)?;
+        Some(gap.first.max(from)).filter(|b| *b <= MAX_BLOCK_BASE)
     }
 
     /// The end of the furthest claim of another instance that the block at `b` would hit.
     fn blocker(&self, b: u32, me: usize) -> Option<u32> {
         let top = b + BLOCK_SPAN - 1;
-        let lo = self.narrow.partition_point(|c| c.0 + WIDE < b);
-        let hi = self.narrow.partition_point(|c| c.0 <= top);
+        let lo = self.narrow.partition_point(|c| c.start + WIDE < b);
+        let hi = self.narrow.partition_point(|c| c.start <= top);
         self.narrow[lo..hi.max(lo)]
             .iter()
-            .chain(self.wide.iter().filter(|c| c.0 <= top))
-            .filter(|c| c.1 >= b && c.2 != me)
-            .map(|c| c.1)
+            .chain(self.wide.iter().filter(|c| c.start <= top))
+            .filter(|c| c.end >= b && c.inst != me)
+            .map(|c| c.end)
             .max()
     }
 
+    /// The lowest gateway port at or above `from` for instance `me`, whose block holds no claim
+    /// but `me`'s own (`own`, which moving would free); `None` if none fits below 65536.
     fn base_from(&self, from: u32, me: usize, own: &[PortClaim]) -> Option<u32> {
         let mut best = self.free_of_all(from);
         for c in own.iter().filter(|c| c.end <= 65535) {
@@ -365,8 +439,8 @@ struct SharedPlace<'a> {
     inner: usize,
     /// The entry around it.
     outer: usize,
-    /// The two instances, lower index first.
-    pair: (usize, usize),
+    /// The two instances.
+    pair: InstancePair,
     /// The contested place: findings of the same pair inside it are folded into this one.
     place: &'a Path,
     /// How many were folded in.
@@ -417,7 +491,7 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             if outer.inst == e.inst {
                 continue;
             }
-            let pair = (e.inst.min(outer.inst), e.inst.max(outer.inst));
+            let pair = InstancePair::of(e.inst, outer.inst);
             let folded = found
                 .iter_mut()
                 .rev()
@@ -506,52 +580,123 @@ fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
     }
 }
 
-/// Resolves paths to the places they name, remembering every directory it resolved: profiles
-/// share parents, so a check of thousands of paths makes few system calls.
-#[derive(Default)]
-pub struct RealPaths {
-    /// Path as written -> (the place, whether it exists).
-    known: HashMap<PathBuf, (PathBuf, bool)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl RealPaths {
-    /// The place `p` names: its longest existing ancestor with symlinks and `..` resolved, followed
-    /// by the rest (which does not exist yet, so it holds no symlink) with `..` resolved lexically.
-    pub fn resolve(&mut self, p: &Path) -> PathBuf {
-        self.lookup(p).0
+    const ME: usize = 0;
+
+    /// Builds the free blocks from (start, end, instance) claims, sorted as the sweep sorts them.
+    fn blocks(claims: &[(u32, u32, usize)]) -> FreeBlocks {
+        let mut spans: Vec<Span> = claims
+            .iter()
+            .map(|&(start, end, inst)| Span { start, end, inst })
+            .collect();
+        spans.sort_by_key(|s| (s.start, s.end));
+        FreeBlocks::new(spans.into_iter())
     }
 
-    fn lookup(&mut self, p: &Path) -> (PathBuf, bool) {
-        if let Some(r) = self.known.get(p) {
-            return r.clone();
-        }
-        // A path under a directory known to be missing is missing too: no system call needed.
-        let parent_missing = p
-            .parent()
-            .and_then(|parent| self.known.get(parent))
-            .is_some_and(|(_, exists)| !exists);
-        let found = if parent_missing {
-            None
-        } else {
-            std::fs::canonicalize(p).ok()
-        };
-        let r = match found {
-            Some(real) => (real, true),
-            None => match (p.components().next_back(), p.parent()) {
-                (Some(last), Some(parent)) => {
-                    let mut r = self.lookup(parent).0;
-                    r.push(last.as_os_str());
-                    (super::resolve::normalize(&r), false)
-                }
-                _ => (super::resolve::normalize(p), false),
-            },
-        };
-        self.known.insert(p.to_path_buf(), r.clone());
-        r
+    fn own(claims: &[(u32, u32)]) -> Vec<PortClaim> {
+        claims
+            .iter()
+            .map(|&(start, end)| PortClaim {
+                start,
+                end,
+                source: ClaimSource::Reserved,
+                at: Location::file(Path::new("me.yaml")),
+                fallback: None,
+            })
+            .collect()
     }
-}
 
-/// The place a path names (see [`RealPaths::resolve`]).
-pub fn real_path(p: &Path) -> PathBuf {
-    RealPaths::default().resolve(p)
+    fn gaps(f: &FreeBlocks) -> Vec<(u32, u32)> {
+        f.gaps.iter().map(|g| (g.first, g.last)).collect()
+    }
+
+    #[test]
+    fn free_blocks_are_the_gaps_between_claims() {
+        let f = blocks(&[(1000, 1110, 1), (2000, 2110, 2), (5000, 5000, 3)]);
+        assert_eq!(
+            gaps(&f),
+            [(1, 999), (1111, 1999), (2111, 4999), (5001, 65535)]
+        );
+        assert_eq!(f.base_from(1, ME, &[]), Some(1));
+        assert_eq!(f.base_from(900, ME, &[]), Some(1111));
+        assert_eq!(f.base_from(1500, ME, &[]), Some(1500));
+        // 1900..=2010 would reach 2000.
+        assert_eq!(f.base_from(1900, ME, &[]), Some(2111));
+        assert_eq!(f.base_from(4900, ME, &[]), Some(5001));
+    }
+
+    #[test]
+    fn a_gap_one_port_short_of_a_block_is_skipped() {
+        // 1100..=1209 is 110 ports: a block needs 111.
+        let f = blocks(&[(1000, 1099, 1), (1210, 1300, 2)]);
+        assert_eq!(gaps(&f), [(1, 999), (1301, 65535)]);
+        assert_eq!(f.base_from(1000, ME, &[]), Some(1301));
+    }
+
+    #[test]
+    fn a_block_that_fits_exactly_between_two_claims_is_found() {
+        // 1100..=1210 is exactly 111 ports.
+        let f = blocks(&[(1000, 1099, 1), (1211, 1300, 2)]);
+        assert_eq!(gaps(&f), [(1, 999), (1100, 1210), (1301, 65535)]);
+        assert_eq!(f.base_from(1000, ME, &[]), Some(1100));
+        // From one port later the block would end on 1211.
+        assert_eq!(f.base_from(1101, ME, &[]), Some(1301));
+    }
+
+    #[test]
+    fn the_last_block_ends_on_65535() {
+        let f = blocks(&[(1000, 1110, 1)]);
+        assert_eq!(f.base_from(MAX_BLOCK_BASE, ME, &[]), Some(MAX_BLOCK_BASE));
+        assert_eq!(f.base_from(MAX_BLOCK_BASE + 1, ME, &[]), None);
+    }
+
+    #[test]
+    fn no_block_fits_when_claims_reach_the_top() {
+        // A block above 65440 would pass 65535; below it, 65430..=65440 is in the way.
+        let f = blocks(&[(65300, 65320, 1), (65430, 65440, 2)]);
+        assert_eq!(f.base_from(65350, ME, &[]), None);
+        // The whole space taken, by one wide claim.
+        let f = blocks(&[(1, 65535, 1)]);
+        assert!(gaps(&f).is_empty());
+        assert_eq!(f.base_from(1, ME, &[]), None);
+    }
+
+    #[test]
+    fn overlapping_claims_leave_one_gap_after_the_furthest_end() {
+        // The second starts inside the first; the third lies wholly inside the second.
+        let f = blocks(&[(1000, 1200, 1), (1100, 3000, 2), (1500, 1600, 3)]);
+        assert_eq!(gaps(&f), [(1, 999), (3001, 65535)]);
+        assert_eq!(f.base_from(1000, ME, &[]), Some(3001));
+    }
+
+    #[test]
+    fn adjacent_claims_leave_no_gap_between_them() {
+        let f = blocks(&[(1000, 1110, 1), (1111, 1221, 2), (1222, 1332, 3)]);
+        assert_eq!(gaps(&f), [(1, 999), (1333, 65535)]);
+        assert_eq!(f.base_from(1000, ME, &[]), Some(1333));
+    }
+
+    #[test]
+    fn an_instances_own_claims_do_not_block_its_move() {
+        // ME (1050..=1160) collides with instance 1 (1000..=1110), so it must start above 1110.
+        // Free of every claim, the lowest block starts at 1161, after ME's own claim; but moving
+        // frees that claim, so 1111 will do.
+        let f = blocks(&[(1000, 1110, 1), (1050, 1160, ME), (1300, 1410, 1)]);
+        assert_eq!(f.base_from(1111, ME, &[]), Some(1161));
+        assert_eq!(f.base_from(1111, ME, &own(&[(1050, 1160)])), Some(1111));
+        // For any other instance ME's claim still counts.
+        assert_eq!(f.base_from(1111, 2, &own(&[(1050, 1160)])), Some(1161));
+    }
+
+    #[test]
+    fn a_wide_reserved_range_blocks_every_base_inside_it() {
+        // Wider than WIDE, so checked apart from the narrow claims.
+        // ME's own claim lies inside instance 1's wide range: no base near it is free.
+        let f = blocks(&[(1000, 5000, 1), (4990, 5000, ME), (5100, 5150, 2)]);
+        assert_eq!(f.wide.len(), 1);
+        assert_eq!(f.base_from(1000, ME, &own(&[(4990, 5000)])), Some(5151));
+    }
 }

@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod load;
 pub mod locate;
 pub mod openclaw;
+pub mod paths;
 pub mod raw;
 pub mod resolve;
 
@@ -49,9 +50,9 @@ pub fn load_with_env(dir: &Path, env: resolve::EnvLookup<'_>) -> Plan {
     };
     let mut profiles = Vec::with_capacity(files.len());
     for pf in &files {
-        let (profile, mut found) = resolve::resolve(pf, env);
-        diags.append(&mut found);
-        profiles.extend(profile);
+        let mut resolved = resolve::resolve(pf, env);
+        diags.append(&mut resolved.diagnostics);
+        profiles.extend(resolved.profile);
     }
     diags.extend(check::check(&profiles));
     report.diagnostics = diags;

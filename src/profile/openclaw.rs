@@ -178,21 +178,49 @@ pub struct ConfigPort {
 /// What the supervisor needs from an instance's OpenClaw config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenClawConfig {
-    /// `gateway.port` and its line.
-    pub gateway_port: Option<(u16, usize)>,
-    /// `agents.defaults.workspace` as written, and its line.
-    pub workspace: Option<(String, usize)>,
+    /// `gateway.port`.
+    pub gateway_port: Option<AtLine<u16>>,
+    /// `agents.defaults.workspace` as written.
+    pub workspace: Option<AtLine<String>>,
     /// Ports the file claims on this host: `browser.cdpUrl` (loopback), `browser.profiles.*.cdpPort`,
     /// `browser.profiles.*.cdpUrl` (loopback), `canvasHost.port`.
     pub ports: Vec<ConfigPort>,
-    /// `mcp.apps.sandboxPort`, which replaces `G + 1`, and its line.
-    pub mcp_sandbox_port: Option<(u16, usize)>,
-    /// Agents' own workspaces: (dotted field, path as written, line).
-    pub agent_workspaces: Vec<(String, String, usize)>,
+    /// `mcp.apps.sandboxPort`, which replaces `G + 1`.
+    pub mcp_sandbox_port: Option<AtLine<u16>>,
+    /// Agents' own workspaces.
+    pub agent_workspaces: Vec<AgentWorkspace>,
 }
 
-/// A problem in the config file: the dotted field (empty for syntax), 1-based line (0 unknown), message.
-pub type ConfigProblem = (String, usize, String);
+/// A value of the config file and the line it is written on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtLine<T> {
+    /// The value.
+    pub value: T,
+    /// Its line in the config file.
+    pub line: usize,
+}
+
+/// The workspace of one agent that has its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentWorkspace {
+    /// The setting, dotted: `agents.list[0].workspace`.
+    pub field: String,
+    /// The path as written.
+    pub path: String,
+    /// Its line in the config file.
+    pub line: usize,
+}
+
+/// A problem in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The setting, dotted; empty for a problem of the whole file (unreadable, not JSON5).
+    pub field: String,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// Reads an OpenClaw config file as JSON5. A missing file is an empty config (OpenClaw starts without
 /// one); an unreadable or malformed one gives every problem found.
@@ -200,7 +228,13 @@ pub fn read_config(path: &Path) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OpenClawConfig::default()),
-        Err(e) => return Err(vec![(String::new(), 0, format!("cannot read it: {e}"))]),
+        Err(e) => {
+            return Err(vec![ConfigProblem {
+                field: String::new(),
+                line: 0,
+                message: format!("cannot read it: {e}"),
+            }])
+        }
     };
     parse_config(&text)
 }
@@ -209,11 +243,11 @@ pub fn read_config(path: &Path) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
 pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
     let root: Value = json5::from_str(text).map_err(|e| {
         let line = e.position().map_or(0, |p| p.line + 1);
-        vec![(
-            String::new(),
+        vec![ConfigProblem {
+            field: String::new(),
             line,
-            format!("not valid JSON5: {}", strip_position(&e.to_string())),
-        )]
+            message: format!("not valid JSON5: {}", strip_position(&e.to_string())),
+        }]
     })?;
     let mut cfg = OpenClawConfig::default();
     let mut problems = Vec::new();
@@ -233,7 +267,11 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
                 line,
             }),
             None => {
-                problems.push((field, line, format!("{value} is not a port (1..65535)")));
+                problems.push(ConfigProblem {
+                    field,
+                    line,
+                    message: format!("{value} is not a port (1..65535)"),
+                });
                 None
             }
         }
@@ -241,7 +279,10 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
 
     if let Some(v) = root.pointer("/gateway/port").filter(|v| !v.is_null()) {
         if let Some(p) = port_at(locate::keys(&["gateway", "port"]), v, &mut problems) {
-            cfg.gateway_port = Some((p.port, p.line));
+            cfg.gateway_port = Some(AtLine {
+                value: p.port,
+                line: p.line,
+            });
         }
     }
     if let Some(v) = root.pointer("/canvasHost/port").filter(|v| !v.is_null()) {
@@ -257,7 +298,11 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
             Some(Err(why)) => why,
             None => format!("{value} is not a URL string"),
         };
-        problems.push((locate::dotted(path), line_of(path), why));
+        problems.push(ConfigProblem {
+            field: locate::dotted(path),
+            line: line_of(path),
+            message: why,
+        });
         None
     };
     // browser.cdpUrl: its host is also where profiles that give only a cdpPort connect.
@@ -311,7 +356,10 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
     {
         let path = locate::keys(&["mcp", "apps", "sandboxPort"]);
         if let Some(p) = port_at(path, v, &mut problems) {
-            cfg.mcp_sandbox_port = Some((p.port, p.line));
+            cfg.mcp_sandbox_port = Some(AtLine {
+                value: p.port,
+                line: p.line,
+            });
         }
     }
     // Agents with a workspace of their own: `agents.list[i]` and `agents.entries.<id>`.
@@ -332,8 +380,11 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
         if let Some(w) = agent.get("workspace").and_then(Value::as_str) {
             path.push(Seg::Key("workspace".into()));
             if !w.trim().is_empty() {
-                cfg.agent_workspaces
-                    .push((locate::dotted(&path), w.to_string(), line_of(&path)));
+                cfg.agent_workspaces.push(AgentWorkspace {
+                    field: locate::dotted(&path),
+                    path: w.to_string(),
+                    line: line_of(&path),
+                });
             }
         }
     }
@@ -344,13 +395,16 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
         let path = locate::keys(&["agents", "defaults", "workspace"]);
         match v.as_str() {
             Some(s) if !s.trim().is_empty() => {
-                cfg.workspace = Some((s.to_string(), line_of(&path)))
+                cfg.workspace = Some(AtLine {
+                    value: s.to_string(),
+                    line: line_of(&path),
+                })
             }
-            _ => problems.push((
-                locate::dotted(&path),
-                line_of(&path),
-                format!("{v} is not a directory path"),
-            )),
+            _ => problems.push(ConfigProblem {
+                field: locate::dotted(&path),
+                line: line_of(&path),
+                message: format!("{v} is not a directory path"),
+            }),
         }
     }
     if problems.is_empty() {
@@ -486,17 +540,35 @@ mod tests {
   mcp: { apps: { sandboxPort: 19040 } },
 }"#;
         let cfg = parse_config(text).unwrap();
-        assert_eq!(cfg.gateway_port, Some((19001, 3)));
-        assert_eq!(cfg.workspace, Some(("~/bots/rescue".to_string(), 14)));
+        assert_eq!(
+            cfg.gateway_port,
+            Some(AtLine {
+                value: 19001,
+                line: 3
+            })
+        );
+        assert_eq!(
+            cfg.workspace,
+            Some(AtLine {
+                value: "~/bots/rescue".to_string(),
+                line: 14
+            })
+        );
         assert_eq!(
             cfg.agent_workspaces,
-            vec![(
-                "agents.list[0].workspace".to_string(),
-                "/srv/ops".to_string(),
-                14
-            )]
+            vec![AgentWorkspace {
+                field: "agents.list[0].workspace".to_string(),
+                path: "/srv/ops".to_string(),
+                line: 14
+            }]
         );
-        assert_eq!(cfg.mcp_sandbox_port, Some((19040, 15)));
+        assert_eq!(
+            cfg.mcp_sandbox_port,
+            Some(AtLine {
+                value: 19040,
+                line: 15
+            })
+        );
         let ports: Vec<_> = cfg
             .ports
             .iter()
@@ -518,15 +590,15 @@ mod tests {
     fn malformed_config_names_the_line() {
         let err = parse_config("{\n  gateway: {\n    port: 18789,,\n  }\n}").unwrap_err();
         assert_eq!(err.len(), 1);
-        assert_eq!(err[0].1, 3, "{err:?}");
-        assert!(err[0].2.starts_with("not valid JSON5"), "{err:?}");
+        assert_eq!(err[0].line, 3, "{err:?}");
+        assert!(err[0].message.starts_with("not valid JSON5"), "{err:?}");
     }
 
     #[test]
     fn bad_values_are_all_reported() {
         let text = "{ gateway: { port: 70000 },\n browser: { cdpUrl: 'nope' } }";
         let err = parse_config(text).unwrap_err();
-        let fields: Vec<_> = err.iter().map(|e| (e.0.as_str(), e.1)).collect();
+        let fields: Vec<_> = err.iter().map(|e| (e.field.as_str(), e.line)).collect();
         assert_eq!(fields, vec![("gateway.port", 1), ("browser.cdpUrl", 2)]);
     }
 }

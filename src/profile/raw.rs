@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer};
 
 /// An instance or OpenClaw profile name: OpenClaw's rule `^[a-z0-9][a-z0-9_-]{0,63}$`, case-insensitive.
@@ -101,26 +102,38 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A stop signal, by name: `SIGTERM`, `TERM`, `SIGINT`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignalName(pub i32, pub &'static str);
+pub struct SignalName(pub Signal);
+
+impl SignalName {
+    /// The signal to send.
+    pub fn signal(self) -> Signal {
+        self.0
+    }
+
+    /// Its name as written in messages: `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        self.0.as_str()
+    }
+}
 
 impl<'de> Deserialize<'de> for SignalName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let upper = s.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        const SIGNALS: &[(&str, i32, &str)] = &[
-            ("TERM", 15, "SIGTERM"),
-            ("INT", 2, "SIGINT"),
-            ("QUIT", 3, "SIGQUIT"),
-            ("HUP", 1, "SIGHUP"),
-            ("KILL", 9, "SIGKILL"),
-            ("USR1", 10, "SIGUSR1"),
-            ("USR2", 12, "SIGUSR2"),
+        const SIGNALS: &[(&str, Signal)] = &[
+            ("TERM", Signal::SIGTERM),
+            ("INT", Signal::SIGINT),
+            ("QUIT", Signal::SIGQUIT),
+            ("HUP", Signal::SIGHUP),
+            ("KILL", Signal::SIGKILL),
+            ("USR1", Signal::SIGUSR1),
+            ("USR2", Signal::SIGUSR2),
         ];
         SIGNALS
             .iter()
-            .find(|(n, _, _)| *n == bare)
-            .map(|(_, num, name)| SignalName(*num, name))
+            .find(|(n, _)| *n == bare)
+            .map(|(_, sig)| SignalName(*sig))
             .ok_or_else(|| {
                 serde::de::Error::custom(format!(
                     "{s:?} is not a stop signal; use one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL"
@@ -299,6 +312,26 @@ mod tests {
                 serde_yaml::from_str::<Vec<PortRange>>(bad).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn stop_signals_parse_with_or_without_sig() {
+        let s: Vec<SignalName> =
+            serde_yaml::from_str("[SIGTERM, int, \" Usr2 \", SIGKILL]").unwrap();
+        let got: Vec<Signal> = s.iter().map(|s| s.signal()).collect();
+        assert_eq!(
+            got,
+            [
+                Signal::SIGTERM,
+                Signal::SIGINT,
+                Signal::SIGUSR2,
+                Signal::SIGKILL
+            ]
+        );
+        assert_eq!(s[2].name(), "SIGUSR2");
+        for bad in ["SIGFOO", "15", "SIGSTOP", "\"\""] {
+            assert!(serde_yaml::from_str::<SignalName>(bad).is_err(), "{bad}");
         }
     }
 

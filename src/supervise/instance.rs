@@ -699,7 +699,7 @@ impl Task {
         let mut child = self.child.take()?;
         self.next_probe = None;
         self.prober.reset();
-        let sig = Signal::try_from(self.profile.stop.signal).unwrap_or(Signal::SIGTERM);
+        let sig = self.profile.stop.signal.signal();
         self.log
             .note(format!("stopping pid {} with {}", child.pid, sig.as_str()))
             .await;
@@ -739,7 +739,7 @@ impl Task {
         let reaper = self.shared.reaper.clone();
         let find =
             move || tree::instance_processes(root, &name, &state, &|pid| reaper.is_watched(pid));
-        let sig = Signal::try_from(self.profile.stop.signal).unwrap_or(Signal::SIGTERM);
+        let sig = self.profile.stop.signal.signal();
         let log = self.log.clone();
         let survivors = tree::end_all(find, sig, STRAGGLER_GRACE, |pids| async move {
             log.note(format!("ending processes left behind: {pids:?}"))
