@@ -10,6 +10,9 @@
 //! Each figure is the median of several runs of the whole `profile::load` (read the files, parse,
 //! resolve, sweep), then of the sweep alone on already-resolved profiles.
 
+// A benchmark may panic on what it sets up itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Instant;
 

@@ -16,6 +16,9 @@
 //!
 //! `cargo test --bench status` runs a short version (2 and 10 instances, 5 timed calls each).
 
+// A benchmark may panic on what it sets up itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

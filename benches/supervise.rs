@@ -10,6 +10,9 @@
 //!
 //! `cargo test --bench supervise` runs a short version (3 kills, 10 instances, 5 windows of 0.4 s).
 
+// A benchmark may panic on what it sets up itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};

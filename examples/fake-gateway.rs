@@ -13,6 +13,9 @@
 //! - `--flood N`           write N numbered lines to stdout as fast as possible, then carry on
 //! - `--stderr-line TEXT`  write TEXT to stderr once at start
 
+// A test stand-in: it may panic on what its test set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

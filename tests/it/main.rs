@@ -2,6 +2,9 @@
 //! binaries, each linking the library and all its dependencies again: on a 2-core machine the links
 //! cost more than compiling the tests. Each module drives the real daemon and CLI (`common`).
 
+// Tests may panic on what they set up themselves (clippy.toml allows it inside `#[test]` functions; this covers their helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod api;
