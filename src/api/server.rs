@@ -53,7 +53,7 @@ impl From<ApiError> for GrpcStatus {
             ApiError::NotFound { .. } => Code::NotFound,
             ApiError::Gone { .. } => Code::Unavailable,
             ApiError::Command { error, .. } => match error {
-                CommandError::ShuttingDown => Code::Unavailable,
+                CommandError::ShuttingDown | CommandError::Replaced => Code::Unavailable,
                 CommandError::StoppedBeforeReady | CommandError::RestartedBeforeReady => {
                     Code::Aborted
                 }
@@ -518,6 +518,7 @@ mod tests {
         };
         let commands = [
             (CommandError::ShuttingDown, tonic::Code::Unavailable),
+            (CommandError::Replaced, tonic::Code::Unavailable),
             (CommandError::StoppedBeforeReady, tonic::Code::Aborted),
             (CommandError::RestartedBeforeReady, tonic::Code::Aborted),
             (

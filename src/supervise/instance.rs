@@ -107,9 +107,12 @@ pub type Reply = Result<Status, CommandError>;
 /// code, so a client can tell a failed start from one that was cut short.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// The daemon is shutting down (or a reload ended the instance's task).
+    /// The daemon is shutting down.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// A reload removed the instance, or replaced it with its changed profile.
+    #[error("a reload replaced or removed it before it was ready; see `openclawctl status`")]
+    Replaced,
     /// An operator's stop came before the start finished.
     #[error("stopped by an operator before it was ready")]
     StoppedBeforeReady,
@@ -146,6 +149,9 @@ pub struct Shared {
     pub events: broadcast::Sender<Event>,
     /// The operators' starts and stops, kept across daemon restarts.
     pub desired: DesiredState,
+    /// The supervisor's own token: when it has fired too, an instance's cancellation is the
+    /// daemon's shutdown, not a reload.
+    pub shutdown: CancellationToken,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -307,7 +313,11 @@ impl Task {
             tokio::select! {
                 _ = &mut cancelled => {
                     self.stop(None).await;
-                    self.fail_waiters(CommandError::ShuttingDown);
+                    self.fail_waiters(if self.shared.shutdown.is_cancelled() {
+                        CommandError::ShuttingDown
+                    } else {
+                        CommandError::Replaced
+                    });
                     return;
                 }
                 cmd = rx.recv() => match cmd {

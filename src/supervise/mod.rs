@@ -121,6 +121,7 @@ impl Supervisor {
             probe_grid: tokio::time::Instant::now(),
             events: broadcast::channel(1024).0,
             desired,
+            shutdown: cancel.clone(),
         };
         let sup = Supervisor {
             instances: RwLock::new(Arc::new(BTreeMap::new())),

@@ -735,6 +735,30 @@ fn a_start_cut_short_by_the_shutdown_is_unavailable() {
 }
 
 #[test]
+fn a_start_cut_short_by_a_reload_that_changes_the_instance_is_unavailable() {
+    let scene = Scene::new();
+    let d = slow_start(&scene);
+    let start = start_in_background(&d.socket, "slow");
+    d.wait_status("slow", "starting", |s| s["state"] == "starting");
+    idle_profile(
+        &scene,
+        "slow",
+        &["--ready-after-ms", "600000"],
+        "health:\n  start_deadline: 9m\n",
+    );
+    let out = d.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = start.join().unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "slow: a reload replaced or removed it before it was ready; see `openclawctl status`"
+    );
+    // The daemon goes on: the changed instance is there, starting again.
+    d.wait_status("slow", "starting", |s| s["state"] == "starting");
+}
+
+#[test]
 fn a_start_that_fails_is_failed_precondition_with_the_reason() {
     let scene = Scene::new();
     idle_profile(

@@ -611,13 +611,10 @@ fn a_hung_log_and_state_disk_stalls_neither_status_nor_restarts_nor_stop() {
     let frozen = fs.freeze();
     // A crash while the disk hangs: the daemon notices, restarts main, probes it ready.
     kill(pid_of(&first), nix::sys::signal::Signal::SIGKILL);
-    let again = loop {
+    let again = wait_for("main to run again after the SIGKILL", || {
         let s = status_answers(&d, "main");
-        if s["state"] == "running" && s["pid"] != first["pid"] {
-            break s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+        (s["state"] == "running" && s["pid"] != first["pid"]).then_some(s)
+    });
     assert_eq!(again["last_exit"], "signal SIGKILL");
     // An operator's stop answers; the wish holds, though it is not on disk yet.
     let out = ctl_answers(&d, &["stop", "rescue"]);
