@@ -450,14 +450,20 @@ impl Task {
             self.start_limit_fatal().await;
             return;
         }
-        let req =
-            match spawn::prepare_dirs(&self.profile).and_then(|()| spawn::request(&self.profile)) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.fatal(e).await;
-                    return;
-                }
-            };
+        // Off the runtime: making the dirs and finding the program touch disks that may hang.
+        let profile = self.profile.clone();
+        let req = tokio::task::spawn_blocking(move || {
+            spawn::prepare_dirs(&profile).and_then(|()| spawn::request(&profile))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("preparing the start failed: {e}")));
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                self.fatal(e).await;
+                return;
+            }
+        };
         match self.shared.spawner.spawn(req).await {
             Ok(child) => {
                 self.tracker.record_start(now);

@@ -367,7 +367,7 @@ impl Supervisor {
                     let (log, start) = match old.get(&c.name) {
                         Some(h) => (Ok(h.log.clone()), h.status.borrow().want_running),
                         None => (
-                            logs::InstanceLog::open(&self.log_cfg, &self.log_disk, p.name.as_str()),
+                            open_log(&self.log_cfg, &self.log_disk, p.name.as_str()).await,
                             self.shared.desired.should_run(p.name.as_str(), p.autostart),
                         ),
                     };
@@ -410,6 +410,18 @@ impl Supervisor {
             self.shared.desired.flush(FLUSH_WAIT)
         );
     }
+}
+
+/// Opens an instance's log off the runtime, for a reload: the log dir may sit on a disk that hangs.
+async fn open_log(
+    cfg: &logs::LogConfig,
+    disk: &logs::Disk,
+    name: &str,
+) -> std::io::Result<logs::InstanceLog> {
+    let (cfg, disk, name) = (cfg.clone(), disk.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || logs::InstanceLog::open(&cfg, &disk, &name))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// The fields that differ between two profiles of one instance, as a reload sees them: the values
