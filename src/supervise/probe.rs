@@ -5,6 +5,10 @@
 //! while idle: with 500 instances probed every 10 s, a pooled client (hyper-util's) cost the daemon
 //! about 20 KB per instance and ~100 µs of CPU per probe. The request is written once per URL; the
 //! answer's head is parsed by `httparse` (hyper's own parser) and its body is read and dropped.
+//!
+//! On a kept connection a probe is one `sendto` and one `recvfrom`, about 20 µs of daemon CPU all in
+//! (`cargo bench --bench supervise -- idle ours`); over half of it is the kernel's loopback send,
+//! which delivers the request into the gateway's socket and wakes the gateway on the daemon's time.
 
 use std::time::Duration;
 
@@ -165,8 +169,9 @@ async fn get(conn: &mut Conn, target: &Target) -> Result<u16, String> {
 /// server that closed it while idle (Node's HTTP server does after its keep-alive timeout, 5 s by
 /// default, shorter than the probe interval) left an end-of-file to read; seeing it here saves
 /// writing a request into a closing connection and waiting for the answer that will not come. It
-/// costs no extra syscall: when nothing arrived, this read's `EAGAIN` is the one the answer's first
-/// read would have met, and tokio then waits for the answer without trying again.
+/// costs nothing on a connection that stayed open: the last answer's read was short, so tokio holds
+/// the socket not readable and answers without a syscall; only an event since (the end-of-file)
+/// makes it read.
 fn idle_and_open(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
