@@ -5,10 +5,18 @@
 //!    same stand-in gateway, as a ratio. Between kills each child stays up 1.5 s, so both supervisors
 //!    see a child that had been up: runsv restarts at once, and so does our daemon (the profile's
 //!    backoff resets after 1 s of uptime and its start limit is raised for the 20 kills).
-//! 2. The daemon's own CPU and RSS idle, with 2 and with 500 instances running: CPU over five windows
-//!    of 12 s (the median printed, with the least and the most), RSS the highest seen.
+//! 2. Idle cost with 500 stand-ins running, for openclaw-supervisord (liveness probes every 10 s, the
+//!    default) and, one after the other on the same stand-ins, runit (runsvdir and its runsv),
+//!    supervisord and PM2 where installed, with our figure's ratio to each: CPU as utime+stime of
+//!    `/proc/PID/stat` over a window of 60 s, the median of 3 windows (a process's own count: it
+//!    keeps the time of threads that have ended, which per-thread counters lose), the kernel's
+//!    CPU clock of the process beside it for finer steps than a clock tick; RSS and PSS from
+//!    `/proc/PID/smaps_rollup`. Children are not counted, only the supervisor's own processes.
+//!    `IDLE_INSTANCES`, `IDLE_SECS`, `IDLE_RUNS` and `IDLE_INTERVAL` (our probe interval, e.g. 60s)
+//!    change the set-up.
 //!
-//! `cargo test --bench supervise` runs a short version (3 kills, 10 instances, 5 windows of 0.4 s).
+//! `cargo test --bench supervise` runs a short version (3 kills; 10 stand-ins, one window of 0.5 s).
+//! `cargo bench --bench supervise -- idle ours runit` runs the idle part for those two only.
 
 // A benchmark may panic on what it sets up itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,7 +28,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{alive, fake_gateway, fake_profile, median, ms, ports, wait_every, Daemon};
+use common::peers::{Pm2, Runit, Supervisord};
+use common::{
+    alive, clk_tck, cpu, fake_gateway, fake_profile, gateways_under, median, memory, ms, ports,
+    reap_leftovers, wait_every, Cpu, Daemon,
+};
 
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok()
@@ -97,36 +109,18 @@ fn restarts(n: usize, port: u16, pid_of: impl Fn() -> Option<u32>) -> Vec<Durati
 }
 
 impl Daemon {
-    /// CPU time used by all its threads (from the scheduler's own count, in nanoseconds; the
-    /// clock ticks of /proc/PID/stat are too coarse for an idle daemon) and RSS.
-    fn usage(&self) -> (Duration, u64) {
-        let pid = self.child.id();
-        let mut ns: u64 = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-            let stat =
-                std::fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap_or_default();
-            ns += stat
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let rss_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        (Duration::from_nanos(ns), rss_kb * 1024)
-    }
-
     fn stop(self) {}
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = !args.iter().any(|a| a == "--bench");
-    // `cargo bench --bench supervise -- idle` (or `restart`) runs one part.
+    // `cargo bench --bench supervise -- idle` (or `restart`) runs one part; `ours`, `runit`,
+    // `supervisord`, `pm2` choose whom the idle part measures.
+    let systems: Vec<&str> = ["ours", "runit", "supervisord", "pm2"]
+        .into_iter()
+        .filter(|s| args.iter().any(|a| a == s))
+        .collect();
     let only = |part: &str| {
         let parts = ["restart", "idle"];
         !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part)
@@ -139,7 +133,7 @@ fn main() {
         restart_latency(kills, &fake, tmp.path());
     }
     if only("idle") {
-        idle(quick, &fake, tmp.path());
+        idle(quick, &fake, tmp.path(), &systems);
     }
 }
 
@@ -229,53 +223,261 @@ fn restart_latency(kills: usize, fake: &Path, tmp: &Path) {
     }
 }
 
-fn idle(quick: bool, fake: &Path, tmp: &Path) {
-    // Five windows of 12 s (quick: 0.4 s) in one minute; the median is printed.
-    let window = Duration::from_millis(if quick { 400 } else { 12_000 });
-    for n in [2usize, if quick { 10 } else { 500 }] {
-        let dir = tmp.join(format!("idle-{n}"));
-        // 500 blocks of 111 ports cannot all lie below the kernel's ephemeral range, and the
-        // daemon's own probe connections hold ephemeral ports: a gateway whose port such a
-        // connection took at its start cannot bind. It is left exited (`policy: never`) instead of
-        // crash-looping, which is not idle; the count of those running is printed.
+/// What the idle part measures, from the environment (defaults: `cargo bench`, then in brackets
+/// `cargo test --bench`): `IDLE_INSTANCES` stand-ins (500 [10]), `IDLE_SECS` a window (60 [0.5]),
+/// `IDLE_RUNS` windows (3 [1]), `IDLE_INTERVAL` our liveness probe interval (the default, 10s).
+struct IdleSettings {
+    instances: usize,
+    window: Duration,
+    runs: usize,
+    interval: Option<String>,
+}
+
+impl IdleSettings {
+    fn from_env(quick: bool) -> IdleSettings {
+        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+                Err(_) => default,
+            }
+        }
+        IdleSettings {
+            instances: var("IDLE_INSTANCES", if quick { 10 } else { 500 }),
+            window: Duration::from_secs_f64(var("IDLE_SECS", if quick { 0.5 } else { 60.0 })),
+            runs: var("IDLE_RUNS", if quick { 1 } else { 3 }).max(1),
+            interval: std::env::var("IDLE_INTERVAL").ok(),
+        }
+    }
+}
+
+/// The median of figures (at least one).
+fn middle(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One supervisor's idle cost: CPU in % of a core per window (from utime+stime, and from the
+/// process CPU clock), the utime+stime ticks of each window, and the most memory seen.
+struct IdleFigures {
+    cpu: Vec<f64>,
+    clock: Vec<f64>,
+    ticks: Vec<u64>,
+    rss: u64,
+    pss: u64,
+    processes: usize,
+}
+
+impl IdleFigures {
+    /// Measures `s.runs` windows back to back, over the processes `own` names at each window's start.
+    fn take(s: &IdleSettings, own: impl Fn() -> Vec<u32>) -> IdleFigures {
+        let hz = clk_tck() as f64;
+        let mut f = IdleFigures {
+            cpu: Vec::new(),
+            clock: Vec::new(),
+            ticks: Vec::new(),
+            rss: 0,
+            pss: 0,
+            processes: 0,
+        };
+        for _ in 0..s.runs {
+            let pids = own();
+            let total = |pids: &[u32]| -> Cpu {
+                pids.iter()
+                    .map(|&p| cpu(p).unwrap_or_else(|| panic!("process {p} ended while measured")))
+                    .fold(Cpu::default(), |a, b| a + b)
+            };
+            let c0 = total(&pids);
+            let t = Instant::now();
+            std::thread::sleep(s.window);
+            let c1 = total(&pids);
+            let secs = t.elapsed().as_secs_f64();
+            f.ticks.push(c1.ticks - c0.ticks);
+            f.cpu.push((c1.ticks - c0.ticks) as f64 / hz / secs * 100.0);
+            f.clock.push((c1.ns - c0.ns) as f64 / 1e9 / secs * 100.0);
+            let (rss, pss) = pids
+                .iter()
+                .map(|&p| memory(p))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            f.rss = f.rss.max(rss);
+            f.pss = f.pss.max(pss);
+            f.processes = pids.len();
+        }
+        f
+    }
+
+    /// The median window's CPU (by utime+stime), in % of a core.
+    fn median(&self) -> f64 {
+        middle(&self.cpu)
+    }
+
+    /// The median window's CPU by the process CPU clock, in % of a core.
+    fn clock_median(&self) -> f64 {
+        middle(&self.clock)
+    }
+
+    fn print(&self, who: &str) {
+        let sorted = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let cpu = sorted(&self.cpu);
+        let clock = sorted(&self.clock);
+        let mut ticks = self.ticks.clone();
+        ticks.sort();
+        println!(
+            "  {who}: CPU median {:.3}% of a core (min {:.3}%, max {:.3}%; {} ticks of utime+stime in the median window; the process CPU clock says {:.3}%), RSS {:.1} MB, PSS {:.1} MB ({} process{})",
+            cpu[cpu.len() / 2],
+            cpu[0],
+            cpu[cpu.len() - 1],
+            ticks[ticks.len() / 2],
+            clock[clock.len() / 2],
+            self.rss as f64 / 1e6,
+            self.pss as f64 / 1e6,
+            self.processes,
+            if self.processes == 1 { "" } else { "es" },
+        );
+    }
+}
+
+/// Our figures beside a peer's: the ratio of the medians, or why there is none. The ratio of the
+/// CPU clock figures is printed too: a peer that idles under a tick a minute shows 0 ticks.
+fn ratio(ours: &Option<IdleFigures>, peer: &str, theirs: Result<IdleFigures, String>) {
+    let t = match theirs {
+        Ok(t) => t,
+        Err(why) => return println!("  {peer}: {why}; no ratio"),
+    };
+    t.print(peer);
+    let Some(o) = ours else { return };
+    let by_ticks = if t.median() > 0.0 {
+        format!("{:.2}", o.median() / t.median())
+    } else {
+        "none (0 ticks)".into()
+    };
+    let by_clock = if t.clock_median() > 0.0 {
+        format!("{:.2}", o.clock_median() / t.clock_median())
+    } else {
+        "none".into()
+    };
+    println!(
+        "  idle CPU ratio openclaw-supervisord / {peer}: {by_ticks} (by the CPU clocks: {by_clock})"
+    );
+}
+
+fn idle(quick: bool, fake: &Path, tmp: &Path, systems: &[&str]) {
+    let s = IdleSettings::from_env(quick);
+    let want = |name: &str| systems.is_empty() || systems.contains(&name);
+    let n = s.instances;
+    let settle = Duration::from_secs(if quick { 1 } else { 10 });
+    println!(
+        "idle, {n} stand-in gateways, {} window{} of {:.1} s each (median printed), CPU of the supervisor's own processes (utime+stime of /proc/PID/stat, CLK_TCK {}), memory from /proc/PID/smaps_rollup:",
+        s.runs,
+        if s.runs == 1 { "" } else { "s" },
+        s.window.as_secs_f64(),
+        clk_tck(),
+    );
+    // 500 blocks of 111 ports cannot all lie below the kernel's ephemeral range, and the daemon's own
+    // probe connections hold ephemeral ports: a gateway whose port such a connection took at its
+    // start cannot bind. Every supervisor leaves such a gateway exited instead of restarting it in
+    // a loop, which is not idle; the count of those running is printed.
+    let ours = want("ours").then(|| {
+        let health = s
+            .interval
+            .as_ref()
+            .map(|i| format!("health: {{ interval: {i} }}\n"))
+            .unwrap_or_default();
         let profiles: Vec<(String, String)> = ports(n, 1100)
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                (
-                    format!("bot{i:03}"),
-                    fake_profile(fake, p, "restart: { policy: never }\n"),
-                )
+                let extra = format!("restart: {{ policy: never }}\n{health}");
+                (format!("bot{i:03}"), fake_profile(fake, p, &extra))
             })
             .collect();
-        let d = Daemon::start(&dir, &profiles);
-        d.wait_all_running(n);
-        // Let start-up work settle (readiness probes, log files) before measuring.
-        std::thread::sleep(Duration::from_secs(if quick { 1 } else { 10 }));
-        let running = d
-            .statuses()
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .count();
-        let mut cpu = Vec::new();
-        let mut rss = 0;
-        for _ in 0..5 {
-            let (cpu0, _) = d.usage();
-            let t = Instant::now();
-            std::thread::sleep(window);
-            let (cpu1, r) = d.usage();
-            cpu.push((cpu1 - cpu0).as_secs_f64() / t.elapsed().as_secs_f64() * 100.0);
-            rss = rss.max(r);
+        let d = Daemon::start(&tmp.join("idle-ours"), &profiles);
+        let running = d.wait_all_running(n);
+        std::thread::sleep(settle);
+        let pid = d.child.id();
+        let f = IdleFigures::take(&s, || vec![pid]);
+        let gateways = gateways_under(pid, fake);
+        drop(d);
+        reap_leftovers(&gateways, fake);
+        f.print(&format!(
+            "openclaw-supervisord {} ({running} running, liveness probes every {})",
+            env!("CARGO_PKG_VERSION"),
+            s.interval.as_deref().unwrap_or("10s")
+        ));
+        f
+    });
+
+    if want("runit") {
+        if Runit::found() {
+            let r = Runit::start(&tmp.join("idle-runit"), fake, &ports(n, 1100));
+            let running = r.wait_settled(fake);
+            std::thread::sleep(settle);
+            let f = IdleFigures::take(&s, || r.own_pids());
+            r.stop(fake);
+            let who = format!(
+                "runit {} ({running} running; runsvdir and every runsv)",
+                Runit::version()
+            );
+            ratio(&ours, &who, Ok(f));
+        } else {
+            ratio(
+                &ours,
+                "runit",
+                Err("runsvdir not found (apt-get install runit)".into()),
+            );
         }
-        cpu.sort_by(f64::total_cmp);
-        println!(
-            "idle daemon with {n} instances ({running} running), 5 windows of {:.1} s: CPU median {:.3}% of a core (min {:.3}%, max {:.3}%), RSS {:.1} MB",
-            window.as_secs_f64(),
-            cpu[2],
-            cpu[0],
-            cpu[4],
-            rss as f64 / 1e6
-        );
-        d.stop();
+    }
+    if want("supervisord") {
+        match Supervisord::found() {
+            Some((d, c)) => {
+                let mut sd = Supervisord::start(
+                    &d,
+                    &c,
+                    &tmp.join("idle-supervisord"),
+                    fake,
+                    &ports(n, 1100),
+                );
+                let running = sd.wait_all_running(n);
+                std::thread::sleep(settle);
+                let pid = sd.pid();
+                let f = IdleFigures::take(&s, || vec![pid]);
+                sd.stop(fake);
+                let who = format!(
+                    "supervisord {} ({running} running)",
+                    Supervisord::version(&d)
+                );
+                ratio(&ours, &who, Ok(f));
+            }
+            None => ratio(
+                &ours,
+                "supervisord",
+                Err("supervisord not found (pip install supervisor)".into()),
+            ),
+        }
+    }
+    if want("pm2") {
+        match Pm2::found() {
+            Some(pm2) => {
+                let p = Pm2::start(&pm2, &tmp.join("idle-pm2"), fake, &ports(n, 1100));
+                let running = p.wait_settled(n, fake);
+                std::thread::sleep(settle);
+                let pid = p.pid();
+                let f = IdleFigures::take(&s, || vec![pid]);
+                let who = format!("PM2 {} ({running} running; its God Daemon)", p.version());
+                p.stop(fake);
+                ratio(&ours, &who, Ok(f));
+            }
+            None => ratio(
+                &ours,
+                "PM2",
+                Err("pm2 not found (npm install -g pm2)".into()),
+            ),
+        }
     }
 }

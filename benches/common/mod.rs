@@ -157,3 +157,168 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+pub mod peers;
+
+/// The parent of every live process on the host, from `/proc/PID/stat`.
+fn parents() -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            (f.first() != Some(&"Z")).then_some((pid, f.get(1)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The live processes descended from `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let all = parents();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(all.iter().filter(|&&(_, pp)| pp == parent).map(|&(p, _)| p));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+/// The live children of `parent`.
+pub fn children(parent: u32) -> Vec<u32> {
+    parents()
+        .into_iter()
+        .filter(|&(_, pp)| pp == parent)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Whether `pid` is alive and runs `exe` (a stand-in gateway).
+pub fn is_gateway(pid: u32, exe: &Path) -> bool {
+    alive(pid) && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
+}
+
+/// The stand-in gateways running below `root`.
+pub fn gateways_under(root: u32, exe: &Path) -> Vec<u32> {
+    descendants(root)
+        .into_iter()
+        .filter(|&p| is_gateway(p, exe))
+        .collect()
+}
+
+/// After a supervisor has been stopped: SIGKILL any of `pids` (gateways listed before the stop)
+/// that outlived it, and wait until none is left. Returns how many had to be killed.
+pub fn reap_leftovers(pids: &[u32], exe: &Path) -> usize {
+    // Give a supervisor that stops its children asynchronously a moment to finish.
+    let settle = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| is_gateway(p, exe)) && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| is_gateway(p, exe))
+        .collect();
+    for &pid in &left {
+        kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    wait_every(
+        "left-over gateways to die",
+        Duration::from_millis(10),
+        || !left.iter().any(|&p| is_gateway(p, exe)),
+    );
+    left.len()
+}
+
+/// An executable on PATH. A pyenv shim is resolved to the script it runs (`pyenv which`), so what
+/// runs (and is measured) is the program itself and not pyenv's bash wrapper around it.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let found = std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })?;
+    if found.parent().is_some_and(|d| d.ends_with("shims")) {
+        if let Ok(out) = Command::new("pyenv")
+            .args(["which", name])
+            .stderr(Stdio::null())
+            .output()
+        {
+            let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if out.status.success() && real.is_file() {
+                return Some(real);
+            }
+        }
+    }
+    Some(found)
+}
+
+/// CPU time a process has used, all its threads together, those that ended included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cpu {
+    /// utime + stime, fields 14 and 15 of `/proc/PID/stat`, in clock ticks (`getconf CLK_TCK`).
+    pub ticks: u64,
+    /// The kernel's CPU clock of the process (`clock_getcpuclockid`), in nanoseconds: the same
+    /// count the ticks are cut from, without their 10 ms steps.
+    pub ns: u64,
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks + o.ticks,
+            ns: self.ns + o.ns,
+        }
+    }
+}
+
+/// Clock ticks per second, the unit of utime and stime.
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let t = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// The CPU time `pid` has used so far, if it lives.
+pub fn cpu(pid: u32) -> Option<Cpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: field 3 (state) is f[0], utime (14) f[11], stime (15) f[12].
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // The process-wide CPU clock of a pid, as glibc's clock_getcpuclockid makes it:
+    // MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED).
+    let clock = (!(pid as nix::libc::clockid_t) << 3) | 2;
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into; a clock of a gone pid is an error return.
+    let ns = if unsafe { nix::libc::clock_gettime(clock, &mut ts) } == 0 {
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    } else {
+        0
+    };
+    Some(Cpu { ticks, ns })
+}
+
+/// Resident memory of a process: (RSS, PSS) in bytes, from `/proc/PID/smaps_rollup`. PSS shares
+/// each page among the processes that map it, so a sum over processes counts shared code once.
+pub fn memory(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kb = |key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (kb("Rss:") * 1024, kb("Pss:") * 1024)
+}
