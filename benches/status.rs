@@ -19,16 +19,17 @@
 // A benchmark may panic on what it sets up itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use openclaw_supervisor::api::v1::ListInstancesRequest;
-use openclaw_supervisor::supervise::tree;
 
 mod common;
 
-use common::{alive, fake_gateway, fake_profile, kill, ms, ports, wait_every, Daemon};
+use common::peers::Supervisord;
+use common::{
+    fake_gateway, fake_profile, gateways_under, kill, ms, ports, reap_leftovers, run_once, Daemon,
+};
 
 /// A gateway whose port was taken between the choice of ports and its start stays exited instead
 /// of crash-looping (see benches/supervise.rs on the ephemeral range).
@@ -36,73 +37,6 @@ const NEVER_RESTART: &str = "restart: { policy: never }\n";
 
 const WARM_UP: usize = 2;
 const TARGET_MS: f64 = 5.0;
-
-/// Whether `pid` is alive and runs `exe` (a stand-in gateway).
-fn is_gateway(pid: u32, exe: &Path) -> bool {
-    alive(pid) && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
-}
-
-/// The live processes descended from `root` whose executable is `exe` (the stand-in gateways a
-/// supervisor started), found by the daemon's own /proc walk.
-fn descendants_running(root: u32, exe: &Path) -> Vec<u32> {
-    let all = tree::snapshot();
-    tree::Tree::new(&all)
-        .descendants(root as i32)
-        .into_iter()
-        .map(|p| p as u32)
-        .filter(|&p| p != root && is_gateway(p, exe))
-        .collect()
-}
-
-/// After a supervisor has been stopped: SIGKILL any of its gateways (listed before the stop) that
-/// outlived it, and wait until none is left. Returns how many had to be killed.
-fn reap_leftovers(pids: &[u32], exe: &Path) -> usize {
-    // Give a supervisor that stops its children asynchronously a moment to finish.
-    let settle = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&p| is_gateway(p, exe)) && Instant::now() < settle {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left: Vec<u32> = pids
-        .iter()
-        .copied()
-        .filter(|&p| is_gateway(p, exe))
-        .collect();
-    for &pid in &left {
-        kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-    wait_every(
-        "left-over gateways to die",
-        Duration::from_millis(10),
-        || !left.iter().any(|&p| is_gateway(p, exe)),
-    );
-    left.len()
-}
-
-/// An executable on PATH. A pyenv shim is resolved to the script it runs (`pyenv which`), so the
-/// timing is of supervisorctl itself and not of pyenv's bash wrapper around it.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| {
-                m.is_file()
-                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-            })
-        })?;
-    if found.parent().is_some_and(|d| d.ends_with("shims")) {
-        if let Ok(out) = Command::new("pyenv")
-            .args(["which", name])
-            .stderr(Stdio::null())
-            .output()
-        {
-            let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if out.status.success() && real.is_file() {
-                return Some(real);
-            }
-        }
-    }
-    Some(found)
-}
 
 struct Stats {
     median: Duration,
@@ -152,16 +86,11 @@ impl std::fmt::Display for Stats {
     }
 }
 
-/// Whole process, spawn to exit, with stdout and stderr on pipes (read to the end).
-fn run_once(cmd: &mut Command) -> std::process::Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
-}
-
 impl Daemon {
     /// SIGTERM, wait for the daemon, then make sure none of its gateways is left. Returns how many
     /// gateways had to be killed after it exited.
     fn stop(mut self, fake: &Path) -> usize {
-        let gateways = descendants_running(self.child.id(), fake);
+        let gateways = gateways_under(self.child.id(), fake);
         kill(self.child.id(), nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.child.try_wait().unwrap().is_none() {
@@ -177,118 +106,13 @@ impl Daemon {
     }
 }
 
-/// supervisord run in the foreground by the bench, on a Unix socket in its own directory.
-struct Supervisord {
-    child: Child,
-    conf: PathBuf,
-    ctl: PathBuf,
-}
-
-impl Supervisord {
-    fn start(supervisord: &Path, ctl: &Path, dir: &Path, fake: &Path, ports: &[u16]) -> Self {
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let d = dir.display();
-        let mut text = format!(
-            "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
-             [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
-             childlogdir={d}/logs\nnodaemon=true\nminfds=4096\nloglevel=warn\n\n\
-             [rpcinterface:supervisor]\n\
-             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n"
-        );
-        // As for ours: no restart of a gateway that exits (its port taken), so the set settles.
-        for (i, p) in ports.iter().enumerate() {
-            text += &format!(
-                "\n[program:bot{i:03}]\ncommand={} --port {p}\nautostart=true\nautorestart=false\nstartsecs=1\nstartretries=0\nstopsignal=TERM\n",
-                fake.display()
-            );
-        }
-        let conf = dir.join("supervisord.conf");
-        std::fs::write(&conf, text).unwrap();
-        let child = Command::new(supervisord)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-n")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Supervisord {
-            child,
-            conf,
-            ctl: ctl.to_path_buf(),
-        }
-    }
-
-    fn ctl(&self) -> Command {
-        let mut c = Command::new(&self.ctl);
-        c.arg("-c").arg(&self.conf);
-        c
-    }
-
-    /// Waits until `supervisorctl status` lists all `n` programs, each RUNNING or settled (FATAL,
-    /// EXITED). Returns how many run.
-    fn wait_all_running(&mut self, n: usize) -> usize {
-        let mut running = 0;
-        wait_every(
-            "every supervisord program to settle",
-            Duration::from_millis(500),
-            || {
-                if let Ok(Some(st)) = self.child.try_wait() {
-                    panic!("supervisord exited early: {st}");
-                }
-                let out = run_once(self.ctl().arg("status"));
-                let text = String::from_utf8_lossy(&out.stdout);
-                let states: Vec<&str> = text
-                    .lines()
-                    .filter_map(|l| l.split_whitespace().nth(1))
-                    .collect();
-                running = states.iter().filter(|s| **s == "RUNNING").count();
-                states.len() == n
-                    && states
-                        .iter()
-                        .all(|s| ["RUNNING", "FATAL", "EXITED"].contains(s))
-            },
-        );
-        running
-    }
-
-    /// `supervisorctl shutdown`, wait for supervisord, then make sure none of its gateways is left.
-    fn stop(mut self, fake: &Path) -> usize {
-        let gateways = descendants_running(self.child.id(), fake);
-        let _ = run_once(self.ctl().arg("shutdown"));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                kill(self.child.id(), nix::sys::signal::Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        reap_leftovers(&gateways, fake)
-    }
-}
-
-impl Drop for Supervisord {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            kill(self.child.id(), nix::sys::signal::Signal::SIGTERM);
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = !args.iter().any(|a| a == "--bench");
     let reps = if quick { 5 } else { 30 };
     let fake = fake_gateway();
     let tmp = tempfile::tempdir().unwrap();
-    let supervisor = match (on_path("supervisord"), on_path("supervisorctl")) {
-        (Some(d), Some(c)) => Some((d, c)),
-        _ => None,
-    };
+    let supervisor = Supervisord::found();
     for n in [2usize, if quick { 10 } else { 500 }] {
         // Ours.
         let dir = tmp.path().join(format!("ours-{n}"));
@@ -381,7 +205,7 @@ fn main() {
         let killed = s.stop(&fake);
         println!(
             "  supervisorctl status (whole process, supervisor {}, {theirs_running} running): {theirs}",
-            supervisor_version(supervisord)
+            Supervisord::version(supervisord)
         );
         println!(
             "  ratio openclawctl / supervisorctl (whole process, medians): {:.3}",
@@ -391,12 +215,4 @@ fn main() {
             println!("  note: {killed} gateway(s) outlived supervisord and were killed");
         }
     }
-}
-
-fn supervisor_version(supervisord: &Path) -> String {
-    Command::new(supervisord)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }

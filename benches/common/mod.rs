@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use openclaw_supervisor::supervise::tree;
+
 /// Whether `pid` lives (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -160,41 +162,24 @@ impl Drop for Daemon {
 
 pub mod peers;
 
-/// The parent of every live process on the host, from `/proc/PID/stat`.
-fn parents() -> Vec<(u32, u32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            (f.first() != Some(&"Z")).then_some((pid, f.get(1)?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The live processes descended from `root` (not `root` itself).
+/// The live processes descended from `root` (not `root` itself), by the daemon's own /proc walk.
 pub fn descendants(root: u32) -> Vec<u32> {
-    let all = parents();
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        out.extend(all.iter().filter(|&&(_, pp)| pp == parent).map(|&(p, _)| p));
-        i += 1;
-    }
-    out.remove(0);
-    out
+    let all = tree::snapshot();
+    tree::Tree::new(&all)
+        .descendants(root as i32)
+        .into_iter()
+        .filter(|&p| p != root as i32)
+        .map(|p| p as u32)
+        .collect()
 }
 
 /// The live children of `parent`.
 pub fn children(parent: u32) -> Vec<u32> {
-    parents()
-        .into_iter()
-        .filter(|&(_, pp)| pp == parent)
-        .map(|(p, _)| p)
+    let all = tree::snapshot();
+    tree::Tree::new(&all)
+        .children(parent as i32)
+        .iter()
+        .map(|p| p.pid as u32)
         .collect()
 }
 
@@ -233,6 +218,11 @@ pub fn reap_leftovers(pids: &[u32], exe: &Path) -> usize {
         || !left.iter().any(|&p| is_gateway(p, exe)),
     );
     left.len()
+}
+
+/// Runs `cmd` as a whole process, spawn to exit, with stdout and stderr on pipes (read to the end).
+pub fn run_once(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
 }
 
 /// An executable on PATH. A pyenv shim is resolved to the script it runs (`pyenv which`), so what

@@ -7,12 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{children, gateways_under, kill, on_path, reap_leftovers, wait_every};
-
-/// Runs `cmd` with no input, returning its output (whole process, spawn to exit).
-fn run_once(cmd: &mut Command) -> std::process::Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
-}
+use super::{children, gateways_under, kill, on_path, reap_leftovers, run_once, wait_every};
 
 /// Waits for `child` to exit, SIGKILLing it after `grace`.
 fn wait_or_kill(child: &mut Child, grace: Duration) {

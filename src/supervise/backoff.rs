@@ -67,11 +67,12 @@ impl RestartTracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::profile::raw::RestartPolicyKind;
 
-    fn policy() -> RestartPolicy {
+    /// The profile's default restart policy, `always`: shared by the tests of `decide`.
+    pub(crate) fn policy() -> RestartPolicy {
         RestartPolicy {
             policy: RestartPolicyKind::Always,
             backoff_initial: Duration::from_secs(1),

@@ -78,12 +78,7 @@ mod tests {
     fn policy(kind: RestartPolicyKind) -> RestartPolicy {
         RestartPolicy {
             policy: kind,
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            backoff_reset_after: Duration::from_secs(60),
-            start_limit_burst: 10,
-            start_limit_interval: Duration::from_secs(300),
-            no_restart_exit_codes: vec![78],
+            ..crate::supervise::backoff::tests::policy()
         }
     }
 
