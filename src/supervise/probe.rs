@@ -6,7 +6,7 @@
 //! about 20 KB per instance and ~100 µs of CPU per probe. The request is written once per URL; the
 //! answer's head is parsed by `httparse` (hyper's own parser) and its body is read and dropped.
 //!
-//! On a kept connection a probe is one `sendto` and one `recvfrom`, about 20 µs of daemon CPU all in
+//! On a kept connection a probe is one `sendto` and one `recvfrom`, about 22 µs of daemon CPU all in
 //! (`cargo bench --bench supervise -- idle ours`); over half of it is the kernel's loopback send,
 //! which delivers the request into the gateway's socket and wakes the gateway on the daemon's time.
 
