@@ -282,12 +282,12 @@ impl Supervisor {
                 None => (ReloadAction::Remove, Vec::new()),
                 Some(p) => {
                     let fields = changed_fields(&h.profile, p);
-                    let action = if fields.iter().any(|f| needs_restart(f)) {
+                    let action = if fields.iter().any(|f| f.restart) {
                         ReloadAction::Change
                     } else {
                         ReloadAction::Keep
                     };
-                    (action, fields)
+                    (action, fields.iter().map(|f| f.name).collect())
                 }
             };
             changes.push(Change {
@@ -424,9 +424,19 @@ async fn open_log(
         .map_err(std::io::Error::other)?
 }
 
+/// A field of a profile that a reload found changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldChange {
+    /// The field's name, as the profile spells it.
+    pub name: &'static str,
+    /// Whether the running child depends on it, so that it must be started again with the new
+    /// value (`autostart` only decides whether the daemon starts the instance when it starts).
+    pub restart: bool,
+}
+
 /// The fields that differ between two profiles of one instance, as a reload sees them: the values
 /// the child runs with and the supervisor's policies, not where they were written (file, lines).
-pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<&'static str> {
+pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
     // Exhaustive on purpose: a field added to `Profile` does not compile here until it is either
     // compared or given a reason to be ignored, so reload cannot forget it.
     let Profile {
@@ -453,41 +463,40 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<&'static str> {
         ports,
     } = old;
     let mut out = Vec::new();
-    let mut diff = |name: &'static str, differ: bool| {
+    // The third argument: whether the running child depends on the field.
+    let mut diff = |name: &'static str, differ: bool, child_uses_it: bool| {
         if differ {
-            out.push(name);
+            out.push(FieldChange {
+                name,
+                restart: child_uses_it,
+            });
         }
     };
-    diff("port", port.value != new.port.value);
+    diff("port", port.value != new.port.value, true);
     diff(
         "openclaw_profile",
         *openclaw_profile != new.openclaw_profile,
+        true,
     );
-    diff("config_path", config_path.value != new.config_path.value);
-    diff("state_dir", state_dir.value != new.state_dir.value);
-    diff("workspace", workspace.value != new.workspace.value);
-    diff("command", *command != new.command);
-    diff("env", *env != new.env);
-    diff("working_dir", *working_dir != new.working_dir);
-    diff("autostart", *autostart != new.autostart);
-    diff("restart", *restart != new.restart);
-    diff("stop", *stop != new.stop);
-    diff("health", *health != new.health);
+    diff(
+        "config_path",
+        config_path.value != new.config_path.value,
+        true,
+    );
+    diff("state_dir", state_dir.value != new.state_dir.value, true);
+    diff("workspace", workspace.value != new.workspace.value, true);
+    diff("command", *command != new.command, true);
+    diff("env", *env != new.env, true);
+    diff("working_dir", *working_dir != new.working_dir, true);
+    diff("autostart", *autostart != new.autostart, false);
+    diff("restart", *restart != new.restart, true);
+    diff("stop", *stop != new.stop, true);
+    diff("health", *health != new.health, true);
     let spans = |claims: &[crate::profile::PortClaim]| -> Vec<(u32, u32)> {
         claims.iter().map(|c| (c.start, c.end)).collect()
     };
-    diff("ports", spans(ports) != spans(&new.ports));
+    diff("ports", spans(ports) != spans(&new.ports), true);
     out
-}
-
-/// Fields a running child does not depend on: a change of these alone keeps the child.
-/// `autostart` only decides whether the daemon starts the instance when it starts.
-const KEPT_ON_CHANGE: &[&str] = &["autostart"];
-
-/// Whether a change of `field` (one of [`changed_fields`]) means the child must be started again
-/// with the new profile.
-pub fn needs_restart(field: &str) -> bool {
-    !KEPT_ON_CHANGE.contains(&field)
 }
 
 /// Before anything starts: every process that already uses an instance's state dir or gateway port
@@ -546,10 +555,14 @@ mod tests {
 
     const BASE: &str = "port: 18789\ncommand: [/bin/true]\n";
 
+    fn names(fields: &[FieldChange]) -> Vec<&'static str> {
+        fields.iter().map(|f| f.name).collect()
+    }
+
     #[test]
     fn where_a_value_is_written_is_no_change() {
         let moved = format!("# a comment\n\n{BASE}");
-        assert_eq!(changed_fields(&profile(BASE), &profile(&moved)), [""; 0]);
+        assert_eq!(changed_fields(&profile(BASE), &profile(&moved)), []);
     }
 
     #[test]
@@ -558,8 +571,8 @@ mod tests {
             &profile(BASE),
             &profile(&format!("{BASE}autostart: false\n")),
         );
-        assert_eq!(fields, ["autostart"]);
-        assert!(!fields.iter().any(|f| needs_restart(f)));
+        assert_eq!(names(&fields), ["autostart"]);
+        assert!(!fields.iter().any(|f| f.restart));
     }
 
     #[test]
@@ -569,7 +582,10 @@ mod tests {
             &profile("port: 18889\ncommand: [/bin/false]\nenv: { A: b }\n"),
         );
         // The liveness probe's default URL follows the port.
-        assert_eq!(fields, ["port", "command", "env", "health", "ports"]);
-        assert!(fields.iter().all(|f| needs_restart(f)));
+        assert_eq!(
+            names(&fields),
+            ["port", "command", "env", "health", "ports"]
+        );
+        assert!(fields.iter().all(|f| f.restart));
     }
 }
