@@ -72,10 +72,17 @@ impl Api {
                 why: e.to_string(),
             });
         }
-        self.supervisor.get(name).ok_or_else(|| ApiError::NotFound {
+        self.supervisor
+            .get(name)
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// NOT_FOUND for `name`, pointing at where the profiles are read.
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::NotFound {
             name: name.to_string(),
             dir: self.config_dir.display().to_string(),
-        })
+        }
     }
 
     async fn instance(&self, name: &str) -> Result<v1::Instance, ApiError> {
@@ -86,10 +93,7 @@ impl Api {
             .next()
             .map(|r| to_instance(&r))
             // A reload removed it in between.
-            .ok_or_else(|| ApiError::NotFound {
-                name: name.to_string(),
-                dir: self.config_dir.display().to_string(),
-            })
+            .ok_or_else(|| self.not_found(name))
     }
 
     async fn command(
