@@ -447,7 +447,7 @@ impl Task {
     async fn start(&mut self) {
         let now = Instant::now();
         if self.tracker.start_limit_hit(&self.profile.restart, now) {
-            self.start_limit_fatal().await;
+            self.start_limit_fatal();
             return;
         }
         // Off the runtime: making the dirs and finding the program touch disks that may hang.
@@ -460,7 +460,7 @@ impl Task {
         let req = match req {
             Ok(r) => r,
             Err(e) => {
-                self.fatal(e).await;
+                self.fatal(e);
                 return;
             }
         };
@@ -474,13 +474,11 @@ impl Task {
                 let exit = self.shared.reaper.watch(child.pid);
                 self.log.capture(child.stdout, Stream::Stdout);
                 self.log.capture(child.stderr, Stream::Stderr);
-                self.log
-                    .note(format!(
-                        "started pid {} ({})",
-                        child.pid,
-                        self.profile.command.join(" ")
-                    ))
-                    .await;
+                self.log.note(format!(
+                    "started pid {} ({})",
+                    child.pid,
+                    self.profile.command.join(" ")
+                ));
                 self.child = Some(Child {
                     pid: child.pid,
                     exit,
@@ -495,13 +493,13 @@ impl Task {
             Err(e) => {
                 let why = format!("cannot start {}: {e}", self.profile.command.join(" "));
                 self.status.last_error = Some(why.clone());
-                self.log.note(why).await;
-                self.schedule_restart(Duration::ZERO).await;
+                self.log.note(why);
+                self.schedule_restart(Duration::ZERO);
             }
         }
     }
 
-    async fn start_limit_fatal(&mut self) {
+    fn start_limit_fatal(&mut self) {
         let r = &self.profile.restart;
         let why = format!(
             "started {} times within {}: giving up (start limit); see the last exit and the log, then `openclawctl start {}`",
@@ -509,12 +507,12 @@ impl Task {
             humantime::format_duration(r.start_limit_interval),
             self.profile.name
         );
-        self.fatal(why).await;
+        self.fatal(why);
     }
 
-    async fn fatal(&mut self, why: String) {
+    fn fatal(&mut self, why: String) {
         tracing::error!(instance = %self.profile.name, "{why}");
-        self.log.note(format!("fatal: {why}")).await;
+        self.log.note(format!("fatal: {why}"));
         self.status.last_error = Some(why);
         self.next_start = None;
         self.set_state(State::Fatal);
@@ -594,9 +592,7 @@ impl Task {
 
     /// A child that does not answer: stop it (the stop signal, then SIGKILL) and restart it by policy.
     async fn unhealthy(&mut self, why: String) {
-        self.log
-            .note(format!("unhealthy: {why}; restarting it"))
-            .await;
+        self.log.note(format!("unhealthy: {why}; restarting it"));
         self.fail_waiters(CommandError::Failed(why.clone()));
         self.status.last_error = Some(why);
         self.set_state(State::Unhealthy);
@@ -611,7 +607,7 @@ impl Task {
         let delay = self
             .tracker
             .next_delay(&self.profile.restart, uptime, fastrand::f64());
-        self.schedule_restart(delay).await;
+        self.schedule_restart(delay);
     }
 
     async fn on_exit(&mut self, exit: Exit) {
@@ -628,13 +624,11 @@ impl Task {
         }
         self.next_probe = None;
         self.prober.reset();
-        self.log
-            .note(format!(
-                "pid {} ended: {exit} after {}",
-                child.pid,
-                humantime::format_duration(round(uptime))
-            ))
-            .await;
+        self.log.note(format!(
+            "pid {} ended: {exit} after {}",
+            child.pid,
+            humantime::format_duration(round(uptime))
+        ));
         tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {exit}");
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
         self.set_state(State::Stopping);
@@ -649,7 +643,7 @@ impl Task {
         match decision {
             AfterExit::GiveUp { code } => {
                 let why = decide::give_up_reason(code, self.profile.name.as_str());
-                self.fatal(why).await;
+                self.fatal(why);
             }
             AfterExit::Exited => {
                 self.status.want_running = false;
@@ -660,12 +654,12 @@ impl Task {
                 if error.is_some() {
                     self.status.last_error = error;
                 }
-                self.schedule_restart(delay).await;
+                self.schedule_restart(delay);
             }
         }
     }
 
-    async fn schedule_restart(&mut self, delay: Duration) {
+    fn schedule_restart(&mut self, delay: Duration) {
         if !self.status.want_running {
             self.set_state(State::Stopped);
             return;
@@ -674,19 +668,17 @@ impl Task {
             .tracker
             .start_limit_hit(&self.profile.restart, Instant::now())
         {
-            self.start_limit_fatal().await;
+            self.start_limit_fatal();
             return;
         }
         self.next_start = Some(Instant::now() + delay);
         if delay.is_zero() {
             self.publish();
         } else {
-            self.log
-                .note(format!(
-                    "restarting in {}",
-                    humantime::format_duration(round(delay))
-                ))
-                .await;
+            self.log.note(format!(
+                "restarting in {}",
+                humantime::format_duration(round(delay))
+            ));
             self.set_state(State::Backoff);
         }
     }
@@ -717,19 +709,16 @@ impl Task {
         self.prober.reset();
         let sig = self.profile.stop.signal.signal();
         self.log
-            .note(format!("stopping pid {} with {}", child.pid, sig.as_str()))
-            .await;
+            .note(format!("stopping pid {} with {}", child.pid, sig.as_str()));
         let _ = killpg(Pid::from_raw(child.pid), sig);
         let exit = match tokio::time::timeout(timeout, &mut child.exit).await {
             Ok(r) => r.ok(),
             Err(_) => {
-                self.log
-                    .note(format!(
-                        "pid {} still running after {}: SIGKILL",
-                        child.pid,
-                        humantime::format_duration(timeout)
-                    ))
-                    .await;
+                self.log.note(format!(
+                    "pid {} still running after {}: SIGKILL",
+                    child.pid,
+                    humantime::format_duration(timeout)
+                ));
                 let _ = killpg(Pid::from_raw(child.pid), Signal::SIGKILL);
                 let _ = nix::sys::signal::kill(Pid::from_raw(child.pid), Signal::SIGKILL);
                 tokio::time::timeout(Duration::from_secs(10), &mut child.exit)
@@ -739,7 +728,7 @@ impl Task {
             }
         };
         if let Some(e) = exit {
-            self.log.note(format!("pid {} ended: {e}", child.pid)).await;
+            self.log.note(format!("pid {} ended: {e}", child.pid));
         }
         self.kill_leftovers(Some(child.pid)).await;
         // Whatever the last exit was, it is not this child's: say it is not known rather than
@@ -758,8 +747,7 @@ impl Task {
         let sig = self.profile.stop.signal.signal();
         let log = self.log.clone();
         let survivors = tree::end_all(find, sig, STRAGGLER_GRACE, |pids| async move {
-            log.note(format!("ending processes left behind: {pids:?}"))
-                .await;
+            log.note(format!("ending processes left behind: {pids:?}"));
         })
         .await;
         if !survivors.is_empty() {

@@ -130,7 +130,7 @@ impl InstanceLog {
     }
 
     /// Writes a line of the supervisor's own about this instance.
-    pub async fn note(&self, text: impl Into<String>) {
+    pub fn note(&self, text: impl Into<String>) {
         self.push(LogLine {
             time: SystemTime::now(),
             stream: Stream::Supervisor,
@@ -502,9 +502,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::start().unwrap();
         let log = InstanceLog::open(&config(dir.path()), &disk, "main").unwrap();
-        log.note("before").await;
+        log.note("before");
         let (tail, mut feed) = log.tail_and_follow(0);
-        log.note("after").await;
+        log.note("after");
         assert_eq!(tail.len(), 1);
         assert_eq!(tail[0].text, "before");
         assert_eq!(feed.recv().await.unwrap().text, "after");
