@@ -141,16 +141,23 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
     for w in warnings {
         tracing::warn!("{w}");
     }
-    crate::supervise::clear_leftovers(&plan.profiles).await;
-    let supervisor =
-        match Supervisor::start(plan, &log_cfg, desired.clone(), CancellationToken::new()) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                systemd.fail(&format!("cannot start: {e}"));
-                let _ = std::fs::remove_file(&opts.socket);
-                return Err(ExitCode::FAILURE);
-            }
-        };
+    let me = crate::supervise::ownership::Owner::me(&opts.socket);
+    let scan = crate::supervise::clear_leftovers(&plan.profiles, &me).await;
+    let supervisor = match Supervisor::start(
+        plan,
+        &log_cfg,
+        desired.clone(),
+        CancellationToken::new(),
+        me,
+        scan,
+    ) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            systemd.fail(&format!("cannot start: {e}"));
+            let _ = std::fs::remove_file(&opts.socket);
+            return Err(ExitCode::FAILURE);
+        }
+    };
     Ok(Prepared {
         socket,
         tcp,

@@ -136,8 +136,9 @@ fn order(s: State) -> u8 {
         State::Unhealthy => 2,
         State::Backoff => 3,
         State::Fatal => 4,
-        State::Exited => 5,
-        State::Stopping => 6,
-        State::Stopped => 7,
+        State::Blocked => 5,
+        State::Exited => 6,
+        State::Stopping => 7,
+        State::Stopped => 8,
     }
 }

@@ -129,6 +129,7 @@ fn state(s: State) -> v1::InstanceState {
         State::Stopping => v1::InstanceState::Stopping,
         State::Exited => v1::InstanceState::Exited,
         State::Fatal => v1::InstanceState::Fatal,
+        State::Blocked => v1::InstanceState::Blocked,
     }
 }
 
@@ -149,6 +150,11 @@ fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
         next_start_in_ms: s.next_start_in.map_or(0, |d| d.as_millis() as u64),
         profile_file: r.file.to_string(),
         sample_age_ms: r.sample_age.as_millis() as u64,
+        holder: s.holder.as_ref().map(|h| v1::Holder {
+            pid: u32::try_from(h.pid).unwrap_or(0),
+            command: h.command.clone(),
+            what: h.what.clone(),
+        }),
     }
 }
 

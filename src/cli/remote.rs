@@ -91,6 +91,7 @@ fn state_name(s: i32) -> &'static str {
         v1::InstanceState::Stopping => "stopping",
         v1::InstanceState::Exited => "exited",
         v1::InstanceState::Fatal => "fatal",
+        v1::InstanceState::Blocked => "blocked",
     }
 }
 
@@ -127,6 +128,11 @@ pub fn instance_json(i: &v1::Instance) -> serde_json::Value {
         "want_running": i.want_running,
         "next_start_in_ms": (i.next_start_in_ms != 0).then_some(i.next_start_in_ms),
         "profile_file": i.profile_file,
+        "holder": i.holder.as_ref().map(|h| serde_json::json!({
+            "pid": h.pid,
+            "command": h.command,
+            "what": h.what,
+        })),
     })
 }
 
@@ -171,6 +177,14 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
     let mut out = super::align(&rows, "");
     for i in instances.iter().filter(|i| !i.last_error.is_empty()) {
         out.push_str(&format!("{}: {}\n", i.name, i.last_error));
+    }
+    for i in instances {
+        if let Some(h) = &i.holder {
+            out.push_str(&format!(
+                "{}: blocked by pid {} ({}), which {}\n",
+                i.name, h.pid, h.command, h.what
+            ));
+        }
     }
     out
 }
@@ -337,7 +351,11 @@ pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> Result<(), 
             } else {
                 format!(" (pid {})", i.pid)
             };
-            let why = if i.last_error.is_empty() || i.state != v1::InstanceState::Fatal as i32 {
+            let shows_why = [
+                v1::InstanceState::Fatal as i32,
+                v1::InstanceState::Blocked as i32,
+            ];
+            let why = if i.last_error.is_empty() || !shows_why.contains(&i.state) {
                 String::new()
             } else {
                 format!(": {}", i.last_error)

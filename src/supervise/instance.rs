@@ -16,9 +16,10 @@ use super::backoff::RestartTracker;
 use super::decide::{self, AfterExit};
 use super::desired::{DesiredState, Want};
 use super::logs::{InstanceLog, Stream};
-use super::probe::Prober;
+use super::ownership::{self, Diag, Holder, Lock, Owner, Preflight, Verified};
+use super::probe::{Prober, Verify};
 use super::reaper::{Exit, Reaper};
-use super::spawn::{self, Spawner};
+use super::spawn::Spawner;
 use super::tree;
 use crate::profile::Profile;
 
@@ -42,6 +43,10 @@ pub enum State {
     /// Will not be restarted without an operator: start limit hit, a no-restart exit code, or a
     /// start that cannot work (missing executable).
     Fatal,
+    /// Meant to run, but a process that is not the instance's holds its place (its state dir's
+    /// lock, its state dir, its port): `Status::holder` says who. Looked at again every few
+    /// seconds, without spawning; starts by itself once the holder is gone.
+    Blocked,
 }
 
 impl State {
@@ -56,6 +61,7 @@ impl State {
             State::Stopping => "stopping",
             State::Exited => "exited",
             State::Fatal => "fatal",
+            State::Blocked => "blocked",
         }
     }
 }
@@ -81,8 +87,10 @@ pub struct Status {
     pub port: u16,
     /// Whether the operator wants it running.
     pub want_running: bool,
-    /// When the next start is due, while in backoff.
+    /// When the next start is due, while in backoff (or the next look, while blocked).
     pub next_start_in: Option<Duration>,
+    /// Who holds the instance's place, while blocked.
+    pub holder: Option<Holder>,
 }
 
 /// A change of an instance's state, for watchers.
@@ -152,6 +160,10 @@ pub struct Shared {
     /// The supervisor's own token: when it has fired too, an instance's cancellation is the
     /// daemon's shutdown, not a reload.
     pub shutdown: CancellationToken,
+    /// This daemon, as the state dir locks it takes name it.
+    pub owner: Owner,
+    /// Listener lookups for the probes' identity check.
+    pub diag: Arc<Diag>,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -191,6 +203,8 @@ const READY_POLL: Duration = Duration::from_millis(200);
 const UNHEALTHY_STOP_CAP: Duration = Duration::from_secs(30);
 /// How long processes left behind by an exited gateway get after the stop signal, before SIGKILL.
 const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
+/// How often a blocked instance looks again whether its holder is gone.
+pub const BLOCKED_RECHECK: Duration = Duration::from_secs(3);
 
 struct Child {
     pid: i32,
@@ -201,13 +215,16 @@ struct Child {
 }
 
 /// Starts the task of one instance, which starts its child at once if `start`. The task ends when
-/// `cancel` fires, after stopping its child.
+/// `cancel` fires, after stopping its child. `scanned`: what the daemon's start-up scan of the host
+/// found on the instance's places (processes that are not its own), which its first start uses
+/// instead of a scan of its own.
 pub fn spawn(
     profile: Profile,
     start: bool,
     shared: Shared,
     log: InstanceLog,
     cancel: CancellationToken,
+    scanned: Option<Vec<tree::Holder>>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let status = Status {
@@ -221,6 +238,7 @@ pub fn spawn(
         port: profile.port.value,
         want_running: start,
         next_start_in: None,
+        holder: None,
     };
     let file: Arc<str> = profile.file.display().to_string().into();
     let _ = shared.events.send(Event {
@@ -246,6 +264,10 @@ pub fn spawn(
         next_probe: None,
         waiting_ready: Vec::new(),
         started_once: false,
+        lock: None,
+        verified: Verified::default(),
+        refused: None,
+        scanned,
     };
     let join = tokio::spawn(task.run(rx, cancel.clone()));
     (
@@ -279,6 +301,15 @@ struct Task {
     /// Replies owed once the child is ready (or fails).
     waiting_ready: Vec<oneshot::Sender<Reply>>,
     started_once: bool,
+    /// The state dir's lock, from before a spawn until the instance's tree is gone (kept across
+    /// restarts; released when it stops, exits, turns fatal or blocked).
+    lock: Option<Lock>,
+    /// The listeners found in the current child's tree.
+    verified: Verified,
+    /// The last probe found a process that is not the instance's on the probed port.
+    refused: Option<(Holder, String)>,
+    /// The daemon's start-up scan, for the first start.
+    scanned: Option<Vec<tree::Holder>>,
 }
 
 impl Task {
@@ -362,6 +393,16 @@ impl Task {
     fn set_state(&mut self, state: State) {
         let previous = self.status.state;
         self.status.state = state;
+        if state != State::Blocked {
+            self.status.holder = None;
+        }
+        if matches!(
+            state,
+            State::Stopped | State::Exited | State::Fatal | State::Blocked
+        ) {
+            // Nothing of the instance runs, and none will start soon: another may take its place.
+            self.lock = None;
+        }
         self.publish();
         if previous != state {
             tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}", previous.as_str(), state.as_str());
@@ -450,22 +491,49 @@ impl Task {
             self.start_limit_fatal();
             return;
         }
-        // Off the runtime: making the dirs and finding the program touch disks that may hang.
+        // Off the runtime: making the dirs, taking the lock, looking for holders of the instance's
+        // places and finding the program touch disks that may hang, and /proc.
         let profile = self.profile.clone();
-        let req = tokio::task::spawn_blocking(move || {
-            spawn::prepare_dirs(&profile).and_then(|()| spawn::request(&profile))
+        let (lock, owner, scanned) = (
+            self.lock.take(),
+            self.shared.owner.clone(),
+            self.scanned.take(),
+        );
+        let pre = tokio::task::spawn_blocking(move || {
+            ownership::preflight(&profile, lock, &owner, scanned)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("preparing the start failed: {e}")));
-        let req = match req {
-            Ok(r) => r,
-            Err(e) => {
+        .unwrap_or_else(|e| Preflight::Failed(format!("preparing the start failed: {e}")));
+        let (req, leftovers) = match pre {
+            Preflight::Ready {
+                request,
+                lock,
+                leftovers,
+            } => {
+                self.lock = Some(lock);
+                (request, leftovers)
+            }
+            Preflight::Blocked(holder, why) => {
+                self.blocked(holder, why);
+                return;
+            }
+            Preflight::Failed(e) => {
                 self.fatal(e);
                 return;
             }
         };
+        if !leftovers.is_empty() {
+            // The lock is ours: these were left by a supervisor that is gone.
+            self.log.note(format!(
+                "ending processes an earlier supervisor left on this instance: {:?}",
+                leftovers.iter().map(|p| p.pid).collect::<Vec<_>>()
+            ));
+            super::end_leftovers(leftovers).await;
+        }
         match self.shared.spawner.spawn(req).await {
             Ok(child) => {
+                self.verified.clear();
+                self.refused = None;
                 self.tracker.record_start(now);
                 if self.started_once {
                     self.status.restarts += 1;
@@ -499,6 +567,28 @@ impl Task {
         }
     }
 
+    /// A process that is not the instance's holds its place: wait, without spawning, and look
+    /// again in `BLOCKED_RECHECK`.
+    fn blocked(&mut self, holder: Holder, why: String) {
+        if !self.status.want_running {
+            self.set_state(State::Stopped);
+            self.answer_waiters();
+            return;
+        }
+        if self.status.holder.as_ref() != Some(&holder) || self.status.state != State::Blocked {
+            tracing::warn!(instance = %self.profile.name, holder = holder.pid, "blocked: {why}");
+            self.log.note(format!(
+                "blocked: {why}; looking again every {}",
+                humantime::format_duration(BLOCKED_RECHECK)
+            ));
+        }
+        self.status.last_error = Some(why);
+        self.status.holder = Some(holder);
+        self.next_start = Some(Instant::now() + BLOCKED_RECHECK);
+        self.set_state(State::Blocked);
+        self.answer_waiters();
+    }
+
     fn start_limit_fatal(&mut self) {
         let r = &self.profile.restart;
         let why = format!(
@@ -525,8 +615,23 @@ impl Task {
         };
         let h = &self.profile.health;
         let now = Instant::now();
+        // What this probe finds on the port, not what an earlier one did.
+        self.refused = None;
+        let mut identity = Identity {
+            diag: &self.shared.diag,
+            verified: &mut self.verified,
+            refused: &mut self.refused,
+            root: child.pid,
+            name: self.profile.name.as_str(),
+            state_dir: &self.profile.state_dir.value,
+            reaper: &self.shared.reaper,
+        };
         if !child.ready {
-            match self.prober.ready(h.timeout.min(READY_POLL * 5)).await {
+            match self
+                .prober
+                .ready(h.timeout.min(READY_POLL * 5), &mut identity)
+                .await
+            {
                 Ok(()) => {
                     if let Some(c) = self.child.as_mut() {
                         c.ready = true;
@@ -547,7 +652,7 @@ impl Task {
             }
             return;
         }
-        match self.prober.live(h.timeout).await {
+        match self.prober.live(h.timeout, &mut identity).await {
             Ok(()) => {
                 if let Some(c) = self.child.as_mut() {
                     c.liveness_failures = 0;
@@ -604,6 +709,10 @@ impl Task {
         if let Some(exit) = self.stop_child(timeout).await {
             self.status.last_exit = Some(exit);
         }
+        if let Some((holder, why)) = self.refused.take() {
+            self.blocked(holder, why);
+            return;
+        }
         let delay = self
             .tracker
             .next_delay(&self.profile.restart, uptime, fastrand::f64());
@@ -616,12 +725,6 @@ impl Task {
         };
         let uptime = child.since.elapsed();
         self.status.last_exit = Some(exit);
-        if !child.ready {
-            // Whoever waits for this start learns now, not after the restarts the policy allows.
-            self.fail_waiters(CommandError::Failed(format!(
-                "it ended before it was ready ({exit}); see its log"
-            )));
-        }
         self.next_probe = None;
         self.prober.reset();
         self.log.note(format!(
@@ -633,6 +736,24 @@ impl Task {
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
         self.set_state(State::Stopping);
         self.kill_leftovers(Some(child.pid)).await;
+        let mut refused = self.refused.take();
+        if !child.ready && refused.is_none() {
+            // A gateway that cannot bind its port ends at once, often before a probe saw who
+            // holds it.
+            refused = self.port_holder().await;
+        }
+        if !child.ready {
+            // Whoever waits for this start learns now, not after the restarts the policy allows.
+            let why = match &refused {
+                Some((_, why)) => why.clone(),
+                None => format!("it ended before it was ready ({exit}); see its log"),
+            };
+            self.fail_waiters(CommandError::Failed(why));
+        }
+        if let Some((holder, why)) = refused {
+            self.blocked(holder, why);
+            return;
+        }
         let decision = decide::after_exit(
             &self.profile.restart,
             exit,
@@ -736,6 +857,23 @@ impl Task {
         Some(exit.unwrap_or(Exit::Unknown))
     }
 
+    /// A process (not the instance's: its tree is gone) listening on the instance's port, if any.
+    async fn port_holder(&self) -> Option<(Holder, String)> {
+        let port = self.profile.port.value;
+        let addrs = [
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        ];
+        let inode = addrs
+            .into_iter()
+            .find_map(|a| self.shared.diag.listener(a).ok().flatten())?;
+        let holder = tokio::task::spawn_blocking(move || ownership::holder_of(inode, port))
+            .await
+            .ok()?;
+        let why = ownership::message(&holder);
+        Some((holder, why))
+    }
+
     /// Ends every process still carrying this instance's marker or in the tree of `root`: the stop
     /// signal first, SIGKILL after a short grace.
     async fn kill_leftovers(&mut self, root: Option<i32>) {
@@ -758,4 +896,63 @@ impl Task {
 
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
+}
+
+/// The probes' identity check of one instance: the socket a new probe connection reached must be
+/// held by the instance's tree (see `ownership`).
+struct Identity<'a> {
+    diag: &'a Diag,
+    verified: &'a mut Verified,
+    refused: &'a mut Option<(Holder, String)>,
+    root: i32,
+    name: &'a str,
+    state_dir: &'a std::path::Path,
+    reaper: &'a Reaper,
+}
+
+impl Verify for Identity<'_> {
+    async fn verify(&mut self, peer: std::net::SocketAddr) -> Result<(), String> {
+        let inode = match self.diag.listener(peer) {
+            Ok(found) => found,
+            // No sock_diag for TCP in this kernel: the same answer from /proc/net.
+            Err(_) => tokio::task::spawn_blocking(move || ownership::listener_from_proc(peer))
+                .await
+                .ok()
+                .flatten(),
+        };
+        let Some(inode) = inode else {
+            return Err(format!("nothing listens on {peer} any more"));
+        };
+        if self.verified.contains(inode) {
+            return Ok(());
+        }
+        let (root, name, state) = (
+            self.root,
+            self.name.to_string(),
+            self.state_dir.display().to_string(),
+        );
+        let reaper = self.reaper.clone();
+        let port = peer.port();
+        let found = tokio::task::spawn_blocking(move || {
+            let tree =
+                tree::instance_processes(Some(root), &name, &state, &|pid| reaper.is_watched(pid));
+            match ownership::owner_among(tree.iter().map(|p| p.pid), inode) {
+                Some(_) => Ok(()),
+                None => Err(ownership::holder_of(inode, port)),
+            }
+        })
+        .await
+        .map_err(|e| format!("cannot check who listens on {peer}: {e}"))?;
+        match found {
+            Ok(()) => {
+                self.verified.insert(inode);
+                Ok(())
+            }
+            Err(holder) => {
+                let why = ownership::message(&holder);
+                *self.refused = Some((holder, why.clone()));
+                Err(why)
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod desired;
 pub mod instance;
 pub mod logs;
+pub mod ownership;
 pub mod probe;
 pub mod reaper;
 pub mod sample;
@@ -112,6 +113,8 @@ impl Supervisor {
         log_cfg: &logs::LogConfig,
         desired: desired::DesiredState,
         cancel: CancellationToken,
+        owner: ownership::Owner,
+        mut scan: Scan,
     ) -> std::io::Result<Supervisor> {
         // The reaper outlives the instances: their stops wait for exits it delivers.
         let reaper = reaper::Reaper::start(CancellationToken::new())?;
@@ -122,6 +125,8 @@ impl Supervisor {
             events: broadcast::channel(1024).0,
             desired,
             shutdown: cancel.clone(),
+            owner,
+            diag: Arc::new(ownership::Diag::default()),
         };
         let sup = Supervisor {
             instances: RwLock::new(Arc::new(BTreeMap::new())),
@@ -146,13 +151,23 @@ impl Supervisor {
                     profile.autostart
                 );
             }
-            instances.insert(profile.name.to_string(), sup.launch(profile, start, log));
+            let scanned = scan.found.remove(name).unwrap_or_default();
+            instances.insert(
+                profile.name.to_string(),
+                sup.launch(profile, start, log, scan.done.then_some(scanned)),
+            );
         }
         *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);
         Ok(sup)
     }
 
-    fn launch(&self, profile: Profile, start: bool, log: logs::InstanceLog) -> Handle {
+    fn launch(
+        &self,
+        profile: Profile,
+        start: bool,
+        log: logs::InstanceLog,
+        scanned: Option<Vec<tree::Holder>>,
+    ) -> Handle {
         let name = profile.name.to_string();
         let (handle, task) = instance::spawn(
             profile,
@@ -160,6 +175,7 @@ impl Supervisor {
             self.shared.clone(),
             log,
             self.cancel.child_token(),
+            scanned,
         );
         self.tasks
             .lock()
@@ -373,7 +389,7 @@ impl Supervisor {
                     };
                     match log {
                         Ok(log) => {
-                            next.insert(c.name.clone(), self.launch(p.clone(), start, log));
+                            next.insert(c.name.clone(), self.launch(p.clone(), start, log, None));
                         }
                         Err(e) => {
                             c.error = Some(format!(
@@ -499,34 +515,93 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
     out
 }
 
-/// Before anything starts: every process that already uses an instance's state dir or gateway port
-/// is reported, and those an earlier run of a supervisor left (they carry the instance's marker) are
-/// ended, the stop signal first and SIGKILL 2 s later, so no instance meets a duplicate gateway on
-/// its state dir. One pass over /proc for all instances.
-pub async fn clear_leftovers(profiles: &[crate::profile::Profile]) {
-    let known: Vec<tree::Known> = profiles
+/// What the daemon's start-up scan found on each instance's places: processes that are not the
+/// instance's (each instance's first start uses them instead of scanning the host again).
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Whether a scan ran; without one, each instance scans at its first start.
+    pub done: bool,
+    /// By instance name.
+    pub found: BTreeMap<String, Vec<tree::Holder>>,
+}
+
+/// Before anything starts, one pass over /proc for all instances: every process that already uses
+/// an instance's state dir or port is reported. Those that carry the instance's marker were left by
+/// a supervisor; they are ended (the stop signal, SIGKILL 2 s later) only when the instance's state
+/// dir lock can be taken, that is when no live supervisor owns them. Anything else is left alone
+/// and returned: the instance waits, `blocked`, until it is gone.
+pub async fn clear_leftovers(profiles: &[crate::profile::Profile], me: &ownership::Owner) -> Scan {
+    let known: Vec<tree::Known> = profiles.iter().flat_map(ownership::known).collect();
+    let dirs: BTreeMap<String, std::path::PathBuf> = profiles
         .iter()
-        .map(|p| tree::Known {
-            name: p.name.to_string(),
-            state_dir: p.state_dir.value.display().to_string(),
-            port: p.port.value,
-        })
+        .map(|p| (p.name.to_string(), p.state_dir.value.clone()))
         .collect();
-    let found = tokio::task::spawn_blocking(move || tree::host_scan(&known))
-        .await
-        .unwrap_or_default();
-    let ours: Vec<tree::Proc> = found.iter().filter(|h| h.ours).map(|h| h.proc_).collect();
-    for h in &found {
-        let what = if h.ours {
-            "left by an earlier run; ending it"
-        } else {
-            "not started by this supervisor; its gateway will fail while it runs"
+    let me = me.clone();
+    // Off the runtime: /proc, and the lock files on the state dirs' disks.
+    let scanned = tokio::task::spawn_blocking(move || {
+        let found = tree::host_scan(&known);
+        let mut locks = BTreeMap::new();
+        for h in found.iter().filter(|h| h.ours) {
+            if locks.contains_key(&h.instance) {
+                continue;
+            }
+            let Some(dir) = dirs.get(&h.instance) else {
+                continue;
+            };
+            // A missing state dir has no lock file, and so no live holder.
+            let taken = if dir.is_dir() {
+                ownership::Lock::take(dir, &h.instance, &me).map(Some)
+            } else {
+                Ok(None)
+            };
+            locks.insert(h.instance.clone(), taken);
+        }
+        (found, locks)
+    })
+    .await;
+    let Ok((found, locks)) = scanned else {
+        return Scan::default();
+    };
+    let mut ours = Vec::new();
+    let mut scan = Scan {
+        done: true,
+        found: BTreeMap::new(),
+    };
+    for h in found {
+        let held = match locks.get(&h.instance) {
+            Some(Err(ownership::LockError::Held(_, why))) => Some(why.clone()),
+            Some(Err(ownership::LockError::Io(why))) => Some(why.clone()),
+            _ => None,
+        };
+        let what = match (h.ours, &held) {
+            (true, None) => "left by an earlier run; ending it".to_string(),
+            (true, Some(why)) => format!("its supervisor is alive: {why}; leaving it alone"),
+            (false, _) => {
+                "not started by this supervisor; the instance waits until it is gone".into()
+            }
         };
         tracing::warn!(instance = %h.instance, pid = h.proc_.pid, "a process {} ({what}): {}", h.why, h.cmdline);
+        match (h.ours, held) {
+            (true, None) => ours.push(h.proc_),
+            (true, Some(_)) => {}
+            (false, _) => scan.found.entry(h.instance.clone()).or_default().push(h),
+        }
     }
-    // Still the same processes (pid and start time), until they are gone.
+    end_leftovers(ours).await;
+    // The locks taken to end leftovers go now: each instance takes its own at its start.
+    drop(locks);
+    scan
+}
+
+/// Ends `procs` (still the same processes: pid and start time), the stop signal first and SIGKILL
+/// 2 s later.
+pub async fn end_leftovers(procs: Vec<tree::Proc>) {
+    if procs.is_empty() {
+        return;
+    }
     let find = move || {
-        ours.iter()
+        procs
+            .iter()
             .filter(|p| tree::read_stat(p.pid).is_some_and(|now| now.start == p.start))
             .copied()
             .collect()

@@ -10,6 +10,7 @@
 //! (`cargo bench --bench supervise -- idle ours`); over half of it is the kernel's loopback send,
 //! which delivers the request into the gateway's socket and wakes the gateway on the daemon's time.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,14 +93,39 @@ impl Prober {
         self.conn = None;
     }
 
-    /// GETs the readiness URL within `timeout`.
-    pub async fn ready(&mut self, timeout: Duration) -> Result<(), String> {
-        probe(&mut self.conn, &self.readiness, timeout).await
+    /// GETs the readiness URL within `timeout`; a new connection counts only once `verify` accepts
+    /// the address it reached.
+    pub async fn ready(
+        &mut self,
+        timeout: Duration,
+        verify: &mut impl Verify,
+    ) -> Result<(), String> {
+        probe(&mut self.conn, &self.readiness, timeout, verify).await
     }
 
-    /// GETs the liveness URL within `timeout`.
-    pub async fn live(&mut self, timeout: Duration) -> Result<(), String> {
-        probe(&mut self.conn, &self.liveness, timeout).await
+    /// GETs the liveness URL within `timeout`, as `ready` does.
+    pub async fn live(
+        &mut self,
+        timeout: Duration,
+        verify: &mut impl Verify,
+    ) -> Result<(), String> {
+        probe(&mut self.conn, &self.liveness, timeout, verify).await
+    }
+}
+
+/// Decides whether a new connection reached the instance: called with the address it connected
+/// to, before a request is written into it. A kept connection is not asked about again: it goes on
+/// talking to the socket that accepted it.
+pub trait Verify {
+    /// `Ok` if the socket listening on `peer` is the instance's; else why not.
+    fn verify(&mut self, peer: SocketAddr)
+        -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+/// No check: whatever answers counts.
+impl Verify for () {
+    async fn verify(&mut self, _peer: SocketAddr) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -110,10 +136,11 @@ async fn probe(
     conn: &mut Conn,
     target: &Result<Target, String>,
     timeout: Duration,
+    verify: &mut impl Verify,
 ) -> Result<(), String> {
     let target = target.as_ref().map_err(Clone::clone)?;
     let url = &target.url;
-    match tokio::time::timeout(timeout, get(conn, target)).await {
+    match tokio::time::timeout(timeout, get(conn, target, verify)).await {
         Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
         Ok(Ok(status)) => Err(format!("GET {url}: HTTP {status}")),
         Ok(Err(e)) => {
@@ -133,7 +160,7 @@ async fn probe(
 
 /// One GET, on the kept connection if there is one (and once more on a new one if the kept one
 /// turns out closed), else on a new one. Returns the answer's status.
-async fn get(conn: &mut Conn, target: &Target) -> Result<u16, String> {
+async fn get(conn: &mut Conn, target: &Target, verify: &mut impl Verify) -> Result<u16, String> {
     if let Some((authority, mut stream)) = conn.take() {
         if authority == target.authority && idle_and_open(&stream) {
             match exchange(&mut stream, &target.request).await {
@@ -151,6 +178,10 @@ async fn get(conn: &mut Conn, target: &Target) -> Result<u16, String> {
     let mut stream = TcpStream::connect(&target.authority)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| format!("connected, but no peer address: {e}"))?;
+    verify.verify(peer).await?;
     // Requests are one small write; never wait for more to fill a segment.
     let _ = stream.set_nodelay(true);
     match exchange(&mut stream, &target.request).await {
@@ -316,10 +347,44 @@ mod tests {
             &format!("http://{addr}/healthz"),
         );
         let t = Duration::from_secs(5);
-        p.ready(t).await.unwrap();
-        p.live(t).await.unwrap();
-        p.live(t).await.unwrap();
+        p.ready(t, &mut ()).await.unwrap();
+        p.live(t, &mut ()).await.unwrap();
+        p.live(t, &mut ()).await.unwrap();
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A check that refuses every address, and counts the calls.
+    struct Refuse(usize);
+
+    impl Verify for Refuse {
+        async fn verify(&mut self, peer: SocketAddr) -> Result<(), String> {
+            self.0 += 1;
+            Err(format!("{peer} is not ours"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_counts_only_once_verified() {
+        let (addr, _) = server(vec![OK, OK]).await;
+        let url = format!("http://{addr}/healthz");
+        let mut p = Prober::new(&url, &url);
+        let t = Duration::from_secs(5);
+        let mut refuse = Refuse(0);
+        let e = p.live(t, &mut refuse).await.unwrap_err();
+        assert!(e.ends_with(&format!("{addr} is not ours")), "{e}");
+        assert!(p.conn.is_none(), "a refused connection is not kept");
+        // Accepted once, the kept connection is not asked about again.
+        let mut calls = 0;
+        struct Count<'a>(&'a mut usize);
+        impl Verify for Count<'_> {
+            async fn verify(&mut self, _peer: SocketAddr) -> Result<(), String> {
+                *self.0 += 1;
+                Ok(())
+            }
+        }
+        p.live(t, &mut Count(&mut calls)).await.unwrap();
+        p.live(t, &mut Count(&mut calls)).await.unwrap();
+        assert_eq!(calls, 1);
     }
 
     #[tokio::test]
@@ -330,7 +395,7 @@ mod tests {
         let mut p = Prober::new(&url, &url);
         let t = Duration::from_secs(5);
         for _ in 0..3 {
-            p.live(t).await.unwrap();
+            p.live(t, &mut ()).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
@@ -367,7 +432,7 @@ mod tests {
         let mut p = Prober::new(&url, &url);
         let t = Duration::from_secs(5);
         for _ in 0..3 {
-            p.live(t).await.unwrap();
+            p.live(t, &mut ()).await.unwrap();
             // The next probe comes once the server's end-of-file has arrived.
             let (_, kept) = p.conn.as_ref().expect("a kept connection");
             kept.readable().await.unwrap();
@@ -385,10 +450,10 @@ mod tests {
         let url = format!("http://{addr}/healthz");
         let mut p = Prober::new(&url, &url);
         let t = Duration::from_secs(5);
-        let e = p.live(t).await.unwrap_err();
+        let e = p.live(t, &mut ()).await.unwrap_err();
         assert!(e.ends_with("HTTP 503"), "{e}");
         assert!(p.conn.is_some(), "a 503 with a length keeps the connection");
-        p.live(t).await.unwrap();
+        p.live(t, &mut ()).await.unwrap();
         assert!(p.conn.is_none(), "a chunked answer is not read through");
     }
 
@@ -397,7 +462,7 @@ mod tests {
         let (addr, _) = server(vec!["SSH-2.0-OpenSSH\r\n\r\n"]).await;
         let url = format!("http://{addr}/healthz");
         let e = Prober::new(&url, &url)
-            .live(Duration::from_secs(5))
+            .live(Duration::from_secs(5), &mut ())
             .await
             .unwrap_err();
         assert!(e.contains("not an HTTP answer"), "{e}");
@@ -409,7 +474,7 @@ mod tests {
             .port();
         let url = format!("http://127.0.0.1:{port}/healthz");
         let e = Prober::new(&url, &url)
-            .live(Duration::from_secs(5))
+            .live(Duration::from_secs(5), &mut ())
             .await
             .unwrap_err();
         assert!(e.contains("cannot connect"), "{e}");

@@ -309,7 +309,7 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
 }
 
 /// `socket:[inode]` -> port, for the TCP sockets listening on one of `ports`.
-fn listening_inodes<T>(ports: &HashMap<u16, T>) -> HashMap<String, u16> {
+pub fn listening_inodes<T>(ports: &HashMap<u16, T>) -> HashMap<String, u16> {
     let mut out = HashMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {

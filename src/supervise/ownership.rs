@@ -1,0 +1,606 @@
+//! Who owns an instance's places on the host: its state dir and its gateway port.
+//!
+//! - **The lock.** A supervisor that runs an instance holds `STATE_DIR/.openclaw-supervisor.lock`
+//!   (`flock`, exclusive) from before the spawn until the instance's whole tree is gone; the file
+//!   names the holder (daemon pid, socket, instance). It is opened `O_NOFOLLOW | O_CLOEXEC`: a
+//!   symlink planted there is refused, and no gateway inherits it (a gateway holding it would look
+//!   like a live supervisor). A second daemon on the same profiles finds it held and leaves that
+//!   instance `blocked`, signalling nothing; leftovers carrying an instance's marker are ended only
+//!   by a daemon that can take the lock.
+//! - **The listener.** A probe counts only if the socket that answered is the instance's: on each
+//!   new probe connection the kernel is asked which listening socket owns the probed address
+//!   (`sock_diag`, an exact lookup over netlink: three syscalls, no /proc), and its inode is compared
+//!   with the listeners already found in the instance's tree. Only a listener not seen before costs a
+//!   walk of the tree's `/proc/PID/fd` (off the runtime); only a listener that is not the tree's costs
+//!   a walk of every process's, to name the holder. A kept connection is not checked again: it goes
+//!   on talking to the socket the gateway accepted.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::tree;
+
+/// The lock file's name, inside the instance's state dir.
+pub const LOCK_FILE: &str = ".openclaw-supervisor.lock";
+
+/// Who holds an instance's place: a process the instance does not own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its pid (0 when it cannot be known).
+    pub pid: i32,
+    /// Its command line.
+    pub command: String,
+    /// What it holds: "listens on port 35000", "uses state dir /srv/a", "holds the lock of state
+    /// dir /srv/a (openclaw-supervisord pid 12, socket /run/x.sock)".
+    pub what: String,
+}
+
+/// This daemon, as a lock file names it.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Its control socket.
+    pub socket: PathBuf,
+}
+
+impl Owner {
+    /// This process, serving on `socket`.
+    pub fn me(socket: &Path) -> Owner {
+        Owner {
+            pid: std::process::id(),
+            socket: socket.to_path_buf(),
+        }
+    }
+}
+
+/// The held lock of one state dir; released when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+/// Why a lock was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another supervisor holds it: who, and the message for the operator.
+    Held(Holder, String),
+    /// The file could not be opened or locked (a symlink there, a disk error).
+    Io(String),
+}
+
+impl Lock {
+    /// Takes the lock of `state_dir` for `instance` without waiting, and writes the holder's
+    /// record into it. Blocking: opens a file in the state dir.
+    pub fn take(state_dir: &Path, instance: &str, me: &Owner) -> Result<Lock, LockError> {
+        let path = state_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| LockError::Io(open_error(&path, e)))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut file) => {
+                let record = format!(
+                    "pid={}\nsocket={}\ninstance={instance}\n",
+                    me.pid,
+                    me.socket.display()
+                );
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| file.write_all(record.as_bytes()));
+                if let Err(e) = written {
+                    // The lock is what counts; the record only names the holder to others.
+                    tracing::warn!(instance, "cannot write {}: {e}", path.display());
+                }
+                Ok(Lock { _file: file })
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = (&mut file).take(4096).read_to_string(&mut text);
+                Err(held(state_dir, &text))
+            }
+            Err((_, e)) => Err(LockError::Io(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+fn open_error(path: &Path, e: std::io::Error) -> String {
+    if e.raw_os_error() == Some(nix::libc::ELOOP) {
+        format!(
+            "cannot open {}: it is a symlink, which is refused",
+            path.display()
+        )
+    } else {
+        format!("cannot open {}: {e}", path.display())
+    }
+}
+
+/// The refusal for a lock held by the supervisor whose record is `text`.
+fn held(state_dir: &Path, text: &str) -> LockError {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let pid: i32 = field("pid").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let socket = field("socket").unwrap_or_else(|| "unknown".into());
+    let dir = state_dir.display();
+    let by = if pid > 0 {
+        format!("openclaw-supervisord pid {pid} (socket {socket})")
+    } else {
+        "another supervisor (its record is empty)".to_string()
+    };
+    let holder = Holder {
+        pid,
+        command: if pid > 0 {
+            tree::cmdline(pid)
+        } else {
+            String::new()
+        },
+        what: format!("holds the lock of state dir {dir} ({by})"),
+    };
+    LockError::Held(holder, format!("state dir {dir} is held by {by}"))
+}
+
+/// The operator's message for a process found on an instance's place.
+pub fn message(h: &Holder) -> String {
+    match h.what.strip_prefix("listens on port ") {
+        Some(port) => format!(
+            "port {port} is held by pid {} ({}), not by this instance",
+            h.pid, h.command
+        ),
+        None => format!(
+            "pid {} ({}) {}, and is not this instance's",
+            h.pid, h.command, h.what
+        ),
+    }
+}
+
+/// What a start found before spawning.
+pub enum Preflight {
+    /// Nothing holds the instance's places: the lock is held, the child can start; `leftovers`
+    /// carry the instance's marker, left by a supervisor that is gone (the lock was free): end them
+    /// first.
+    Ready {
+        /// What to spawn.
+        request: super::spawn::SpawnRequest,
+        /// The state dir's lock.
+        lock: Lock,
+        /// Marked processes of an earlier supervisor.
+        leftovers: Vec<tree::Proc>,
+    },
+    /// Another supervisor, or a process that is not the instance's, holds a place: who, and the
+    /// operator's message.
+    Blocked(Holder, String),
+    /// The start cannot work: why.
+    Failed(String),
+}
+
+/// Before a spawn: the dirs, the lock (kept if `lock` is given), the processes on the instance's
+/// state dir and ports (`scanned` if the daemon's start-up scan found them, else a scan of the
+/// host), the program. Blocking: touches the disk and /proc.
+pub fn preflight(
+    profile: &crate::profile::Profile,
+    lock: Option<Lock>,
+    me: &Owner,
+    scanned: Option<Vec<tree::Holder>>,
+) -> Preflight {
+    if let Err(e) = super::spawn::prepare_dirs(profile) {
+        return Preflight::Failed(e);
+    }
+    let state_dir = &profile.state_dir.value;
+    let lock = match lock {
+        Some(l) => l,
+        None => match Lock::take(state_dir, profile.name.as_str(), me) {
+            Ok(l) => l,
+            Err(LockError::Held(h, why)) => return Preflight::Blocked(h, why),
+            Err(LockError::Io(why)) => return Preflight::Failed(why),
+        },
+    };
+    let found = scanned.unwrap_or_else(|| tree::host_scan(&known(profile)));
+    let mut leftovers = Vec::new();
+    for h in found {
+        if h.ours {
+            leftovers.push(h.proc_);
+            continue;
+        }
+        let holder = Holder {
+            pid: h.proc_.pid,
+            command: h.cmdline,
+            what: h.why,
+        };
+        let why = message(&holder);
+        return Preflight::Blocked(holder, why);
+    }
+    match super::spawn::request(profile) {
+        Ok(request) => Preflight::Ready {
+            request,
+            lock,
+            leftovers,
+        },
+        Err(e) => Preflight::Failed(e),
+    }
+}
+
+/// The instance's places as the host scan looks for them: its state dir, its gateway port and the
+/// ports its probes go to on this host.
+pub fn known(profile: &crate::profile::Profile) -> Vec<tree::Known> {
+    let h = &profile.health;
+    let mut ports = vec![profile.port.value];
+    for url in [&h.readiness_url, &h.liveness_url] {
+        let Ok(u) = url::Url::parse(url) else {
+            continue;
+        };
+        let local = match u.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if let Some(p) = u
+            .port_or_known_default()
+            .filter(|p| local && !ports.contains(p))
+        {
+            ports.push(p);
+        }
+    }
+    ports
+        .into_iter()
+        .map(|port| tree::Known {
+            name: profile.name.to_string(),
+            state_dir: state_dir_text(profile),
+            port,
+        })
+        .collect()
+}
+
+fn state_dir_text(profile: &crate::profile::Profile) -> String {
+    profile.state_dir.value.display().to_string()
+}
+
+/// A netlink `sock_diag` socket, for exact lookups of listening TCP sockets. One per daemon; a
+/// lookup is a `sendto` and a `recv` that the kernel has answered before `sendto` returns.
+pub struct Diag {
+    fd: Mutex<Option<OwnedFd>>,
+    seq: std::sync::atomic::AtomicU32,
+}
+
+impl Default for Diag {
+    fn default() -> Self {
+        Diag {
+            fd: Mutex::new(None),
+            seq: std::sync::atomic::AtomicU32::new(1),
+        }
+    }
+}
+
+/// `SOCK_DIAG_BY_FAMILY`.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const TCP_LISTEN: u8 = 10;
+
+impl Diag {
+    /// The inode of the TCP socket listening on `addr` (its address and port), `None` if none
+    /// does. Errors when the kernel cannot answer (no `tcp_diag`): then `listener_from_proc`.
+    pub fn listener(&self, addr: SocketAddr) -> std::io::Result<Option<u64>> {
+        let mut guard = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Netlink,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                nix::sys::socket::SockProtocol::NetlinkSockDiag,
+            )?);
+        }
+        let Some(fd) = guard.as_ref() else {
+            return Err(std::io::Error::other("no netlink socket"));
+        };
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let req = request(addr, seq);
+        let kernel = nix::sys::socket::NetlinkAddr::new(0, 0);
+        let r = nix::sys::socket::sendto(
+            fd.as_raw_fd(),
+            &req,
+            &kernel,
+            nix::sys::socket::MsgFlags::empty(),
+        );
+        if let Err(e) = r {
+            *guard = None;
+            return Err(e.into());
+        }
+        let mut buf = [0u8; 512];
+        loop {
+            let n = match nix::sys::socket::recv(
+                fd.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    *guard = None;
+                    return Err(e.into());
+                }
+            };
+            match answer(&buf[..n], seq) {
+                Answer::Stale => continue,
+                Answer::Inode(i) => return Ok(Some(i)),
+                Answer::None => return Ok(None),
+                Answer::Error(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An exact-lookup request (`inet_diag_req_v2`, no `NLM_F_DUMP`) for the TCP socket bound to
+/// `addr`: the kernel looks it up as an incoming connection to `addr` would be, so it finds the
+/// listener that would take the probe's connection.
+fn request(addr: SocketAddr, seq: u32) -> Vec<u8> {
+    let (family, ip): (u8, [u8; 16]) = match addr {
+        SocketAddr::V4(a) => {
+            let mut ip = [0u8; 16];
+            ip[..4].copy_from_slice(&a.ip().octets());
+            (nix::libc::AF_INET as u8, ip)
+        }
+        SocketAddr::V6(a) => (nix::libc::AF_INET6 as u8, a.ip().octets()),
+    };
+    let mut m = Vec::with_capacity(72);
+    m.extend_from_slice(&72u32.to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&(nix::libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // inet_diag_req_v2: family, protocol, ext, pad, states.
+    m.extend_from_slice(&[family, nix::libc::IPPROTO_TCP as u8, 0, 0]);
+    m.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    // inet_diag_sockid: sport, dport (network order), src, dst, if, cookie (none).
+    m.extend_from_slice(&addr.port().to_be_bytes());
+    m.extend_from_slice(&0u16.to_be_bytes());
+    m.extend_from_slice(&ip);
+    m.extend_from_slice(&[0u8; 16]);
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&u32::MAX.to_ne_bytes());
+    m.extend_from_slice(&u32::MAX.to_ne_bytes());
+    m
+}
+
+enum Answer {
+    /// The answer to an earlier request.
+    Stale,
+    Inode(u64),
+    None,
+    Error(std::io::Error),
+}
+
+/// Reads the kernel's answer to request `seq`: an `inet_diag_msg` (its inode at byte 68 of the
+/// payload) or an error (`ENOENT`: no such socket).
+fn answer(buf: &[u8], seq: u32) -> Answer {
+    let u32_at = |o: usize| {
+        buf.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let (Some(_len), Some(kind), Some(got)) = (
+        u32_at(0),
+        buf.get(4..6)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_ne_bytes),
+        u32_at(8),
+    ) else {
+        return Answer::Error(std::io::Error::other("short netlink answer"));
+    };
+    if got != seq {
+        return Answer::Stale;
+    }
+    if kind == NLMSG_ERROR {
+        let code = u32_at(16).map_or(0, |c| c as i32);
+        return if code == -nix::libc::ENOENT {
+            Answer::None
+        } else {
+            Answer::Error(std::io::Error::from_raw_os_error(-code))
+        };
+    }
+    if kind != SOCK_DIAG_BY_FAMILY {
+        return Answer::Error(std::io::Error::other(format!(
+            "unexpected netlink answer type {kind}"
+        )));
+    }
+    match (buf.get(16 + 1), u32_at(16 + 68)) {
+        (Some(&TCP_LISTEN), Some(inode)) => Answer::Inode(u64::from(inode)),
+        (Some(_), Some(_)) => Answer::None,
+        _ => Answer::Error(std::io::Error::other("short sock_diag answer")),
+    }
+}
+
+/// The inode of a socket listening on `addr`'s port, from /proc/net/tcp{,6}: the fallback where
+/// the kernel has no `tcp_diag`. Blocking (reads every TCP socket of the host).
+pub fn listener_from_proc(addr: SocketAddr) -> Option<u64> {
+    let ports = std::collections::HashMap::from([(addr.port(), ())]);
+    tree::listening_inodes(&ports)
+        .into_keys()
+        .find_map(|s| s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+}
+
+/// Which of `pids` has the socket `inode` open. Blocking.
+pub fn owner_among(pids: impl IntoIterator<Item = i32>, inode: u64) -> Option<i32> {
+    let link = format!("socket:[{inode}]");
+    pids.into_iter().find(|&pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.filter_map(|e| e.ok()).any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str())
+            })
+        })
+    })
+}
+
+/// The process of the host that holds socket `inode` (a walk of every process's fds). Blocking.
+pub fn holder_of(inode: u64, port: u16) -> Holder {
+    let me = std::process::id() as i32;
+    let pids = tree::snapshot()
+        .into_iter()
+        .map(|p| p.pid)
+        .filter(|&p| p != me);
+    match owner_among(pids, inode) {
+        Some(pid) => Holder {
+            pid,
+            command: tree::cmdline(pid),
+            what: format!("listens on port {port}"),
+        },
+        None => Holder {
+            pid: 0,
+            command: "a process this daemon cannot see".into(),
+            what: format!("listens on port {port}"),
+        },
+    }
+}
+
+/// The listeners found to be an instance's, for the child running now.
+#[derive(Debug, Default)]
+pub struct Verified {
+    inodes: HashSet<u64>,
+}
+
+impl Verified {
+    /// Whether `inode` was found in the tree already.
+    pub fn contains(&self, inode: u64) -> bool {
+        self.inodes.contains(&inode)
+    }
+
+    /// Remembers `inode` as the tree's (a gateway has a few listeners; more means churn).
+    pub fn insert(&mut self, inode: u64) {
+        if self.inodes.len() >= 16 {
+            self.inodes.clear();
+        }
+        self.inodes.insert(inode);
+    }
+
+    /// Forgets them all: another child.
+    pub fn clear(&mut self) {
+        self.inodes.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            pid: std::process::id(),
+            socket: "/run/test.sock".into(),
+        }
+    }
+
+    #[test]
+    fn a_second_taker_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Lock::take(dir.path(), "main", &owner()).unwrap();
+        match Lock::take(dir.path(), "main", &owner()) {
+            Err(LockError::Held(h, why)) => {
+                assert_eq!(h.pid, std::process::id() as i32);
+                assert_eq!(
+                    why,
+                    format!(
+                        "state dir {} is held by openclaw-supervisord pid {} (socket /run/test.sock)",
+                        dir.path().display(),
+                        std::process::id()
+                    )
+                );
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        drop(first);
+        assert!(Lock::take(dir.path(), "main", &owner()).is_ok());
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(LOCK_FILE)).unwrap();
+        match Lock::take(dir.path(), "main", &owner()) {
+            Err(LockError::Io(why)) => assert!(why.contains("symlink"), "{why}"),
+            other => panic!("not refused: {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn the_lock_file_is_owner_only_and_not_inherited() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let lock = Lock::take(dir.path(), "main", &owner()).unwrap();
+        let meta = std::fs::metadata(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let flags = nix::fcntl::fcntl(&*lock._file, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & nix::libc::FD_CLOEXEC, 0);
+    }
+
+    #[test]
+    fn the_kernel_names_the_listener_of_a_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let diag = Diag::default();
+        let inode = diag.listener(addr).unwrap().expect("a listener");
+        assert_eq!(Some(inode), listener_from_proc(addr));
+        assert_eq!(
+            owner_among([std::process::id() as i32], inode),
+            Some(std::process::id() as i32)
+        );
+        drop(l);
+        assert_eq!(diag.listener(addr).unwrap(), None);
+    }
+
+    #[test]
+    fn the_kernel_names_an_ipv6_listener() {
+        let Ok(l) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let addr = l.local_addr().unwrap();
+        let inode = Diag::default().listener(addr).unwrap().expect("a listener");
+        assert_eq!(Some(inode), listener_from_proc(addr));
+    }
+
+    #[test]
+    fn the_start_up_scan_looks_at_the_probe_ports_on_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.yaml"),
+            "port: 18789\nstate_dir: /srv/main\ncommand: [/bin/true]\nhealth: { readiness_url: 'http://127.0.0.1:18700/readyz', liveness_url: 'http://10.0.0.1:18701/healthz' }\n",
+        )
+        .unwrap();
+        let plan = crate::profile::load_with_env(dir.path(), &|_| None);
+        assert!(plan.report.ok(), "{}", plan.report);
+        let ports: Vec<u16> = known(&plan.profiles[0]).iter().map(|k| k.port).collect();
+        assert_eq!(ports, [18789, 18700]);
+    }
+
+    #[test]
+    fn a_listener_on_any_address_answers_for_loopback() {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let diag = Diag::default();
+        let inode = diag
+            .listener(SocketAddr::from(([127, 0, 0, 1], port)))
+            .unwrap();
+        assert!(inode.is_some());
+    }
+}
