@@ -926,6 +926,11 @@ impl Verify for Identity<'_> {
         if self.verified.contains(inode) {
             return Ok(());
         }
+        if let Some(holder) = self.verified.foreign(inode) {
+            let why = ownership::message(holder);
+            *self.refused = Some((holder.clone(), why.clone()));
+            return Err(why);
+        }
         let (root, name, state) = (
             self.root,
             self.name.to_string(),
@@ -950,6 +955,7 @@ impl Verify for Identity<'_> {
             }
             Err(holder) => {
                 let why = ownership::message(&holder);
+                self.verified.set_foreign(inode, holder.clone());
                 *self.refused = Some((holder, why.clone()));
                 Err(why)
             }

@@ -1,7 +1,9 @@
 //! Running a checked plan: one task per instance (`instance.rs`) that owns its child, with shared
 //! services beside them: the spawning thread (`spawn.rs`), the reaper of every child the daemon has
 //! or inherits (`reaper.rs`), the probe client (`probe.rs`), per-instance logs (`logs.rs`), the
-//! process-tree walk (`tree.rs`), the CPU/RSS figures of the trees (`sample.rs`). The [`Supervisor`]
+//! process-tree walk (`tree.rs`), the CPU/RSS figures of the trees (`sample.rs`), who owns an
+//! instance's state dir and port (`ownership.rs`: the lock, the host scan, the probes' identity
+//! check). The [`Supervisor`]
 //! owns the set of instances: it applies reloads, and stops them all, in parallel, when its
 //! cancellation token fires.
 

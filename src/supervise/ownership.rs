@@ -470,10 +470,12 @@ pub fn holder_of(inode: u64, port: u16) -> Holder {
     }
 }
 
-/// The listeners found to be an instance's, for the child running now.
+/// The listeners found to be an instance's, for the child running now, and the last one found not
+/// to be (with its holder), so that a probe polling a stranger does not walk /proc each time.
 #[derive(Debug, Default)]
 pub struct Verified {
     inodes: HashSet<u64>,
+    foreign: Option<(u64, Holder)>,
 }
 
 impl Verified {
@@ -490,9 +492,23 @@ impl Verified {
         self.inodes.insert(inode);
     }
 
+    /// The holder of `inode`, if it was found not to be the tree's.
+    pub fn foreign(&self, inode: u64) -> Option<&Holder> {
+        self.foreign
+            .as_ref()
+            .filter(|(i, _)| *i == inode)
+            .map(|(_, h)| h)
+    }
+
+    /// Remembers that `holder`, not the tree, holds `inode`.
+    pub fn set_foreign(&mut self, inode: u64, holder: Holder) {
+        self.foreign = Some((inode, holder));
+    }
+
     /// Forgets them all: another child.
     pub fn clear(&mut self) {
         self.inodes.clear();
+        self.foreign = None;
     }
 }
 
@@ -591,6 +607,58 @@ mod tests {
         assert!(plan.report.ok(), "{}", plan.report);
         let ports: Vec<u16> = known(&plan.profiles[0]).iter().map(|k| k.port).collect();
         assert_eq!(ports, [18789, 18700]);
+    }
+
+    /// A netlink message of `kind` for request `seq` with `payload`.
+    fn message_of(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m
+    }
+
+    #[test]
+    fn kernel_answers_are_read_without_trusting_their_length() {
+        for short in [&b""[..], b"\x01\x02", &[0u8; 11]] {
+            assert!(matches!(answer(short, 1), Answer::Error(_)));
+        }
+        // An answer to another request is skipped.
+        assert!(matches!(
+            answer(&message_of(NLMSG_ERROR, 7, &[0; 4]), 8),
+            Answer::Stale
+        ));
+        // No such socket.
+        let enoent = (-nix::libc::ENOENT).to_ne_bytes();
+        assert!(matches!(
+            answer(&message_of(NLMSG_ERROR, 3, &enoent), 3),
+            Answer::None
+        ));
+        let eperm = (-nix::libc::EPERM).to_ne_bytes();
+        assert!(matches!(
+            answer(&message_of(NLMSG_ERROR, 3, &eperm), 3),
+            Answer::Error(_)
+        ));
+        // A listening socket: its inode; a socket in another state: none; a cut-off one: an error.
+        let mut msg = vec![0u8; 72];
+        msg[1] = TCP_LISTEN;
+        msg[68..72].copy_from_slice(&4242u32.to_ne_bytes());
+        assert!(matches!(
+            answer(&message_of(SOCK_DIAG_BY_FAMILY, 5, &msg), 5),
+            Answer::Inode(4242)
+        ));
+        msg[1] = 1;
+        assert!(matches!(
+            answer(&message_of(SOCK_DIAG_BY_FAMILY, 5, &msg), 5),
+            Answer::None
+        ));
+        assert!(matches!(
+            answer(&message_of(SOCK_DIAG_BY_FAMILY, 5, &msg[..40]), 5),
+            Answer::Error(_)
+        ));
     }
 
     #[test]

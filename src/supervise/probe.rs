@@ -9,6 +9,10 @@
 //! On a kept connection a probe is one `sendto` and one `recvfrom`, about 22 µs of daemon CPU all in
 //! (`cargo bench --bench supervise -- idle ours`); over half of it is the kernel's loopback send,
 //! which delivers the request into the gateway's socket and wakes the gateway on the daemon's time.
+//!
+//! A new connection is handed to a [`Verify`] before a request goes into it: the instance task's
+//! check that the socket listening there is its own tree's (`ownership`), about 5 µs, once per
+//! connection, not per probe.
 
 use std::net::SocketAddr;
 use std::time::Duration;
