@@ -179,7 +179,12 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
         out.push_str(&format!("{}: {}\n", i.name, i.last_error));
     }
     for i in instances {
-        if let Some(h) = &i.holder {
+        // The holder's command line, unless the error line already gave it.
+        if let Some(h) = i
+            .holder
+            .as_ref()
+            .filter(|h| !i.last_error.contains(&h.command))
+        {
             out.push_str(&format!(
                 "{}: blocked by pid {} ({}), which {}\n",
                 i.name, h.pid, h.command, h.what

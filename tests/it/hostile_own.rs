@@ -137,6 +137,11 @@ fn a_second_daemon_on_the_same_profiles_leaves_the_firsts_gateways_alone() {
         first.pid(),
         "is held by openclaw-supervisord",
     );
+    let table = stdout(&second.ctl(&["status"]));
+    assert!(
+        table.contains(&format!("main: blocked by pid {} (", first.pid())),
+        "{table}"
+    );
     // Past a re-check of the second daemon, the first's gateways are the same processes, running.
     std::thread::sleep(Duration::from_secs(4));
     for (name, pid) in ["main", "rescue"].into_iter().zip(&pids) {
@@ -149,6 +154,12 @@ fn a_second_daemon_on_the_same_profiles_leaves_the_firsts_gateways_alone() {
 
     // The first daemon goes (its gateways with it): the second starts them by itself.
     assert_eq!(first.terminate(), Some(0));
+    for pid in &pids {
+        assert!(
+            !alive(*pid as u32),
+            "the first daemon's gateway {pid} outlived it"
+        );
+    }
     for (name, pid) in ["main", "rescue"].into_iter().zip(&pids) {
         let s = second.wait_status(name, "running", |s| s["state"] == "running");
         assert_ne!(s["pid"].as_u64(), Some(*pid));
@@ -177,7 +188,12 @@ fn a_stranger_on_the_port_blocks_the_instance_until_it_goes() {
     let table = stdout(&d.ctl(&["status"]));
     assert!(table.contains("blocked"), "{table}");
     assert!(
-        table.contains(&format!("blocked by pid {}", stranger.pid())),
+        table.contains(&format!(
+            "port {} is held by pid {} ({}",
+            ports[0],
+            stranger.pid(),
+            fake_gateway().display()
+        )),
         "{table}"
     );
     stays_blocked(&d, "main", stranger.pid(), Duration::from_secs(4));
