@@ -697,7 +697,12 @@ impl Task {
 
     /// A child that does not answer: stop it (the stop signal, then SIGKILL) and restart it by policy.
     async fn unhealthy(&mut self, why: String) {
-        self.log.note(format!("unhealthy: {why}; restarting it"));
+        let then = if self.refused.is_some() {
+            "stopping it; the instance waits until its port is free"
+        } else {
+            "restarting it"
+        };
+        self.log.note(format!("unhealthy: {why}; {then}"));
         self.fail_waiters(CommandError::Failed(why.clone()));
         self.status.last_error = Some(why);
         self.set_state(State::Unhealthy);

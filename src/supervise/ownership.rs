@@ -162,6 +162,9 @@ fn held(state_dir: &Path, text: &str) -> LockError {
 /// The operator's message for a process found on an instance's place.
 pub fn message(h: &Holder) -> String {
     match h.what.strip_prefix("listens on port ") {
+        Some(port) if h.pid == 0 => format!(
+            "port {port} is held by a process this daemon cannot see (another user's?), not by this instance"
+        ),
         Some(port) => format!(
             "port {port} is held by pid {} ({}), not by this instance",
             h.pid, h.command
@@ -464,7 +467,7 @@ pub fn holder_of(inode: u64, port: u16) -> Holder {
         },
         None => Holder {
             pid: 0,
-            command: "a process this daemon cannot see".into(),
+            command: String::new(),
             what: format!("listens on port {port}"),
         },
     }

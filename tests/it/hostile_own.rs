@@ -93,6 +93,24 @@ fn a_second_daemon_on_the_same_profiles_leaves_the_firsts_gateways_alone() {
         pids.push(s["pid"].as_u64().unwrap());
     }
 
+    // The daemon holds each state dir's lock; its gateways do not (they would pass for a supervisor).
+    let holds_lock = |pid: u32, name: &str| {
+        let lock = scene
+            .home()
+            .join(format!("state/{name}/.openclaw-supervisor.lock"));
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|target| target == lock)
+    };
+    for (name, pid) in ["main", "rescue"].into_iter().zip(&pids) {
+        assert!(holds_lock(first.pid(), name), "{name}'s lock");
+        assert!(
+            !holds_lock(*pid as u32, name),
+            "{name}'s gateway inherited its lock"
+        );
+    }
+
     // The same profiles, another socket and state dir: what anyone trying things by hand does.
     let socket = scene.path("run2/supervisor.sock");
     let err_file = scene.path("daemon2.stderr");
@@ -276,7 +294,7 @@ fn a_probe_answered_by_a_stranger_does_not_count() {
         "main",
         ports[0],
         &format!(
-            "health: {{ readiness_url: 'http://127.0.0.1:{}/readyz', start_deadline: 3s }}\n",
+            "health: {{ readiness_url: 'http://127.0.0.1:{}/readyz', start_deadline: 6s }}\n",
             ports[1]
         ),
     );
@@ -299,6 +317,17 @@ fn a_probe_answered_by_a_stranger_does_not_count() {
             stranger.pid(),
             s["holder"]["command"].as_str().unwrap()
         )
+    );
+    // The probe said so: the start was not refused by the scan before it.
+    let log = d.log("main");
+    assert!(
+        log.contains(&format!(
+            "not ready within 6s (GET http://127.0.0.1:{}/readyz: port {} is held by pid {}",
+            ports[1],
+            ports[1],
+            stranger.pid()
+        )),
+        "{log}"
     );
     assert!(!alive(ours as u32), "our own child was stopped");
     assert!(alive(stranger.pid()));
