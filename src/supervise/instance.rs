@@ -869,9 +869,14 @@ impl Task {
             std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
         ];
-        let inode = addrs
-            .into_iter()
-            .find_map(|a| self.shared.diag.listener(a).ok().flatten())?;
+        let mut inode = None;
+        for a in addrs {
+            inode = listener_of(&self.shared.diag, a).await;
+            if inode.is_some() {
+                break;
+            }
+        }
+        let inode = inode?;
         let holder = tokio::task::spawn_blocking(move || ownership::holder_of(inode, port))
             .await
             .ok()?;
@@ -906,7 +911,7 @@ fn round(d: Duration) -> Duration {
 /// The probes' identity check of one instance: the socket a new probe connection reached must be
 /// held by the instance's tree (see `ownership`).
 struct Identity<'a> {
-    diag: &'a Diag,
+    diag: &'a Arc<Diag>,
     verified: &'a mut Verified,
     refused: &'a mut Option<(Holder, String)>,
     root: i32,
@@ -917,15 +922,7 @@ struct Identity<'a> {
 
 impl Verify for Identity<'_> {
     async fn verify(&mut self, peer: std::net::SocketAddr) -> Result<(), String> {
-        let inode = match self.diag.listener(peer) {
-            Ok(found) => found,
-            // No sock_diag for TCP in this kernel: the same answer from /proc/net.
-            Err(_) => tokio::task::spawn_blocking(move || ownership::listener_from_proc(peer))
-                .await
-                .ok()
-                .flatten(),
-        };
-        let Some(inode) = inode else {
+        let Some(inode) = listener_of(self.diag, peer).await else {
             return Err(format!("nothing listens on {peer} any more"));
         };
         if self.verified.contains(inode) {
@@ -964,6 +961,21 @@ impl Verify for Identity<'_> {
                 *self.refused = Some((holder, why.clone()));
                 Err(why)
             }
+        }
+    }
+}
+
+/// The inode of the TCP listener on `addr`: the kernel's exact lookup on the runtime when it can
+/// answer at once, else the same off the runtime (its first check, or /proc/net/tcp).
+async fn listener_of(diag: &Arc<Diag>, addr: std::net::SocketAddr) -> Option<u64> {
+    match diag.listener(addr) {
+        Ok(found) => found,
+        Err(_) => {
+            let diag = diag.clone();
+            tokio::task::spawn_blocking(move || diag.listener_blocking(addr))
+                .await
+                .ok()
+                .flatten()
         }
     }
 }

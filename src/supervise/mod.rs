@@ -130,6 +130,10 @@ impl Supervisor {
             owner,
             diag: Arc::new(ownership::Diag::default()),
         };
+        // Whether the kernel's listener lookups can be used, found once off the runtime (the
+        // first may load a kernel module) before the first probe needs them.
+        let diag = shared.diag.clone();
+        tokio::task::spawn_blocking(move || diag.check());
         let sup = Supervisor {
             instances: RwLock::new(Arc::new(BTreeMap::new())),
             tasks: Mutex::new(Vec::new()),
@@ -153,10 +157,12 @@ impl Supervisor {
                     profile.autostart
                 );
             }
+            // The scan is fresh only for a start that follows at once; a later one scans again.
             let scanned = scan.found.remove(name).unwrap_or_default();
+            let scanned = (scan.done && start).then_some(scanned);
             instances.insert(
                 profile.name.to_string(),
-                sup.launch(profile, start, log, scan.done.then_some(scanned)),
+                sup.launch(profile, start, log, scanned),
             );
         }
         *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);

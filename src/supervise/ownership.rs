@@ -279,10 +279,14 @@ fn state_dir_text(profile: &crate::profile::Profile) -> String {
 }
 
 /// A netlink `sock_diag` socket, for exact lookups of listening TCP sockets. One per daemon; a
-/// lookup is a `sendto` and a `recv` that the kernel has answered before `sendto` returns.
+/// lookup is a `sendto` and a `recv` that the kernel has answered before `sendto` returns. It is
+/// used only once [`Diag::check`] (off the runtime: loading the kernel's `tcp_diag` may run
+/// modprobe) found it names a listener of our own as /proc does: a kernel without `tcp_diag` answers
+/// `ENOENT`, as for no listener at all.
 pub struct Diag {
     fd: Mutex<Option<OwnedFd>>,
     seq: std::sync::atomic::AtomicU32,
+    works: std::sync::OnceLock<bool>,
 }
 
 impl Default for Diag {
@@ -290,6 +294,7 @@ impl Default for Diag {
         Diag {
             fd: Mutex::new(None),
             seq: std::sync::atomic::AtomicU32::new(1),
+            works: std::sync::OnceLock::new(),
         }
     }
 }
@@ -301,9 +306,58 @@ const TCP_LISTEN: u8 = 10;
 
 impl Diag {
     /// The inode of the TCP socket listening on `addr` (its address and port), `None` if none
-    /// does. Errors when the kernel cannot answer (no `tcp_diag`): then `listener_from_proc`.
+    /// does. For the runtime: never waits; an error when the lookup cannot be used now (not
+    /// checked yet, not working here, busy): then [`Diag::listener_blocking`], off the runtime.
     pub fn listener(&self, addr: SocketAddr) -> std::io::Result<Option<u64>> {
-        let mut guard = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+        if self.works.get() != Some(&true) {
+            return Err(std::io::Error::other("sock_diag is not in use"));
+        }
+        self.lookup(addr, false)
+    }
+
+    /// Whether the kernel's lookups can be trusted here: it finds a listener of our own, with the
+    /// inode /proc/net/tcp gives. Checked once. Blocking.
+    pub fn check(&self) -> bool {
+        *self.works.get_or_init(|| {
+            let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") else {
+                return false;
+            };
+            let Ok(addr) = l.local_addr() else {
+                return false;
+            };
+            let works = matches!(self.lookup(addr, true), Ok(Some(i)) if Some(i) == listener_from_proc(addr));
+            if !works {
+                tracing::warn!(
+                    "the kernel's sock_diag does not name TCP listeners here: probes check who listens through /proc/net/tcp"
+                );
+            }
+            works
+        })
+    }
+
+    /// [`Diag::listener`] for a blocking thread: by `sock_diag` where it works, else from
+    /// /proc/net/tcp{,6}.
+    pub fn listener_blocking(&self, addr: SocketAddr) -> Option<u64> {
+        if self.check() {
+            if let Ok(found) = self.lookup(addr, true) {
+                return found;
+            }
+        }
+        listener_from_proc(addr)
+    }
+
+    fn lookup(&self, addr: SocketAddr, wait: bool) -> std::io::Result<Option<u64>> {
+        let mut guard = if wait {
+            self.fd.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.fd.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::other("sock_diag is busy"))
+                }
+            }
+        };
         if guard.is_none() {
             *guard = Some(nix::sys::socket::socket(
                 nix::sys::socket::AddressFamily::Netlink,
@@ -577,6 +631,8 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let diag = Diag::default();
+        assert!(diag.listener(addr).is_err(), "used before it was checked");
+        assert!(diag.check(), "sock_diag does not name listeners here");
         let inode = diag.listener(addr).unwrap().expect("a listener");
         assert_eq!(Some(inode), listener_from_proc(addr));
         assert_eq!(
@@ -594,7 +650,9 @@ mod tests {
             return;
         };
         let addr = l.local_addr().unwrap();
-        let inode = Diag::default().listener(addr).unwrap().expect("a listener");
+        let diag = Diag::default();
+        assert!(diag.check());
+        let inode = diag.listener(addr).unwrap().expect("a listener");
         assert_eq!(Some(inode), listener_from_proc(addr));
     }
 
@@ -669,9 +727,7 @@ mod tests {
         let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let diag = Diag::default();
-        let inode = diag
-            .listener(SocketAddr::from(([127, 0, 0, 1], port)))
-            .unwrap();
+        let inode = diag.listener_blocking(SocketAddr::from(([127, 0, 0, 1], port)));
         assert!(inode.is_some());
     }
 }
