@@ -11,7 +11,7 @@
 //! which delivers the request into the gateway's socket and wakes the gateway on the daemon's time.
 //!
 //! A new connection is handed to a [`Verify`] before a request goes into it: the instance task's
-//! check that the socket listening there is its own tree's (`ownership`), about 5 µs, once per
+//! check that the socket listening there is its own tree's (`ownership`), about 6 µs, once per
 //! connection, not per probe.
 
 use std::net::SocketAddr;

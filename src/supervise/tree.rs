@@ -239,7 +239,8 @@ pub struct Known {
     pub port: u16,
 }
 
-/// A process found holding an instance's place before the daemon started anything.
+/// A process found holding an instance's place (its state dir, a port), by the scan at the daemon's
+/// start or before an instance's start (`ownership::preflight`).
 #[derive(Debug, Clone)]
 pub struct Holder {
     /// The instance.
