@@ -3,6 +3,7 @@
 //! subreaper) but still carries the instance's marker in its environment.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -161,6 +162,90 @@ pub fn instance_processes(
         seeds.extend(tree.children(p.pid).iter().copied());
     }
     out
+}
+
+/// Without cgroups: every process seen in an instance's tree while its gateway lived, by pid and
+/// start time (so a reused pid is never taken for it), kept until the instance's stop. A descendant
+/// that leaves the tree (its parent died: it is reparented to the daemon, a subreaper) and clears
+/// its environment (no marker) is still known, if a walk saw it before: the walks come once a
+/// second ([`Seen::walk`]) and right before each stop signal. What a walk never saw is not known:
+/// a process that double-forks and clears its environment between two walks. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Seen {
+    seen: Arc<Mutex<SeenMap>>,
+}
+
+/// Instance name -> (pid, start time) of each process seen in its tree.
+type SeenMap = HashMap<String, HashSet<(i32, u64)>>;
+
+impl Seen {
+    /// One walk of /proc (blocking): for each instance of `roots` (name, its gateway's pid), the
+    /// gateway, its process group, the processes already known and still alive, and everything
+    /// descended from them. What is known and gone is forgotten.
+    pub fn walk(&self, roots: &[(String, i32)]) {
+        let all = snapshot();
+        let alive: HashSet<(i32, u64)> = all.iter().map(|p| (p.pid, p.start)).collect();
+        let tree = Tree::new(&all);
+        let me = std::process::id() as i32;
+        let mut found: Vec<(String, HashSet<(i32, u64)>)> = Vec::new();
+        {
+            let seen = self.lock();
+            for (name, root) in roots {
+                let known = seen.get(name);
+                let mut seeds: Vec<&Proc> = all
+                    .iter()
+                    .filter(|p| {
+                        p.pid == *root
+                            || p.pgid == *root
+                            || known.is_some_and(|k| k.contains(&(p.pid, p.start)))
+                    })
+                    .collect();
+                let mut set = HashSet::new();
+                while let Some(p) = seeds.pop() {
+                    if p.pid == me || !set.insert((p.pid, p.start)) {
+                        continue;
+                    }
+                    seeds.extend(tree.children(p.pid).iter().copied());
+                }
+                found.push((name.clone(), set));
+            }
+        }
+        let mut seen = self.lock();
+        for set in seen.values_mut() {
+            set.retain(|k| alive.contains(k));
+        }
+        for (name, set) in found {
+            seen.entry(name).or_default().extend(set);
+        }
+        seen.retain(|_, set| !set.is_empty());
+    }
+
+    /// The known processes of `name` that still run (same pid, same start time). Blocking.
+    pub fn of(&self, name: &str) -> Vec<Proc> {
+        let known: Vec<(i32, u64)> = self
+            .lock()
+            .get(name)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        known
+            .into_iter()
+            .filter_map(|(pid, start)| read_stat(pid).filter(|p| p.start == start))
+            .collect()
+    }
+
+    /// How many processes of `name` are known.
+    pub fn count(&self, name: &str) -> usize {
+        self.lock().get(name).map_or(0, HashSet::len)
+    }
+
+    /// Forgets `name`'s processes: after a stop that ended them all.
+    pub fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeenMap> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Ends the processes `find` returns: `sig` first, SIGKILL to what is left after `grace`, then waits

@@ -11,5 +11,6 @@ mod api;
 mod check;
 mod desired_state;
 mod gateway;
+mod hostile_tree;
 mod supervise;
 mod systemd;
