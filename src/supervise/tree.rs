@@ -669,4 +669,49 @@ mod tests {
         assert!(marked);
         assert!(!other);
     }
+
+    #[test]
+    fn seen_keeps_a_descendant_that_left_the_tree_until_it_ends() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        // sh starts a sleep in the background, says its pid, and waits for a line.
+        let mut sh = Command::new("sh")
+            .args(["-c", "sleep 1000 & echo $!; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let mut line = String::new();
+        std::io::BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleep: i32 = line.trim().parse().unwrap();
+        let root = sh.id() as i32;
+        let seen = Seen::default();
+        seen.walk(&[("t".into(), root)]);
+        assert!(seen.of("t").iter().any(|p| p.pid == sleep));
+        // sh ends: the sleep is orphaned and leaves the tree of the (dead) root.
+        let _ = sh.stdin.take().unwrap().write_all(b"go\n");
+        sh.wait().unwrap();
+        let orphaned = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            read_stat(sleep).is_some_and(|p| p.ppid != root)
+        });
+        assert!(orphaned);
+        seen.walk(&[("t".into(), root)]);
+        assert_eq!(
+            seen.of("t").iter().map(|p| p.pid).collect::<Vec<_>>(),
+            [sleep]
+        );
+        assert_eq!(seen.count("t"), 1);
+        let _ = kill(Pid::from_raw(sleep), Signal::SIGKILL);
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            seen.of("t").is_empty()
+        });
+        assert!(gone, "an ended process is no longer of the instance");
+        seen.walk(&[]);
+        assert_eq!(seen.count("t"), 0, "a walk forgets what is gone");
+        seen.forget("t");
+    }
 }
