@@ -107,7 +107,12 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
                 why: format!("the detection failed: {e}"),
             })
     };
-    let plan = check_or_refuse(opts, systemd, &containment)?;
+    let plan = check_or_refuse(opts, systemd, &containment).inspect_err(|_| {
+        // A daemon that refuses to start leaves no cgroup of its own behind.
+        if let Some(c) = containment.cgroups() {
+            c.close();
+        }
+    })?;
     let tcp = tcp_listener(opts).await.map_err(|e| {
         systemd.fail(&e);
         ExitCode::FAILURE

@@ -179,10 +179,54 @@ pub struct Seen {
 type SeenMap = HashMap<String, HashSet<(i32, u64)>>;
 
 impl Seen {
-    /// One walk of /proc (blocking): for each instance of `roots` (name, its gateway's pid), the
-    /// gateway, its process group, the processes already known and still alive, and everything
-    /// descended from them. What is known and gone is forgotten.
+    /// One walk (blocking): for each instance of `roots` (name, its gateway's pid), the gateway,
+    /// the processes already known and still alive, and everything descended from them; what is
+    /// known and gone is forgotten. It reads only those processes (their stat and each thread's
+    /// `children`), not the whole host, so a walk costs a few dozen system calls per gateway; on
+    /// a kernel without `/proc/PID/task/TID/children` it reads every process's stat.
     pub fn walk(&self, roots: &[(String, i32)]) {
+        if !has_children_files() {
+            return self.walk_host(roots);
+        }
+        let me = std::process::id() as i32;
+        let known: Vec<Vec<(i32, u64)>> = {
+            let seen = self.lock();
+            roots
+                .iter()
+                .map(|(name, _)| {
+                    seen.get(name)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let mut found: Vec<(String, HashSet<(i32, u64)>)> = Vec::new();
+        for ((name, root), known) in roots.iter().zip(known) {
+            let mut set = HashSet::new();
+            let mut queue: Vec<(i32, Option<u64>)> = vec![(*root, None)];
+            queue.extend(known.into_iter().map(|(pid, start)| (pid, Some(start))));
+            while let Some((pid, start)) = queue.pop() {
+                let Some(p) = read_stat(pid) else { continue };
+                if pid == me || start.is_some_and(|s| s != p.start) || !set.insert((pid, p.start)) {
+                    continue;
+                }
+                queue.extend(children(pid).into_iter().map(|c| (c, None)));
+            }
+            found.push((name.clone(), set));
+        }
+        let mut seen = self.lock();
+        for (name, set) in found {
+            if set.is_empty() {
+                seen.remove(&name);
+            } else {
+                seen.insert(name, set);
+            }
+        }
+    }
+
+    /// [`Seen::walk`] over a snapshot of the whole host, which also finds the members of the
+    /// gateway's process group.
+    fn walk_host(&self, roots: &[(String, i32)]) {
         let all = snapshot();
         let alive: HashSet<(i32, u64)> = all.iter().map(|p| (p.pid, p.start)).collect();
         let tree = Tree::new(&all);
@@ -246,6 +290,32 @@ impl Seen {
     fn lock(&self) -> std::sync::MutexGuard<'_, SeenMap> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether this kernel lists a thread's children in `/proc/PID/task/TID/children`
+/// (`CONFIG_PROC_CHILDREN`).
+fn has_children_files() -> bool {
+    let me = std::process::id();
+    std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists()
+}
+
+/// The children of `pid`: those of each of its threads (a child belongs to the thread that forked
+/// it).
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.filter_map(|t| t.ok()) {
+        let Ok(text) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
+    }
+    out
 }
 
 /// Ends the processes `find` returns: `sig` first, SIGKILL to what is left after `grace`, then waits
@@ -710,7 +780,7 @@ mod tests {
             seen.of("t").is_empty()
         });
         assert!(gone, "an ended process is no longer of the instance");
-        seen.walk(&[]);
+        seen.walk(&[("t".into(), root)]);
         assert_eq!(seen.count("t"), 0, "a walk forgets what is gone");
         seen.forget("t");
     }

@@ -337,3 +337,32 @@ fn limits_are_written_to_the_instances_cgroup() {
     assert_eq!(read("memory.max").trim(), (256u64 << 20).to_string());
     assert_eq!(read("cpu.max").trim(), "150000 100000");
 }
+
+#[test]
+fn limits_on_a_cgroup_v2_without_the_controller_refuse_the_daemon_start() {
+    // Where the daemon has cgroups but the hierarchy lacks the memory controller (a hybrid host
+    // whose v1 hierarchies hold it), the error says what the host has.
+    let Some(mount) =
+        cgroups_or_skip("limits_on_a_cgroup_v2_without_the_controller_refuse_the_daemon_start")
+    else {
+        return;
+    };
+    let offered = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    if offered.split_whitespace().any(|c| c == "memory") {
+        eprintln!(
+            "SKIPPED limits_on_a_cgroup_v2_without_the_controller_refuse_the_daemon_start: {} offers the memory controller",
+            mount.display()
+        );
+        return;
+    }
+    let scene = Scene::new();
+    scene.fake_profile("main", free_ports(1)[0], "limits: { memory: 2G }\n");
+    let mut d = scene.spawn_daemon();
+    assert_eq!(d.wait_exit("the daemon to refuse to start"), Some(1));
+    let err = std::fs::read_to_string(&d.stderr).unwrap();
+    let want = format!(
+        "supervisor.d/main.yaml:4): limits.memory: limits need a cgroup v2 with the memory controller; this host has cgroup v2 at {} with controllers: ",
+        mount.display()
+    );
+    assert!(err.contains(&want), "no {want:?} in:\n{err}");
+}
