@@ -51,13 +51,24 @@ fn cgroups_or_skip(test: &str) -> Option<PathBuf> {
 /// sleep 1000'` in the background (a session of its own, no environment, so no marker), which
 /// writes its pid to `escapee.pid` in the scene, then becomes the stand-in gateway.
 fn escaping_profile(scene: &Scene, name: &str, port: u16) -> PathBuf {
+    escaping_profile_with(scene, name, port, &[], "")
+}
+
+/// [`escaping_profile`] with arguments for the stand-in gateway and extra YAML.
+fn escaping_profile_with(
+    scene: &Scene,
+    name: &str,
+    port: u16,
+    args: &[&str],
+    extra: &str,
+) -> PathBuf {
     let pid_file = scene.path(&format!("{name}-escapee.pid"));
     let script = scene.write(
         &format!("{name}-gateway.sh"),
         &format!(
             "#!/bin/sh\n\
              env -i /usr/bin/setsid /bin/sh -c 'echo $$ > {pid}.tmp && mv {pid}.tmp {pid} && exec sleep 1000' &\n\
-             exec {gw:?}\n",
+             exec {gw:?} \"$@\"\n",
             pid = pid_file.display(),
             gw = fake_gateway().display().to_string(),
         ),
@@ -66,8 +77,9 @@ fn escaping_profile(scene: &Scene, name: &str, port: u16) -> PathBuf {
     scene.profile(
         &format!("{name}.yaml"),
         &format!(
-            "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}]\nstop: {{ timeout: 5s }}\n",
-            script.display().to_string()
+            "port: {port}\nstate_dir: ~/state/{name}\ncommand: [{:?}{}]\nstop: {{ timeout: 5s }}\n{extra}",
+            script.display().to_string(),
+            args.iter().map(|a| format!(", {a:?}")).collect::<String>()
         ),
     );
     pid_file
@@ -220,6 +232,37 @@ fn an_env_i_setsid_descendant_is_gone_after_the_daemon_stops() {
         let _reap = Reap(pid);
         assert_eq!(d.terminate(), Some(0));
         assert!(!alive(pid), "{flags:?}: the escapee outlived the daemon");
+    }
+}
+
+#[test]
+fn an_env_i_setsid_descendant_of_a_gateway_that_crashed_is_ended() {
+    // No stop, so no walk before a stop signal: without cgroups only the walks made while the
+    // gateway lived (once a second; it lives 3 s) know the escapee.
+    for flags in [&[][..], &["--no-cgroups"][..]] {
+        if flags.is_empty() && writable_cgroup2().is_err() {
+            eprintln!("SKIPPED the cgroup half: no writable cgroup v2 here");
+            continue;
+        }
+        let scene = Scene::new();
+        let port = free_ports(1)[0];
+        let pid_file = escaping_profile_with(
+            &scene,
+            "escape",
+            port,
+            &["--crash-after-ms", "3000"],
+            "restart: { policy: never }\n",
+        );
+        let d = scene.daemon_with(flags);
+        let pid = escapee(&pid_file);
+        let _reap = Reap(pid);
+        d.wait_status("escape", "exited after its crash", |s| {
+            s["state"] == "exited"
+        });
+        assert!(
+            !alive(pid),
+            "{flags:?}: the escapee outlived the gateway's crash"
+        );
     }
 }
 
