@@ -409,3 +409,100 @@ fn limits_on_a_cgroup_v2_without_the_controller_refuse_the_daemon_start() {
     );
     assert!(err.contains(&want), "no {want:?} in:\n{err}");
 }
+
+/// A cgroup made for one test and marked delegated as systemd marks a `Delegate=yes` unit's
+/// (`trusted.delegate` = "1"); removed with what the daemon made in it.
+struct DelegatedCgroup(PathBuf);
+
+impl DelegatedCgroup {
+    fn new(mount: &Path, test: &str) -> DelegatedCgroup {
+        let dir = mount.join(format!("openclaw-test-{test}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        let name = std::ffi::CString::new("trusted.delegate").unwrap();
+        // SAFETY: both strings are NUL-terminated and the value's length is passed with it.
+        let rc = unsafe {
+            nix::libc::setxattr(path.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0)
+        };
+        assert_eq!(rc, 0, "setxattr trusted.delegate on {}", dir.display());
+        DelegatedCgroup(dir)
+    }
+}
+
+impl Drop for DelegatedCgroup {
+    fn drop(&mut self) {
+        for sub in ["instances/escape", "instances", "supervisor", ""] {
+            let _ = std::fs::remove_dir(self.0.join(sub));
+        }
+    }
+}
+
+#[test]
+fn a_delegated_cgroup_holds_the_daemon_in_a_leaf_and_each_instance_below_it() {
+    let Some(mount) = cgroups_or_skip("a_delegated_cgroup_holds_the_daemon_in_a_leaf") else {
+        return;
+    };
+    let own = DelegatedCgroup::new(&mount, "delegated");
+    let scene = Scene::new();
+    let port = free_ports(1)[0];
+    let pid_file = escaping_profile(&scene, "escape", port);
+    // The daemon starts inside the delegated cgroup, as systemd would start it.
+    let socket = scene.path("run/supervisor.sock");
+    let stderr_file = scene.path("daemon.stderr");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            own.0.display()
+        ))
+        .arg(common::bin_path("openclaw-supervisord"))
+        .args(["--config-dir", "supervisor.d", "--socket"])
+        .arg(&socket)
+        .arg("--log-dir")
+        .arg(scene.path("logs"))
+        .arg("--state-dir")
+        .arg(scene.path("daemon-state"))
+        .current_dir(scene.root.path())
+        .env("HOME", scene.home())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = common::Daemon {
+        child: Some(child),
+        socket,
+        logs: scene.path("logs"),
+        stderr: stderr_file,
+    };
+    wait_for("the daemon's API to answer", || {
+        d.ctl(&["status", "--json"]).status.success().then_some(())
+    });
+    assert_eq!(
+        containment(&d),
+        format!("cgroup v2 at {}/instances (delegated)", own.0.display())
+    );
+    let cgroup_of = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("0::")
+                    .map(|p| mount.join(p.trim_start_matches('/')))
+            })
+            .unwrap()
+    };
+    assert_eq!(cgroup_of(d.pid()), own.0.join("supervisor"));
+    let s = d.wait_status("escape", "running", |s| s["state"] == "running");
+    let gateway = s["pid"].as_u64().unwrap() as u32;
+    let pid = escapee(&pid_file);
+    let _reap = Reap(pid);
+    assert_eq!(cgroup_of(gateway), own.0.join("instances/escape"));
+    assert_eq!(cgroup_of(pid), own.0.join("instances/escape"));
+    let out = d.ctl(&["stop", "escape"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !alive(pid),
+        "the env -i setsid descendant outlived the stop"
+    );
+    assert!(!own.0.join("instances/escape").exists());
+    assert_eq!(d.terminate(), Some(0));
+}
