@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, v1::supervisor_service_server::SupervisorServiceServer};
 use crate::profile;
+use crate::supervise::cgroup::Containment;
 use crate::supervise::{desired::DesiredState, logs::LogConfig, ReloadAction, Supervisor};
 use crate::systemd::Notifier;
 
@@ -40,6 +41,8 @@ pub struct Options {
     pub tcp_allow_remote: bool,
     /// The file whose first line is the TCP listener's bearer token.
     pub token_file: Option<PathBuf>,
+    /// Contain instances by their process trees even where cgroups could be had (`--no-cgroups`).
+    pub no_cgroups: bool,
 }
 
 /// How long API connections get to close at shutdown.
@@ -95,7 +98,21 @@ struct Serving {
 /// stops there), the process settings, the signals, then the instances. On failure, systemd and
 /// stderr have heard why, and the exit code is returned.
 async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCode> {
-    let plan = check_or_refuse(opts, systemd)?;
+    // Before the check: a profile's `limits` need what the mode offers.
+    let containment = {
+        let (off, socket) = (opts.no_cgroups, opts.socket.clone());
+        tokio::task::spawn_blocking(move || Containment::detect(off, &socket))
+            .await
+            .unwrap_or_else(|e| Containment::Tree {
+                why: format!("the detection failed: {e}"),
+            })
+    };
+    let plan = check_or_refuse(opts, systemd, &containment).inspect_err(|_| {
+        // A daemon that refuses to start leaves no cgroup of its own behind.
+        if let Some(c) = containment.cgroups() {
+            c.close();
+        }
+    })?;
     let tcp = tcp_listener(opts).await.map_err(|e| {
         systemd.fail(&e);
         ExitCode::FAILURE
@@ -143,10 +160,22 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
     }
     let me = crate::supervise::ownership::Owner::me(&opts.socket);
     let scan = crate::supervise::clear_leftovers(&plan.profiles, &me).await;
+    tracing::info!("containment: {}", containment.describe());
+    if let Some(c) = containment.cgroups().cloned() {
+        // Only one live daemon holds the socket, taken above: what is in its cgroups now was left
+        // by an earlier run.
+        let ended = tokio::task::spawn_blocking(move || c.sweep())
+            .await
+            .unwrap_or_default();
+        for (dir, pids) in ended {
+            tracing::warn!(cgroup = %dir.display(), "killed processes an earlier run left: {pids:?}");
+        }
+    }
     let supervisor = match Supervisor::start(
         plan,
         &log_cfg,
         desired.clone(),
+        containment,
         CancellationToken::new(),
         me,
         scan,
@@ -158,6 +187,7 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
             return Err(ExitCode::FAILURE);
         }
     };
+    supervisor.track();
     Ok(Prepared {
         socket,
         tcp,
@@ -168,9 +198,18 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
 }
 
 /// Reads and checks the profiles: the plan, or the report on stderr and the check's exit code.
-fn check_or_refuse(opts: &Options, systemd: &Notifier) -> Result<profile::Plan, ExitCode> {
+fn check_or_refuse(
+    opts: &Options,
+    systemd: &Notifier,
+    containment: &Containment,
+) -> Result<profile::Plan, ExitCode> {
     systemd.status("checking the profiles");
-    let plan = profile::load(&opts.config_dir);
+    let mut plan = profile::load(&opts.config_dir);
+    let limits = containment.limit_errors(&plan.profiles);
+    if !limits.is_empty() {
+        plan.report.diagnostics.extend(limits);
+        plan.report.sort();
+    }
     if !plan.report.ok() {
         eprint!("{}", plan.report);
         eprintln!("{}", plan.report.summary(&opts.config_dir));

@@ -272,9 +272,15 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         _: Request<v1::CheckRequest>,
     ) -> Result<Response<v1::CheckResponse>, GrpcStatus> {
         let dir = self.config_dir.clone();
-        let plan = tokio::task::spawn_blocking(move || profile::load(&dir))
+        let mut plan = tokio::task::spawn_blocking(move || profile::load(&dir))
             .await
             .map_err(|e| GrpcStatus::internal(e.to_string()))?;
+        // What this daemon can apply: `limits` need its cgroups.
+        let limits = self.supervisor.containment().limit_errors(&plan.profiles);
+        if !limits.is_empty() {
+            plan.report.diagnostics.extend(limits);
+            plan.report.sort();
+        }
         Ok(Response::new(check_response(&plan)))
     }
 
@@ -287,6 +293,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             api: "openclaw.supervisor.v1".to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
             pid: std::process::id(),
+            containment: self.supervisor.containment().describe(),
         }))
     }
 

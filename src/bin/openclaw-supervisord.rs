@@ -49,6 +49,11 @@ struct Args {
     /// The file whose first line is the TCP bearer token; read on every call, so it may be rotated.
     #[arg(long, env = "OPENCLAW_SUPERVISOR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Contain each instance by its process tree (its descendants, its marker, and the processes
+    /// seen in its tree while it lived) even where a writable cgroup v2 would let the daemon give
+    /// it a cgroup of its own; `limits` then fail the check.
+    #[arg(long, env = "OPENCLAW_SUPERVISOR_NO_CGROUPS")]
+    no_cgroups: bool,
     /// The daemon's own log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         tcp: args.tcp,
         tcp_allow_remote: args.tcp_allow_remote,
         token_file: args.token_file,
+        no_cgroups: args.no_cgroups,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         // /proc walks run on blocking threads; a few are enough, and each costs memory.

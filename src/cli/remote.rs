@@ -445,5 +445,8 @@ pub async fn version(socket: &Path) -> Result<(), Error> {
         v.pid,
         humantime::format_duration(Duration::from_secs(v.uptime_seconds))
     );
+    if !v.containment.is_empty() {
+        println!("containment: {}", v.containment);
+    }
     Ok(())
 }

@@ -189,6 +189,114 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
+/// `limits.memory`: bytes, or a number with a unit `K`, `M`, `G` or `T` (powers of 1024; `Ki`,
+/// `KiB`, `KB` read the same): `2G`, `512M`, `1.5G`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySize(pub u64);
+
+/// The least memory limit a profile may set: below it no gateway starts, and the kernel would
+/// OOM-kill it at once.
+pub const MIN_MEMORY: u64 = 16 << 20;
+
+impl FromStr for MemorySize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not a memory size; write it like 2G, 512M or 1073741824 (bytes)");
+        let t = s.trim();
+        let end = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(end);
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        let shift = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 0,
+            "K" | "KB" | "KI" | "KIB" => 10,
+            "M" | "MB" | "MI" | "MIB" => 20,
+            "G" | "GB" | "GI" | "GIB" => 30,
+            "T" | "TB" | "TI" | "TIB" => 40,
+            _ => return Err(bad()),
+        };
+        let bytes = number * (1u64 << shift) as f64;
+        if !bytes.is_finite() || bytes > (1u64 << 50) as f64 {
+            return Err(format!(
+                "{s:?} is more memory than any host has; write at most 1024T"
+            ));
+        }
+        let bytes = bytes as u64;
+        if bytes < MIN_MEMORY {
+            return Err(format!(
+                "{s:?} is below 16M: no gateway runs in that little memory"
+            ));
+        }
+        Ok(MemorySize(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for MemorySize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Bytes(u64),
+            Text(String),
+        }
+        let text = match Either::deserialize(d)? {
+            Either::Bytes(n) => n.to_string(),
+            Either::Text(s) => s,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `limits.cpu`: a percentage of one CPU, `150%` for one and a half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuPercent(pub u32);
+
+impl FromStr for CpuPercent {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = s
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .ok_or_else(|| {
+                format!("{s:?} is not a CPU share; write a percentage of one CPU, like 50% or 150%")
+            })?;
+        if !(1..=100_000).contains(&n) {
+            return Err(format!("{s:?} is outside 1%..100000%"));
+        }
+        Ok(CpuPercent(n))
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuPercent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Err(serde::de::Error::custom(format!(
+                "{n} has no unit; write a percentage of one CPU, like {n}%"
+            ))),
+            Either::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `limits`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub memory: Option<MemorySize>,
+    pub cpu: Option<CpuPercent>,
+}
+
 /// When a child that exited is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -267,6 +375,7 @@ pub struct RawProfile {
     pub health: Option<RawHealth>,
     pub reserve_ports: Option<Vec<PortRange>>,
     pub openclaw_profile: Option<InstanceName>,
+    pub limits: Option<RawLimits>,
 }
 
 #[cfg(test)]
@@ -333,6 +442,42 @@ mod tests {
         for bad in ["SIGFOO", "15", "SIGSTOP", "\"\""] {
             assert!(serde_yaml::from_str::<SignalName>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn memory_sizes_parse_with_binary_units() {
+        let m: Vec<MemorySize> =
+            serde_yaml::from_str("[2G, 512M, \"1.5G\", 1073741824, 2GiB, 64mb]").unwrap();
+        let got: Vec<u64> = m.iter().map(|m| m.0).collect();
+        assert_eq!(
+            got,
+            [2 << 30, 512 << 20, 3 << 29, 1 << 30, 2 << 30, 64 << 20]
+        );
+        for bad in [
+            "2X",
+            "G",
+            "\"\"",
+            "-1G",
+            "1M",
+            "\"1.2.3G\"",
+            "99999T",
+            "[1]",
+        ] {
+            let e = serde_yaml::from_str::<MemorySize>(bad);
+            assert!(e.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_shares_are_percentages() {
+        let c: Vec<CpuPercent> = serde_yaml::from_str("[150%, \" 50 %\", 1%]").unwrap();
+        let got: Vec<u32> = c.iter().map(|c| c.0).collect();
+        assert_eq!(got, [150, 50, 1]);
+        for bad in ["150", "1.5", "0%", "x%", "100001%", "-5%"] {
+            assert!(serde_yaml::from_str::<CpuPercent>(bad).is_err(), "{bad}");
+        }
+        let e = serde_yaml::from_str::<CpuPercent>("150").unwrap_err();
+        assert!(e.to_string().contains("like 150%"), "{e}");
     }
 
     #[test]

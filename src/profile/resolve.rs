@@ -165,6 +165,16 @@ pub struct HealthPolicy {
     pub start_deadline: Duration,
 }
 
+/// `limits`, resolved: each value with where it is written (the daemon's check reports a limit it
+/// cannot apply at that line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `memory.max` of the instance's cgroup, in bytes.
+    pub memory: Option<Sourced<u64>>,
+    /// The CPU share, in percent of one CPU (`cpu.max`).
+    pub cpu: Option<Sourced<u32>>,
+}
+
 /// One instance, checked and resolved: what the supervisor runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -202,6 +212,8 @@ pub struct Profile {
     pub health: HealthPolicy,
     /// Every port the instance binds, in the order derived.
     pub ports: Vec<PortClaim>,
+    /// Resource limits, applied through the instance's cgroup.
+    pub limits: Limits,
 }
 
 /// Looks up an environment variable of the daemon.
@@ -386,6 +398,7 @@ impl Resolver<'_> {
             stop,
             health: health?,
             ports,
+            limits: self.limits(),
         })
     }
 
@@ -801,6 +814,21 @@ impl Resolver<'_> {
         StopPolicy {
             signal: s.signal.unwrap_or(SignalName(Signal::SIGTERM)),
             timeout: s.timeout.map_or(Duration::from_secs(330), |d| d.0),
+        }
+    }
+
+    /// `limits`, each with its line.
+    fn limits(&self) -> Limits {
+        let l = self.pf.raw.limits.clone().unwrap_or_default();
+        Limits {
+            memory: l.memory.map(|m| Sourced {
+                value: m.0,
+                origin: Origin::Profile(self.at(&["limits", "memory"])),
+            }),
+            cpu: l.cpu.map(|c| Sourced {
+                value: c.0,
+                origin: Origin::Profile(self.at(&["limits", "cpu"])),
+            }),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RestartTracker;
+use super::cgroup::Containment;
 use super::decide::{self, AfterExit};
 use super::desired::{DesiredState, Want};
 use super::logs::{InstanceLog, Stream};
@@ -164,6 +165,10 @@ pub struct Shared {
     pub owner: Owner,
     /// Listener lookups for the probes' identity check.
     pub diag: Arc<Diag>,
+    /// Cgroups, or the process tree: decided once at the daemon's start.
+    pub containment: Arc<Containment>,
+    /// Without cgroups: the processes seen in each instance's tree while its gateway lived.
+    pub known: tree::Seen,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -492,15 +497,25 @@ impl Task {
             return;
         }
         // Off the runtime: making the dirs, taking the lock, looking for holders of the instance's
-        // places and finding the program touch disks that may hang, and /proc.
+        // places, finding the program and making the instance's cgroup (limits applied, and
+        // whatever an earlier child left in it ended, once the lock is ours) touch disks that may
+        // hang, and /proc.
         let profile = self.profile.clone();
+        let containment = self.shared.containment.clone();
         let (lock, owner, scanned) = (
             self.lock.take(),
             self.shared.owner.clone(),
             self.scanned.take(),
         );
         let pre = tokio::task::spawn_blocking(move || {
-            ownership::preflight(&profile, lock, &owner, scanned)
+            let mut pre = ownership::preflight(&profile, lock, &owner, scanned);
+            if let (Preflight::Ready { request, .. }, Some(c)) = (&mut pre, containment.cgroups()) {
+                match c.prepare(profile.name.as_str(), &profile.limits) {
+                    Ok(joined) => request.cgroup = Some(Arc::new(joined.procs)),
+                    Err(e) => return Preflight::Failed(e),
+                }
+            }
+            pre
         })
         .await
         .unwrap_or_else(|e| Preflight::Failed(format!("preparing the start failed: {e}")));
@@ -834,6 +849,14 @@ impl Task {
         self.next_probe = None;
         self.prober.reset();
         let sig = self.profile.stop.signal.signal();
+        if self.shared.containment.cgroups().is_none() {
+            // Without cgroups, what is in the tree now is known before the signal scatters it:
+            // a descendant in a session of its own, without the marker, that the gateway's
+            // death orphans is ended with the rest.
+            let known = self.shared.known.clone();
+            let roots = vec![(self.profile.name.to_string(), child.pid)];
+            let _ = tokio::task::spawn_blocking(move || known.walk(&roots)).await;
+        }
         self.log
             .note(format!("stopping pid {} with {}", child.pid, sig.as_str()));
         let _ = killpg(Pid::from_raw(child.pid), sig);
@@ -884,14 +907,32 @@ impl Task {
         Some((holder, why))
     }
 
-    /// Ends every process still carrying this instance's marker or in the tree of `root`: the stop
-    /// signal first, SIGKILL after a short grace.
+    /// Ends every process of the instance: in the tree of `root`, carrying its marker, known from
+    /// the walks while the gateway lived, or in its cgroup: the stop signal first, SIGKILL after
+    /// a short grace. Then, with cgroups, whatever is still in the cgroup is killed (it returns
+    /// once the cgroup is empty) and the cgroup removed.
     async fn kill_leftovers(&mut self, root: Option<i32>) {
         let name = self.profile.name.to_string();
         let state = self.profile.state_dir.value.display().to_string();
         let reaper = self.shared.reaper.clone();
-        let find =
-            move || tree::instance_processes(root, &name, &state, &|pid| reaper.is_watched(pid));
+        let known = self.shared.known.clone();
+        let cgroup = self.shared.containment.dir(&name);
+        let dir = cgroup.clone();
+        let find = move || {
+            let mut procs =
+                tree::instance_processes(root, &name, &state, &|pid| reaper.is_watched(pid));
+            let more = known.of(&name).into_iter().chain(
+                dir.iter()
+                    .flat_map(|d| super::cgroup::members(d))
+                    .filter_map(tree::read_stat),
+            );
+            for p in more {
+                if !procs.iter().any(|q| q.pid == p.pid) {
+                    procs.push(p);
+                }
+            }
+            procs
+        };
         let sig = self.profile.stop.signal.signal();
         let log = self.log.clone();
         let survivors = tree::end_all(find, sig, STRAGGLER_GRACE, |pids| async move {
@@ -901,6 +942,16 @@ impl Task {
         if !survivors.is_empty() {
             tracing::error!(instance = %self.profile.name, "processes survived SIGKILL: {survivors:?}");
         }
+        if let Some(dir) = cgroup {
+            let left = super::cgroup::empty_and_remove(&dir).await;
+            if !left.is_empty() {
+                self.log.note(format!(
+                    "killed processes left in cgroup {}: {left:?}",
+                    dir.display()
+                ));
+            }
+        }
+        self.shared.known.forget(self.profile.name.as_str());
     }
 }
 

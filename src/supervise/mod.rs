@@ -8,6 +8,7 @@
 //! cancellation token fires.
 
 pub mod backoff;
+pub mod cgroup;
 pub mod decide;
 pub mod desired;
 pub mod instance;
@@ -103,6 +104,9 @@ pub struct Supervisor {
     sampler: sample::Sampler,
 }
 
+/// Without cgroups, how often every instance's tree is walked for [`tree::Seen`].
+const TRACK_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a shutdown waits for the logs and the desired state to be written.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
@@ -114,6 +118,7 @@ impl Supervisor {
         plan: Plan,
         log_cfg: &logs::LogConfig,
         desired: desired::DesiredState,
+        containment: cgroup::Containment,
         cancel: CancellationToken,
         owner: ownership::Owner,
         mut scan: Scan,
@@ -129,6 +134,8 @@ impl Supervisor {
             shutdown: cancel.clone(),
             owner,
             diag: Arc::new(ownership::Diag::default()),
+            containment: Arc::new(containment),
+            known: tree::Seen::default(),
         };
         // Whether the kernel's listener lookups can be used, found once off the runtime (the
         // first may load a kernel module) before the first probe needs them.
@@ -167,6 +174,46 @@ impl Supervisor {
         }
         *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);
         Ok(sup)
+    }
+
+    /// How the instances are contained: cgroups or the process tree.
+    pub fn containment(&self) -> &cgroup::Containment {
+        &self.shared.containment
+    }
+
+    /// Without cgroups, walks every running instance's tree once a second (off the runtime) until
+    /// the shutdown, so that a descendant that leaves the tree later is still known at the stop
+    /// ([`tree::Seen`]). Does nothing with cgroups, which need no walk.
+    pub fn track(self: &Arc<Self>) {
+        if self.shared.containment.cgroups().is_some() {
+            return;
+        }
+        let sup = Arc::downgrade(self);
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TRACK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(sup) = sup.upgrade() else { return };
+                let roots: Vec<(String, i32)> = sup
+                    .instances()
+                    .values()
+                    .filter_map(|h| {
+                        let st = h.status.borrow();
+                        st.pid.map(|pid| (st.name.clone(), pid))
+                    })
+                    .collect();
+                let known = sup.shared.known.clone();
+                drop(sup);
+                if !roots.is_empty() {
+                    let _ = tokio::task::spawn_blocking(move || known.walk(&roots)).await;
+                }
+            }
+        });
     }
 
     fn launch(
@@ -243,6 +290,7 @@ impl Supervisor {
                     sample::Root {
                         name: st.name.clone(),
                         pid: st.pid,
+                        cgroup: self.shared.containment.dir(&st.name),
                     }
                 })
                 .collect()
@@ -299,6 +347,12 @@ impl Supervisor {
                 };
             }
         };
+        let mut plan = plan;
+        let limits = self.shared.containment.limit_errors(&plan.profiles);
+        if !limits.is_empty() {
+            plan.report.diagnostics.extend(limits);
+            plan.report.sort();
+        }
         let old = self.instances();
         let mut changes: Vec<Change> = Vec::new();
         for (name, h) in old.iter() {
@@ -433,6 +487,9 @@ impl Supervisor {
             self.log_disk.flush(FLUSH_WAIT),
             self.shared.desired.flush(FLUSH_WAIT)
         );
+        if let Some(c) = self.shared.containment.cgroups() {
+            c.close();
+        }
     }
 }
 
@@ -485,6 +542,7 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
         stop,
         health,
         ports,
+        limits,
     } = old;
     let mut out = Vec::new();
     // The third argument: whether the running child depends on the field.
@@ -520,6 +578,14 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
         claims.iter().map(|c| (c.start, c.end)).collect()
     };
     diff("ports", spans(ports) != spans(&new.ports), true);
+    // Applied when the child's cgroup is made, before it starts: a change restarts it.
+    let values = |l: &crate::profile::resolve::Limits| {
+        (
+            l.memory.as_ref().map(|m| m.value),
+            l.cpu.as_ref().map(|c| c.value),
+        )
+    };
+    diff("limits", values(limits) != values(&new.limits), true);
     out
 }
 

@@ -4,12 +4,13 @@
 //! they lack a child that runs now.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::tree;
+use super::{cgroup, tree};
 
 /// The least time between two samples of the process trees.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -33,6 +34,8 @@ pub struct Root {
     pub name: String,
     /// Its child's pid, if it runs.
     pub pid: Option<i32>,
+    /// Its cgroup, in cgroup mode: the figures are then the cgroup's.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The latest sample, and what is needed to take the next.
@@ -41,6 +44,9 @@ pub struct Latest {
     /// when sysinfo cannot read this system (figures are then 0), or while a sample runs.
     system: Option<sysinfo::System>,
     figures: BTreeMap<String, Figures>,
+    /// The CPU time of each instance's cgroup at the last sample (its child's pid, µs, when), to
+    /// rate the next against.
+    usage: BTreeMap<String, (i32, u64, Instant)>,
     taken: Option<Instant>,
     running: bool,
 }
@@ -85,6 +91,7 @@ impl Sampler {
             latest: Arc::new(Mutex::new(Latest {
                 system: sysinfo::System::new().ok(),
                 figures: BTreeMap::new(),
+                usage: BTreeMap::new(),
                 taken: None,
                 running: false,
             })),
@@ -135,6 +142,9 @@ impl Sampler {
 /// One sample of every instance's process tree: one /proc walk, one sysinfo refresh of the pids
 /// found.
 fn sample(latest: &Mutex<Latest>, roots: &[Root]) {
+    let (in_cgroups, roots): (Vec<&Root>, Vec<&Root>) =
+        roots.iter().partition(|r| r.cgroup.is_some());
+    let mut from_cgroups = sample_cgroups(latest, &in_cgroups);
     let all = if roots.iter().any(|r| r.pid.is_some()) {
         tree::snapshot()
     } else {
@@ -179,12 +189,76 @@ fn sample(latest: &Mutex<Latest>, roots: &[Root]) {
             };
             (name.to_string(), figures)
         })
-        .collect();
+        .collect::<BTreeMap<String, Figures>>();
+    from_cgroups.extend(figures);
     let mut l = latest.lock().unwrap_or_else(|e| e.into_inner());
     l.system = system;
-    l.figures = figures;
+    l.figures = from_cgroups;
     l.taken = Some(Instant::now());
     l.running = false;
+}
+
+/// The figures of the instances in cgroups: CPU from `cpu.stat`'s `usage_usec` between this sample
+/// and the last (a child not met before gets a second look `MINIMUM_CPU_UPDATE_INTERVAL` later, as
+/// in [`refresh`]), memory from `memory.current` when the memory controller is on, else the sum of
+/// the RSS of the cgroup's processes.
+fn sample_cgroups(latest: &Mutex<Latest>, roots: &[&Root]) -> BTreeMap<String, Figures> {
+    let running: Vec<(&str, i32, &Path)> = roots
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.pid?, r.cgroup.as_deref()?)))
+        .collect();
+    let before = latest
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .usage
+        .clone();
+    let read = |dir: &Path| (cgroup::usage_usec(dir).unwrap_or(0), Instant::now());
+    let mut earlier: BTreeMap<String, (u64, Instant)> = BTreeMap::new();
+    let mut new = false;
+    for (name, pid, dir) in &running {
+        match before.get(*name).filter(|(p, _, _)| p == pid) {
+            Some((_, usec, at)) => {
+                earlier.insert(name.to_string(), (*usec, *at));
+            }
+            None => {
+                earlier.insert(name.to_string(), read(dir));
+                new = true;
+            }
+        }
+    }
+    if new {
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+    }
+    let mut usage = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (name, pid, dir) in running {
+        let (usec, at) = read(dir);
+        let cpu_percent = earlier.get(name).map_or(0.0, |(u0, t0)| {
+            let wall = at.duration_since(*t0).as_micros() as f64;
+            if wall > 0.0 {
+                (usec.saturating_sub(*u0) as f64 / wall * 100.0) as f32
+            } else {
+                0.0
+            }
+        });
+        let rss_bytes = cgroup::memory_current(dir).unwrap_or_else(|| {
+            cgroup::members(dir)
+                .into_iter()
+                .map(cgroup::rss_bytes)
+                .sum()
+        });
+        usage.insert(name.to_string(), (pid, usec, at));
+        out.insert(
+            name.to_string(),
+            Figures {
+                pid,
+                cpu_percent,
+                rss_bytes,
+            },
+        );
+    }
+    latest.lock().unwrap_or_else(|e| e.into_inner()).usage = usage;
+    out
 }
 
 /// Refreshes the CPU and memory of `pids`. sysinfo rates a process's CPU use between two

@@ -7,11 +7,11 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use tokio::sync::oneshot;
 
@@ -42,6 +42,9 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
+    /// The `cgroup.procs` of the instance's cgroup, open for writing: the child joins it before
+    /// exec, so that nothing it runs starts outside it.
+    pub cgroup: Option<Arc<OwnedFd>>,
 }
 
 /// A started child.
@@ -116,9 +119,18 @@ fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
     if let Some(dir) = &req.cwd {
         cmd.current_dir(dir);
     }
+    // The fd stays open (the request holds it) until the spawn returns.
+    let cgroup = req.cgroup.as_ref().map(|fd| fd.as_raw_fd());
     // SAFETY: only async-signal-safe system calls run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = cgroup {
+                // "0" is the writer itself: the child, before it runs anything of its own.
+                // SAFETY: `fd` is open for the whole spawn (see above).
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                // No allocation here (the error is the errno alone): malloc is not safe after fork.
+                nix::unistd::write(fd, b"0").map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            }
             nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             // The daemon may have died between fork and prctl: then nobody would kill us later.
@@ -204,6 +216,7 @@ pub fn request(p: &Profile) -> Result<SpawnRequest, String> {
         args: args.to_vec(),
         env: environment(p),
         cwd,
+        cgroup: None,
     })
 }
 

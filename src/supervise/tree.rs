@@ -3,6 +3,7 @@
 //! subreaper) but still carries the instance's marker in its environment.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -159,6 +160,160 @@ pub fn instance_processes(
         }
         out.push(*p);
         seeds.extend(tree.children(p.pid).iter().copied());
+    }
+    out
+}
+
+/// Without cgroups: every process seen in an instance's tree while its gateway lived, by pid and
+/// start time (so a reused pid is never taken for it), kept until the instance's stop. A descendant
+/// that leaves the tree (its parent died: it is reparented to the daemon, a subreaper) and clears
+/// its environment (no marker) is still known, if a walk saw it before: the walks come once a
+/// second ([`Seen::walk`]) and right before each stop signal. What a walk never saw is not known:
+/// a process that double-forks and clears its environment between two walks. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Seen {
+    seen: Arc<Mutex<SeenMap>>,
+}
+
+/// Instance name -> (pid, start time) of each process seen in its tree.
+type SeenMap = HashMap<String, HashSet<(i32, u64)>>;
+
+impl Seen {
+    /// One walk (blocking): for each instance of `roots` (name, its gateway's pid), the gateway,
+    /// the processes already known and still alive, and everything descended from them; what is
+    /// known and gone is forgotten. It reads only those processes (their stat and each thread's
+    /// `children`), not the whole host, so a walk costs a few dozen system calls per gateway; on
+    /// a kernel without `/proc/PID/task/TID/children` it reads every process's stat.
+    pub fn walk(&self, roots: &[(String, i32)]) {
+        if !has_children_files() {
+            return self.walk_host(roots);
+        }
+        let me = std::process::id() as i32;
+        let known: Vec<Vec<(i32, u64)>> = {
+            let seen = self.lock();
+            roots
+                .iter()
+                .map(|(name, _)| {
+                    seen.get(name)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let mut found: Vec<(String, HashSet<(i32, u64)>)> = Vec::new();
+        for ((name, root), known) in roots.iter().zip(known) {
+            let mut set = HashSet::new();
+            let mut queue: Vec<(i32, Option<u64>)> = vec![(*root, None)];
+            queue.extend(known.into_iter().map(|(pid, start)| (pid, Some(start))));
+            while let Some((pid, start)) = queue.pop() {
+                let Some(p) = read_stat(pid) else { continue };
+                if pid == me || start.is_some_and(|s| s != p.start) || !set.insert((pid, p.start)) {
+                    continue;
+                }
+                queue.extend(children(pid).into_iter().map(|c| (c, None)));
+            }
+            found.push((name.clone(), set));
+        }
+        let mut seen = self.lock();
+        for (name, set) in found {
+            if set.is_empty() {
+                seen.remove(&name);
+            } else {
+                seen.insert(name, set);
+            }
+        }
+    }
+
+    /// [`Seen::walk`] over a snapshot of the whole host, which also finds the members of the
+    /// gateway's process group.
+    fn walk_host(&self, roots: &[(String, i32)]) {
+        let all = snapshot();
+        let alive: HashSet<(i32, u64)> = all.iter().map(|p| (p.pid, p.start)).collect();
+        let tree = Tree::new(&all);
+        let me = std::process::id() as i32;
+        let mut found: Vec<(String, HashSet<(i32, u64)>)> = Vec::new();
+        {
+            let seen = self.lock();
+            for (name, root) in roots {
+                let known = seen.get(name);
+                let mut seeds: Vec<&Proc> = all
+                    .iter()
+                    .filter(|p| {
+                        p.pid == *root
+                            || p.pgid == *root
+                            || known.is_some_and(|k| k.contains(&(p.pid, p.start)))
+                    })
+                    .collect();
+                let mut set = HashSet::new();
+                while let Some(p) = seeds.pop() {
+                    if p.pid == me || !set.insert((p.pid, p.start)) {
+                        continue;
+                    }
+                    seeds.extend(tree.children(p.pid).iter().copied());
+                }
+                found.push((name.clone(), set));
+            }
+        }
+        let mut seen = self.lock();
+        for set in seen.values_mut() {
+            set.retain(|k| alive.contains(k));
+        }
+        for (name, set) in found {
+            seen.entry(name).or_default().extend(set);
+        }
+        seen.retain(|_, set| !set.is_empty());
+    }
+
+    /// The known processes of `name` that still run (same pid, same start time). Blocking.
+    pub fn of(&self, name: &str) -> Vec<Proc> {
+        let known: Vec<(i32, u64)> = self
+            .lock()
+            .get(name)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        known
+            .into_iter()
+            .filter_map(|(pid, start)| read_stat(pid).filter(|p| p.start == start))
+            .collect()
+    }
+
+    /// How many processes of `name` are known.
+    pub fn count(&self, name: &str) -> usize {
+        self.lock().get(name).map_or(0, HashSet::len)
+    }
+
+    /// Forgets `name`'s processes: after a stop that ended them all.
+    pub fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeenMap> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether this kernel lists a thread's children in `/proc/PID/task/TID/children`
+/// (`CONFIG_PROC_CHILDREN`).
+fn has_children_files() -> bool {
+    let me = std::process::id();
+    std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists()
+}
+
+/// The children of `pid`: those of each of its threads (a child belongs to the thread that forked
+/// it).
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.filter_map(|t| t.ok()) {
+        let Ok(text) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
     }
     out
 }
@@ -584,5 +739,50 @@ mod tests {
         let _ = child.wait();
         assert!(marked);
         assert!(!other);
+    }
+
+    #[test]
+    fn seen_keeps_a_descendant_that_left_the_tree_until_it_ends() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        // sh starts a sleep in the background, says its pid, and waits for a line.
+        let mut sh = Command::new("sh")
+            .args(["-c", "sleep 1000 & echo $!; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let mut line = String::new();
+        std::io::BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sleep: i32 = line.trim().parse().unwrap();
+        let root = sh.id() as i32;
+        let seen = Seen::default();
+        seen.walk(&[("t".into(), root)]);
+        assert!(seen.of("t").iter().any(|p| p.pid == sleep));
+        // sh ends: the sleep is orphaned and leaves the tree of the (dead) root.
+        let _ = sh.stdin.take().unwrap().write_all(b"go\n");
+        sh.wait().unwrap();
+        let orphaned = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            read_stat(sleep).is_some_and(|p| p.ppid != root)
+        });
+        assert!(orphaned);
+        seen.walk(&[("t".into(), root)]);
+        assert_eq!(
+            seen.of("t").iter().map(|p| p.pid).collect::<Vec<_>>(),
+            [sleep]
+        );
+        assert_eq!(seen.count("t"), 1);
+        let _ = kill(Pid::from_raw(sleep), Signal::SIGKILL);
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            seen.of("t").is_empty()
+        });
+        assert!(gone, "an ended process is no longer of the instance");
+        seen.walk(&[("t".into(), root)]);
+        assert_eq!(seen.count("t"), 0, "a walk forgets what is gone");
+        seen.forget("t");
     }
 }

@@ -12,5 +12,6 @@ mod check;
 mod desired_state;
 mod gateway;
 mod hostile_own;
+mod hostile_tree;
 mod supervise;
 mod systemd;

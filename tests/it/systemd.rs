@@ -192,6 +192,7 @@ fn the_shipped_units_verify() {
             "ExecReload=/bin/kill -HUP $MAINPID",
             "WatchdogSec=",
             "KillMode=mixed",
+            "Delegate=yes",
             exec,
         ] {
             assert!(unit.contains(needed), "{file} has {needed}");
