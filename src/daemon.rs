@@ -100,11 +100,19 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
     // Like sshd's StrictModes: a dir another user can write to, or owns, is refused before
     // anything starts (the socket's dir when it is bound, below).
     for (dir, mode, what) in [
-        (&opts.log_dir, crate::supervise::logs::DIR_MODE, "log directory"),
-        (&opts.state_dir, crate::supervise::desired::DIR_MODE, "state directory"),
+        (
+            &opts.log_dir,
+            crate::supervise::logs::DIR_MODE,
+            "log directory",
+        ),
+        (
+            &opts.state_dir,
+            crate::supervise::desired::DIR_MODE,
+            "state directory",
+        ),
     ] {
         if let Err(e) = crate::fsx::prepare_dir(dir, mode, what) {
-            systemd.fail(&e);
+            systemd.fail(&format!("refusing to start: {e}"));
             return Err(ExitCode::FAILURE);
         }
     }

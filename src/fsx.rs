@@ -162,14 +162,18 @@ pub fn check_dir(path: &Path, what: &str) -> Result<(), String> {
         let shown = if first {
             format!("the {what} {}", path.display())
         } else {
-            format!("{}, a parent of the {what} {},", dir.display(), path.display())
+            format!(
+                "{}, a parent of the {what} {}",
+                dir.display(),
+                path.display()
+            )
         };
         if first && !meta.is_dir() {
             return Err(format!("{shown} is {}, not a directory", kind_of(&meta)));
         }
         if !trusted_owner(meta.uid()) {
             return Err(format!(
-                "refusing {shown}: it is owned by {}, not by this daemon's user ({}) or root, so that user could replace what the daemon keeps there; chown it or choose another directory",
+                "{shown} is owned by {}, not by this process's user ({}) or root: that user could replace what is kept there; chown it or choose another directory",
                 user_name(meta.uid()),
                 user_name(nix::unistd::geteuid().as_raw())
             ));
@@ -178,7 +182,7 @@ pub fn check_dir(path: &Path, what: &str) -> Result<(), String> {
         let sticky = mode & 0o1000 != 0;
         if mode & 0o022 != 0 && (first || !sticky) {
             return Err(format!(
-                "refusing {shown}: its mode {:04o} lets {} write there, so they could swap what the daemon keeps there; `chmod go-w` it or choose another directory",
+                "{shown} has mode {:04o}: {} can write there and could swap what is kept there; `chmod go-w` it or choose another directory",
                 mode & 0o7777,
                 if mode & 0o002 != 0 { "every user" } else { "its group" }
             ));
@@ -242,7 +246,10 @@ mod tests {
 
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = check_dir(&dir, "log directory").unwrap_err();
-        assert!(e.contains("the log directory") && e.contains("0777"), "{e}");
+        assert!(
+            e.contains("the log directory") && e.contains("mode 0777"),
+            "{e}"
+        );
         // Sticky is no excuse for the directory itself...
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(check_dir(&dir, "log directory").is_err());

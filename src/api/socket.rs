@@ -38,8 +38,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> io::Result<tokio::net::UnixList
     }
     // Like sshd's StrictModes: another user who can write the socket's dir could swap the socket
     // under the clients.
-    crate::fsx::check_dir(dir, "socket directory")
-        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+    crate::fsx::check_dir(dir, "socket directory").map_err(|e| {
+        io::Error::new(io::ErrorKind::PermissionDenied, format!("refusing it: {e}"))
+    })?;
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),

@@ -8,6 +8,7 @@ use serde_yaml::{Mapping, Value};
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::locate::{self, Seg};
 use super::raw::RawProfile;
+use crate::fsx::MAX_PROFILE_BYTES;
 
 /// One profile file, parsed.
 #[derive(Debug, Clone)]
@@ -88,16 +89,12 @@ pub fn read_dir(dir: &Path) -> DirContents {
     let count = paths.len();
     let mut files = Vec::new();
     for file in paths {
-        match std::fs::read_to_string(&file) {
+        match read_profile(&file) {
             Ok(text) => match parse_profile(&file, &text) {
                 Ok(raw) => files.push(ProfileFile { file, text, raw }),
                 Err(mut errs) => diags.append(&mut errs),
             },
-            Err(e) => diags.push(Diagnostic::error(
-                Kind::Io,
-                Location::file(&file),
-                format!("cannot read the profile: {e}"),
-            )),
+            Err(d) => diags.push(d),
         }
     }
     DirContents {
@@ -106,6 +103,80 @@ pub fn read_dir(dir: &Path) -> DirContents {
         count,
     }
 }
+
+/// Reads one profile as the daemon means it: only a regular file (a symlink to one is fine),
+/// opened non-blocking (a FIFO never hangs the read), at most [`MAX_PROFILE_BYTES`], owned by root
+/// or this process's user and writable by no one else (what a profile says is run, as this
+/// process's user). Anything else is one error naming the file.
+pub fn read_profile(file: &Path) -> Result<String, Diagnostic> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |msg: String| Diagnostic::error(Kind::Io, Location::file(file), msg);
+    // Looked at before the open, so that a FIFO or a device is never opened at all; and again
+    // after it, on what was opened.
+    let meta =
+        std::fs::metadata(file).map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
+    trusted_profile(&meta).map_err(refuse)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
+    trusted_profile(&meta).map_err(refuse)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(refuse(too_big(None)));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        refuse(format!(
+            "cannot read the profile: it is not UTF-8 text ({e})"
+        ))
+    })
+}
+
+fn too_big(size: Option<u64>) -> String {
+    let size = size.map_or_else(|| "more than that".to_string(), |s| format!("{s} bytes"));
+    format!("a profile is at most 1 MiB ({MAX_PROFILE_BYTES} bytes); this file is {size}: not read")
+}
+
+/// Whether a profile's file may be read: a regular file, small, ours or root's, written by no
+/// one else.
+fn trusted_profile(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return Err(format!(
+            "it is {}, not a regular file: not read (a profile is a regular *.yaml file; move this out of the config dir)",
+            crate::fsx::kind_of(meta)
+        ));
+    }
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(too_big(Some(meta.len())));
+    }
+    if !crate::fsx::trusted_owner(meta.uid()) {
+        return Err(format!(
+            "it is owned by {}, not by this process's user ({}) or root: not read, as what a profile says is run; chown it",
+            crate::fsx::user_name(meta.uid()),
+            crate::fsx::user_name(nix::unistd::geteuid().as_raw())
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "its mode {:04o} lets {} change it: not read, as what a profile says is run; `chmod go-w` it",
+            meta.mode() & 0o7777,
+            if meta.mode() & 0o002 != 0 { "every user" } else { "its group" }
+        ));
+    }
+    Ok(())
+}
+
+/// The most errors reported of one file; past that, one line says how many more.
+const MAX_ERRORS: usize = 20;
 
 /// Parses one profile's text, reporting every bad key and value at once.
 pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnostic>> {
@@ -141,6 +212,18 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
     // Each key is checked on its own so one bad key does not hide the next.
     let mut errors = Vec::new();
     collect_errors(file, text, &mapping, &[], &mut errors);
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(
+            Diagnostic::error(
+                Kind::Syntax,
+                Location::file(file),
+                format!("and {more} more errors in this file, not shown"),
+            )
+            .hint("is this file a profile at all?"),
+        );
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -209,21 +292,35 @@ fn field_error(
         path.push(Seg::Key(top.to_string()));
     }
     let at = Location::at(file, locate::locate_yaml(text, &path));
-    let field = locate::dotted(&path);
-    let msg = e.inner().to_string();
+    // Keys are quoted only if they look like keys: a file that is no profile (a shadow file's
+    // `root:*:19000:0:::` lines are YAML keys) must not have its lines echoed.
+    let shown: Vec<Seg> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) if shown_key(k).is_none() => Seg::Key("?".into()),
+            other => other.clone(),
+        })
+        .collect();
+    let field = locate::dotted(&shown);
+    let msg = clip_quotes(&e.inner().to_string());
     if let Some((unknown, expected)) = parse_unknown(&msg, "unknown field") {
-        let d = Diagnostic::error(Kind::UnknownKey, at, format!("unknown key `{unknown}`"))
-            .field(field);
+        let what = match shown_key(&unknown) {
+            Some(k) => format!("unknown key `{k}`"),
+            None => "an unknown key, not quoted as it is no key name of this format".to_string(),
+        };
+        let d = Diagnostic::error(Kind::UnknownKey, at, what).field(field);
         return match did_you_mean(&unknown, &expected) {
             Some(s) => d.hint(format!("did you mean `{s}`?")),
             None => d.hint(format!("known keys here: {}", expected.join(", "))),
         };
     }
     if let Some((unknown, expected)) = parse_unknown(&msg, "unknown variant") {
+        let value =
+            shown_key(&unknown).map_or_else(|| "the value".to_string(), |v| format!("`{v}`"));
         let d = Diagnostic::error(
             Kind::InvalidValue,
             at,
-            format!("`{unknown}` is not one of {}", expected.join(", ")),
+            format!("{value} is not one of {}", expected.join(", ")),
         )
         .field(field);
         return match did_you_mean(&unknown, &expected) {
@@ -232,6 +329,45 @@ fn field_error(
         };
     }
     Diagnostic::error(Kind::InvalidValue, at, friendlier(&msg)).field(field)
+}
+
+/// `k` if it may be quoted in a message: a name of at most 64 letters, digits, `_`, `-`, `.`.
+fn shown_key(k: &str) -> Option<&str> {
+    let name_like = !k.is_empty()
+        && k.len() <= 64
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    name_like.then_some(k)
+}
+
+/// serde quotes the values it could not take (`invalid type: string "..."`): at most 64
+/// characters of each, so that a message never carries a long run of a file's text.
+fn clip_quotes(msg: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::with_capacity(msg.len().min(512));
+    let mut inside = String::new();
+    let mut quoted = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if quoted {
+                if inside.chars().count() > MAX {
+                    out.extend(inside.chars().take(MAX));
+                    out.push('…');
+                } else {
+                    out.push_str(&inside);
+                }
+                inside.clear();
+            }
+            out.push(c);
+            quoted = !quoted;
+        } else if quoted {
+            inside.push(c);
+        } else {
+            out.push(c);
+        }
+    }
+    out.extend(inside.chars().take(MAX));
+    out
 }
 
 /// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
@@ -348,5 +484,74 @@ mod tests {
         ] {
             assert_eq!(is_profile_file(Path::new(name)), is, "{name}");
         }
+    }
+
+    #[test]
+    fn lines_of_a_file_that_is_no_profile_are_never_quoted() {
+        // A shadow file's lines end in `:`, which makes each one a YAML key.
+        let text = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        let e = errors(text).join("\n");
+        assert!(!e.contains("19000"), "{e}");
+        assert!(e.contains("not quoted"), "{e}");
+        // A value serde quotes is cut short.
+        let long = "x".repeat(500);
+        let e = errors(&format!("port: {long}\n")).join("\n");
+        assert!(!e.contains(&"x".repeat(65)), "{e}");
+        // Still: a key that looks like one is named.
+        assert!(errors("prot: 1\n")[0].contains("unknown key `prot`"));
+    }
+
+    #[test]
+    fn many_errors_of_one_file_are_cut_short() {
+        let text: String = (0..100).map(|i| format!("k{i}: 1\n")).collect();
+        let e = errors(&text);
+        assert_eq!(e.len(), MAX_ERRORS + 1);
+        assert!(
+            e[MAX_ERRORS].contains("and 80 more errors"),
+            "{}",
+            e[MAX_ERRORS]
+        );
+    }
+
+    #[test]
+    fn only_small_regular_files_of_ours_are_read_and_a_fifo_never_hangs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo.yaml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::write(
+            dir.path().join("big.yaml"),
+            vec![b'#'; MAX_PROFILE_BYTES as usize + 1],
+        )
+        .unwrap();
+        let open = dir.path().join("open.yaml");
+        std::fs::write(&open, "port: 20000\n").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "port: 20000\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("linked.yaml")).unwrap();
+
+        let found = read_dir(dir.path());
+        let e: Vec<String> = found.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(found.count, 4);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains("big.yaml") && e[0].contains("at most 1 MiB"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].contains("fifo.yaml") && e[1].contains("a FIFO, not a regular file"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].contains("open.yaml") && e[2].contains("mode 0666"),
+            "{}",
+            e[2]
+        );
+        // A symlink to a regular file of ours is a profile.
+        assert_eq!(found.files.len(), 1);
+        assert!(found.files[0].file.ends_with("linked.yaml"));
     }
 }

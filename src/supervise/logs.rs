@@ -632,12 +632,7 @@ fn write_counting(file: &mut std::fs::File, data: &[u8]) -> Result<(), (usize, s
     let mut written = 0;
     while written < data.len() {
         match file.write(&data[written..]) {
-            Ok(0) => {
-                return Err((
-                    written,
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ))
-            }
+            Ok(0) => return Err((written, std::io::Error::from(std::io::ErrorKind::WriteZero))),
             Ok(n) => written += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err((written, e)),
