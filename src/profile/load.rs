@@ -178,6 +178,25 @@ fn trusted_profile(meta: &std::fs::Metadata) -> Result<(), String> {
 /// The most errors reported of one file; past that, one line says how many more.
 const MAX_ERRORS: usize = 20;
 
+/// A file's errors: the first [`MAX_ERRORS`], and how many more. Only those shown are built (and
+/// located in the text, which is a scan of it): a megabyte of bad keys costs one pass, not one
+/// pass per key.
+#[derive(Default)]
+struct Errors {
+    shown: Vec<Diagnostic>,
+    more: usize,
+}
+
+impl Errors {
+    fn push(&mut self, make: impl FnOnce() -> Diagnostic) {
+        if self.shown.len() < MAX_ERRORS {
+            self.shown.push(make());
+        } else {
+            self.more += 1;
+        }
+    }
+}
+
 /// Parses one profile's text, reporting every bad key and value at once.
 pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnostic>> {
     let value: Value = serde_yaml::from_str(text).map_err(|e| {
@@ -210,11 +229,13 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
     };
 
     // Each key is checked on its own so one bad key does not hide the next.
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     collect_errors(file, text, &mapping, &[], &mut errors);
-    if errors.len() > MAX_ERRORS {
-        let more = errors.len() - MAX_ERRORS;
-        errors.truncate(MAX_ERRORS);
+    let Errors {
+        shown: mut errors,
+        more,
+    } = errors;
+    if more > 0 {
         errors.push(
             Diagnostic::error(
                 Kind::Syntax,
@@ -234,20 +255,16 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
 /// Deserializes a profile made of just one key of the mapping at `path`, for each key there. A key
 /// whose value is a mapping and whose error lies deeper is searched the same way, key by key, so
 /// two bad keys under `stop:` are both reported.
-fn collect_errors(
-    file: &Path,
-    text: &str,
-    node: &Mapping,
-    path: &[Value],
-    errors: &mut Vec<Diagnostic>,
-) {
+fn collect_errors(file: &Path, text: &str, node: &Mapping, path: &[Value], errors: &mut Errors) {
     for (key, val) in node {
         let Some(name) = key.as_str() else {
-            errors.push(Diagnostic::error(
-                Kind::UnknownKey,
-                Location::file(file),
-                format!("keys are names, not {}", type_name(key)),
-            ));
+            errors.push(|| {
+                Diagnostic::error(
+                    Kind::UnknownKey,
+                    Location::file(file),
+                    format!("keys are names, not {}", type_name(key)),
+                )
+            });
             continue;
         };
         let mut doc = Mapping::new();
@@ -268,7 +285,7 @@ fn collect_errors(
                 deeper.push(key.clone());
                 collect_errors(file, text, inner, &deeper, errors);
             }
-            _ => errors.push(field_error(file, text, name, &e)),
+            _ => errors.push(|| field_error(file, text, name, &e)),
         }
     }
 }

@@ -11,5 +11,6 @@ mod api;
 mod check;
 mod desired_state;
 mod gateway;
+mod hostile_files;
 mod supervise;
 mod systemd;
