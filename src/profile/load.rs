@@ -94,7 +94,7 @@ pub fn read_dir(dir: &Path) -> DirContents {
                 Ok(raw) => files.push(ProfileFile { file, text, raw }),
                 Err(mut errs) => diags.append(&mut errs),
             },
-            Err(d) => diags.push(d),
+            Err(why) => diags.push(Diagnostic::error(Kind::Io, Location::file(&file), why)),
         }
     }
     DirContents {
@@ -107,37 +107,32 @@ pub fn read_dir(dir: &Path) -> DirContents {
 /// Reads one profile as the daemon means it: only a regular file (a symlink to one is fine),
 /// opened non-blocking (a FIFO never hangs the read), at most [`MAX_PROFILE_BYTES`], owned by root
 /// or this process's user and writable by no one else (what a profile says is run, as this
-/// process's user). Anything else is one error naming the file.
-pub fn read_profile(file: &Path) -> Result<String, Diagnostic> {
+/// process's user). Anything else is one error (said of the file by the caller).
+pub fn read_profile(file: &Path) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let refuse = |msg: String| Diagnostic::error(Kind::Io, Location::file(file), msg);
     // Looked at before the open, so that a FIFO or a device is never opened at all; and again
     // after it, on what was opened.
-    let meta =
-        std::fs::metadata(file).map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
-    trusted_profile(&meta).map_err(refuse)?;
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read the profile: {e}"))?;
+    trusted_profile(&meta)?;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(file)
-        .map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
+        .map_err(|e| format!("cannot read the profile: {e}"))?;
     let meta = f
         .metadata()
-        .map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
-    trusted_profile(&meta).map_err(refuse)?;
+        .map_err(|e| format!("cannot read the profile: {e}"))?;
+    trusted_profile(&meta)?;
     let mut bytes = Vec::new();
     f.take(MAX_PROFILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| refuse(format!("cannot read the profile: {e}")))?;
+        .map_err(|e| format!("cannot read the profile: {e}"))?;
     if bytes.len() as u64 > MAX_PROFILE_BYTES {
-        return Err(refuse(too_big(None)));
+        return Err(too_big(None));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        refuse(format!(
-            "cannot read the profile: it is not UTF-8 text ({e})"
-        ))
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| format!("cannot read the profile: it is not UTF-8 text ({e})"))
 }
 
 fn too_big(size: Option<u64>) -> String {
