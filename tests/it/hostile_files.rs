@@ -160,6 +160,40 @@ fn a_regular_file_at_the_socket_path_is_refused_not_deleted() {
 }
 
 #[test]
+fn a_stale_socket_is_still_replaced() {
+    let scene = Scene::new();
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
+    let socket = scene.path("run/supervisor.sock");
+    std::fs::create_dir_all(scene.path("run")).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let d = scene.daemon();
+    assert!(ctl_to_end(&d, &["status"]).status.success());
+}
+
+#[test]
+fn openclawctl_warns_of_a_socket_dir_anyone_may_write() {
+    let scene = Scene::new();
+    let open = scene.path("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_to_end(
+        Command::new(bin_path("openclawctl"))
+            .arg("status")
+            .env("OPENCLAW_SUPERVISOR_SOCKET", open.join("supervisor.sock")),
+        "openclawctl status",
+    );
+    assert!(!out.status.success(), "no daemon there");
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "openclawctl: warning: the socket directory {} has mode 0777",
+            open.display()
+        )),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_socket_dir_owned_by_another_user_is_refused() {
     if !root_or_skip("chown to nobody") {
         return;
