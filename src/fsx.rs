@@ -64,6 +64,41 @@ pub fn open_read_nofollow(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Reads a regular file (a symlink to one is fine) of at most `max` bytes as text: looked at
+/// before it is opened and again after, opened `O_NONBLOCK`, so that a FIFO or a device is an
+/// error, never a hang, and a huge file is never read whole.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<String> {
+    use std::io::Read;
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let check = |meta: &std::fs::Metadata| {
+        if !meta.is_file() {
+            return Err(invalid(format!(
+                "it is {}, not a regular file",
+                kind_of(meta)
+            )));
+        }
+        if meta.len() > max {
+            return Err(invalid(format!(
+                "it is {} bytes, more than the {max} read",
+                meta.len()
+            )));
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    check(&file.metadata()?)?;
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(invalid(format!("it is more than the {max} bytes read")));
+    }
+    Ok(text)
+}
+
 /// `ELOOP` from an `O_NOFOLLOW` open means a symlink sits at the path: say so in words.
 fn refused(path: &Path, e: io::Error) -> io::Error {
     if e.raw_os_error() == Some(nix::libc::ELOOP) {

@@ -276,6 +276,30 @@ fn a_fifo_profile_is_an_error_of_check_start_and_reload_never_a_hang() {
 }
 
 #[test]
+fn a_fifo_as_an_openclaw_config_file_is_an_error_never_a_hang() {
+    let scene = Scene::new();
+    let fifo = scene.path("openclaw.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    scene.fake_profile(
+        "main",
+        free_ports(1)[0],
+        &format!("config_path: {}\n", fifo.display()),
+    );
+    let check = run_to_end(
+        Command::new(bin_path("openclawctl"))
+            .args(["check", "--config-dir", "supervisor.d"])
+            .current_dir(scene.root.path()),
+        "openclawctl check",
+    );
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stdout(&check).contains("cannot read it: it is a FIFO, not a regular file"),
+        "{}",
+        stdout(&check)
+    );
+}
+
+#[test]
 fn an_oversized_profile_is_refused_naming_the_cap() {
     let scene = Scene::new();
     scene.fake_profile("main", free_ports(1)[0], "");
