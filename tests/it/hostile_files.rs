@@ -300,6 +300,35 @@ fn a_fifo_as_an_openclaw_config_file_is_an_error_never_a_hang() {
 }
 
 #[test]
+fn a_fifo_as_the_token_file_is_refused_never_a_hang() {
+    let scene = Scene::new();
+    scene.fake_profile("main", free_ports(1)[0], "autostart: false\n");
+    let fifo = scene.path("token");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = run_to_end(
+        Command::new(bin_path("openclaw-supervisord"))
+            .args(["--config-dir", "supervisor.d", "--socket"])
+            .arg(scene.path("run/supervisor.sock"))
+            .arg("--log-dir")
+            .arg(scene.path("logs"))
+            .arg("--state-dir")
+            .arg(scene.path("daemon-state"))
+            .args(["--tcp", &format!("127.0.0.1:{}", free_ports(1)[0])])
+            .arg("--token-file")
+            .arg(&fifo)
+            .current_dir(scene.root.path())
+            .env("HOME", scene.home()),
+        "the daemon with a FIFO as its token file",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("it is a FIFO, not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_oversized_profile_is_refused_naming_the_cap() {
     let scene = Scene::new();
     scene.fake_profile("main", free_ports(1)[0], "");
