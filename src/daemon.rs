@@ -94,7 +94,8 @@ struct Serving {
 }
 
 /// Everything before serving, in an order that matters: the check (refuse to start unless the
-/// profiles pass it), the listeners (the control socket before anything starts: a second daemon
+/// profiles pass it), the log and state dirs (made, or refused if another user could write them),
+/// the listeners (the control socket before anything starts: a second daemon
 /// stops there), the process settings, the signals, then the instances. On failure, systemd and
 /// stderr have heard why, and the exit code is returned.
 async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCode> {
@@ -113,6 +114,28 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
             c.close();
         }
     })?;
+    // Like sshd's StrictModes: a dir another user can write to, or owns, is refused before
+    // anything starts (the socket's dir when it is bound, below).
+    for (dir, mode, what) in [
+        (
+            &opts.log_dir,
+            crate::supervise::logs::DIR_MODE,
+            "log directory",
+        ),
+        (
+            &opts.state_dir,
+            crate::supervise::desired::DIR_MODE,
+            "state directory",
+        ),
+    ] {
+        if let Err(e) = crate::fsx::prepare_dir(dir, mode, what) {
+            systemd.fail(&format!("refusing to start: {e}"));
+            if let Some(c) = containment.cgroups() {
+                c.close();
+            }
+            return Err(ExitCode::FAILURE);
+        }
+    }
     let tcp = tcp_listener(opts).await.map_err(|e| {
         systemd.fail(&e);
         ExitCode::FAILURE
@@ -121,13 +144,6 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
         ExitCode::FAILURE
     })?;
-    if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
-        systemd.fail(&format!(
-            "cannot create its state dir {}: {e}",
-            opts.state_dir.display()
-        ));
-        return Err(ExitCode::FAILURE);
-    }
     // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
     // as the hard limit permits.
     raise_fd_limit();

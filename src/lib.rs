@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod fsx;
 pub mod paths;
 pub mod profile;
 pub mod supervise;

@@ -492,7 +492,8 @@ pub fn require_token(
 /// The token kept in `file`: its first line, trimmed (empty if there is none). What the daemon
 /// checks at start and what every TCP call is compared with.
 pub fn read_token(file: &std::path::Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(file)?;
+    // A regular file of at most 64 KiB, opened non-blocking: a FIFO there is an error, not a hang.
+    let text = crate::fsx::read_regular(file, 64 << 10)?;
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 

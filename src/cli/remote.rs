@@ -64,6 +64,17 @@ pub fn finish(r: Result<(), Error>) -> ExitCode {
 }
 
 async fn connect(socket: &Path) -> Result<SupervisorServiceClient<Channel>, Error> {
+    // The daemon refuses such a dir; a client only warns: the socket there may be anyone's.
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = crate::fsx::check_dir(dir, "socket directory") {
+            if std::fs::symlink_metadata(dir).is_ok() {
+                eprintln!(
+                    "openclawctl: warning: {e}; the socket {} may not be openclaw-supervisord's",
+                    socket.display()
+                );
+            }
+        }
+    }
     crate::api::client::connect(socket)
         .await
         .map_err(Error::Connect)

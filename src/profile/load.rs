@@ -8,6 +8,7 @@ use serde_yaml::{Mapping, Value};
 use super::diagnostic::{Diagnostic, Kind, Location};
 use super::locate::{self, Seg};
 use super::raw::RawProfile;
+use crate::fsx::MAX_PROFILE_BYTES;
 
 /// One profile file, parsed.
 #[derive(Debug, Clone)]
@@ -88,22 +89,106 @@ pub fn read_dir(dir: &Path) -> DirContents {
     let count = paths.len();
     let mut files = Vec::new();
     for file in paths {
-        match std::fs::read_to_string(&file) {
+        match read_profile(&file) {
             Ok(text) => match parse_profile(&file, &text) {
                 Ok(raw) => files.push(ProfileFile { file, text, raw }),
                 Err(mut errs) => diags.append(&mut errs),
             },
-            Err(e) => diags.push(Diagnostic::error(
-                Kind::Io,
-                Location::file(&file),
-                format!("cannot read the profile: {e}"),
-            )),
+            Err(why) => diags.push(Diagnostic::error(Kind::Io, Location::file(&file), why)),
         }
     }
     DirContents {
         files,
         diagnostics: diags,
         count,
+    }
+}
+
+/// Reads one profile as the daemon means it: only a regular file (a symlink to one is fine),
+/// opened non-blocking (a FIFO never hangs the read), at most [`MAX_PROFILE_BYTES`], owned by root
+/// or this process's user and writable by no one else (what a profile says is run, as this
+/// process's user). Anything else is one error (said of the file by the caller).
+pub fn read_profile(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Looked at before the open, so that a FIFO or a device is never opened at all; and again
+    // after it, on what was opened.
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read the profile: {e}"))?;
+    trusted_profile(&meta)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| format!("cannot read the profile: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read the profile: {e}"))?;
+    trusted_profile(&meta)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the profile: {e}"))?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(too_big(None));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| format!("cannot read the profile: it is not UTF-8 text ({e})"))
+}
+
+fn too_big(size: Option<u64>) -> String {
+    let size = size.map_or_else(|| "more than that".to_string(), |s| format!("{s} bytes"));
+    format!("a profile is at most 1 MiB ({MAX_PROFILE_BYTES} bytes); this file is {size}: not read")
+}
+
+/// Whether a profile's file may be read: a regular file, small, ours or root's, written by no
+/// one else.
+fn trusted_profile(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return Err(format!(
+            "it is {}, not a regular file: not read (a profile is a regular *.yaml file; move this out of the config dir)",
+            crate::fsx::kind_of(meta)
+        ));
+    }
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(too_big(Some(meta.len())));
+    }
+    if !crate::fsx::trusted_owner(meta.uid()) {
+        return Err(format!(
+            "it is owned by {}, not by this process's user ({}) or root: not read, as what a profile says is run; chown it",
+            crate::fsx::user_name(meta.uid()),
+            crate::fsx::user_name(nix::unistd::geteuid().as_raw())
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "its mode {:04o} lets {} change it: not read, as what a profile says is run; `chmod go-w` it",
+            meta.mode() & 0o7777,
+            if meta.mode() & 0o002 != 0 { "every user" } else { "its group" }
+        ));
+    }
+    Ok(())
+}
+
+/// The most errors reported of one file; past that, one line says how many more.
+const MAX_ERRORS: usize = 20;
+
+/// A file's errors: the first [`MAX_ERRORS`], and how many more. Only those shown are built (and
+/// located in the text, which is a scan of it): a megabyte of bad keys costs one pass, not one
+/// pass per key.
+#[derive(Default)]
+struct Errors {
+    shown: Vec<Diagnostic>,
+    more: usize,
+}
+
+impl Errors {
+    fn push(&mut self, make: impl FnOnce() -> Diagnostic) {
+        if self.shown.len() < MAX_ERRORS {
+            self.shown.push(make());
+        } else {
+            self.more += 1;
+        }
     }
 }
 
@@ -139,8 +224,22 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
     };
 
     // Each key is checked on its own so one bad key does not hide the next.
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     collect_errors(file, text, &mapping, &[], &mut errors);
+    let Errors {
+        shown: mut errors,
+        more,
+    } = errors;
+    if more > 0 {
+        errors.push(
+            Diagnostic::error(
+                Kind::Syntax,
+                Location::file(file),
+                format!("and {more} more errors in this file, not shown"),
+            )
+            .hint("is this file a profile at all?"),
+        );
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -151,20 +250,16 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<RawProfile, Vec<Diagnost
 /// Deserializes a profile made of just one key of the mapping at `path`, for each key there. A key
 /// whose value is a mapping and whose error lies deeper is searched the same way, key by key, so
 /// two bad keys under `stop:` are both reported.
-fn collect_errors(
-    file: &Path,
-    text: &str,
-    node: &Mapping,
-    path: &[Value],
-    errors: &mut Vec<Diagnostic>,
-) {
+fn collect_errors(file: &Path, text: &str, node: &Mapping, path: &[Value], errors: &mut Errors) {
     for (key, val) in node {
         let Some(name) = key.as_str() else {
-            errors.push(Diagnostic::error(
-                Kind::UnknownKey,
-                Location::file(file),
-                format!("keys are names, not {}", type_name(key)),
-            ));
+            errors.push(|| {
+                Diagnostic::error(
+                    Kind::UnknownKey,
+                    Location::file(file),
+                    format!("keys are names, not {}", type_name(key)),
+                )
+            });
             continue;
         };
         let mut doc = Mapping::new();
@@ -185,7 +280,7 @@ fn collect_errors(
                 deeper.push(key.clone());
                 collect_errors(file, text, inner, &deeper, errors);
             }
-            _ => errors.push(field_error(file, text, name, &e)),
+            _ => errors.push(|| field_error(file, text, name, &e)),
         }
     }
 }
@@ -209,21 +304,35 @@ fn field_error(
         path.push(Seg::Key(top.to_string()));
     }
     let at = Location::at(file, locate::locate_yaml(text, &path));
-    let field = locate::dotted(&path);
-    let msg = e.inner().to_string();
+    // Keys are quoted only if they look like keys: a file that is no profile (a shadow file's
+    // `root:*:19000:0:::` lines are YAML keys) must not have its lines echoed.
+    let shown: Vec<Seg> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) if shown_key(k).is_none() => Seg::Key("?".into()),
+            other => other.clone(),
+        })
+        .collect();
+    let field = locate::dotted(&shown);
+    let msg = clip_quotes(&e.inner().to_string());
     if let Some((unknown, expected)) = parse_unknown(&msg, "unknown field") {
-        let d = Diagnostic::error(Kind::UnknownKey, at, format!("unknown key `{unknown}`"))
-            .field(field);
+        let what = match shown_key(&unknown) {
+            Some(k) => format!("unknown key `{k}`"),
+            None => "an unknown key, not quoted as it is no key name of this format".to_string(),
+        };
+        let d = Diagnostic::error(Kind::UnknownKey, at, what).field(field);
         return match did_you_mean(&unknown, &expected) {
             Some(s) => d.hint(format!("did you mean `{s}`?")),
             None => d.hint(format!("known keys here: {}", expected.join(", "))),
         };
     }
     if let Some((unknown, expected)) = parse_unknown(&msg, "unknown variant") {
+        let value =
+            shown_key(&unknown).map_or_else(|| "the value".to_string(), |v| format!("`{v}`"));
         let d = Diagnostic::error(
             Kind::InvalidValue,
             at,
-            format!("`{unknown}` is not one of {}", expected.join(", ")),
+            format!("{value} is not one of {}", expected.join(", ")),
         )
         .field(field);
         return match did_you_mean(&unknown, &expected) {
@@ -232,6 +341,45 @@ fn field_error(
         };
     }
     Diagnostic::error(Kind::InvalidValue, at, friendlier(&msg)).field(field)
+}
+
+/// `k` if it may be quoted in a message: a name of at most 64 letters, digits, `_`, `-`, `.`.
+fn shown_key(k: &str) -> Option<&str> {
+    let name_like = !k.is_empty()
+        && k.len() <= 64
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    name_like.then_some(k)
+}
+
+/// serde quotes the values it could not take (`invalid type: string "..."`): at most 64
+/// characters of each, so that a message never carries a long run of a file's text.
+fn clip_quotes(msg: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::with_capacity(msg.len().min(512));
+    let mut inside = String::new();
+    let mut quoted = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if quoted {
+                if inside.chars().count() > MAX {
+                    out.extend(inside.chars().take(MAX));
+                    out.push('…');
+                } else {
+                    out.push_str(&inside);
+                }
+                inside.clear();
+            }
+            out.push(c);
+            quoted = !quoted;
+        } else if quoted {
+            inside.push(c);
+        } else {
+            out.push(c);
+        }
+    }
+    out.extend(inside.chars().take(MAX));
+    out
 }
 
 /// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
@@ -348,5 +496,74 @@ mod tests {
         ] {
             assert_eq!(is_profile_file(Path::new(name)), is, "{name}");
         }
+    }
+
+    #[test]
+    fn lines_of_a_file_that_is_no_profile_are_never_quoted() {
+        // A shadow file's lines end in `:`, which makes each one a YAML key.
+        let text = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        let e = errors(text).join("\n");
+        assert!(!e.contains("19000"), "{e}");
+        assert!(e.contains("not quoted"), "{e}");
+        // A value serde quotes is cut short.
+        let long = "x".repeat(500);
+        let e = errors(&format!("port: {long}\n")).join("\n");
+        assert!(!e.contains(&"x".repeat(65)), "{e}");
+        // Still: a key that looks like one is named.
+        assert!(errors("prot: 1\n")[0].contains("unknown key `prot`"));
+    }
+
+    #[test]
+    fn many_errors_of_one_file_are_cut_short() {
+        let text: String = (0..100).map(|i| format!("k{i}: 1\n")).collect();
+        let e = errors(&text);
+        assert_eq!(e.len(), MAX_ERRORS + 1);
+        assert!(
+            e[MAX_ERRORS].contains("and 80 more errors"),
+            "{}",
+            e[MAX_ERRORS]
+        );
+    }
+
+    #[test]
+    fn only_small_regular_files_of_ours_are_read_and_a_fifo_never_hangs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo.yaml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::write(
+            dir.path().join("big.yaml"),
+            vec![b'#'; MAX_PROFILE_BYTES as usize + 1],
+        )
+        .unwrap();
+        let open = dir.path().join("open.yaml");
+        std::fs::write(&open, "port: 20000\n").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "port: 20000\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("linked.yaml")).unwrap();
+
+        let found = read_dir(dir.path());
+        let e: Vec<String> = found.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(found.count, 4);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains("big.yaml") && e[0].contains("at most 1 MiB"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].contains("fifo.yaml") && e[1].contains("a FIFO, not a regular file"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].contains("open.yaml") && e[2].contains("mode 0666"),
+            "{}",
+            e[2]
+        );
+        // A symlink to a regular file of ours is a profile.
+        assert_eq!(found.files.len(), 1);
+        assert!(found.files[0].file.ends_with("linked.yaml"));
     }
 }

@@ -225,7 +225,8 @@ pub struct ConfigProblem {
 /// Reads an OpenClaw config file as JSON5. A missing file is an empty config (OpenClaw starts without
 /// one); an unreadable or malformed one gives every problem found.
 pub fn read_config(path: &Path) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
-    let text = match std::fs::read_to_string(path) {
+    // Non-blocking, regular files only, at most 1 MiB: a FIFO there must not hang the check.
+    let text = match crate::fsx::read_regular(path, crate::fsx::MAX_PROFILE_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OpenClawConfig::default()),
         Err(e) => {

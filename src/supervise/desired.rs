@@ -4,7 +4,9 @@
 //! whose profile says `autostart: false` but that an operator had started.
 //!
 //! The file is written whole, atomically (a temp file in the same directory, fsync, rename, fsync
-//! of the directory), after every operator start, stop or restart. It is read leniently: a file
+//! of the directory), after every operator start, stop or restart. The temp file is always a new
+//! file (0600, `O_EXCL|O_NOFOLLOW`, whatever sat at its name unlinked first) and the file is read
+//! with `O_NOFOLLOW`: a link planted at either name is never followed. It is read leniently: a file
 //! that cannot be read or parsed, or an entry with an unknown value, is reported and ignored; the
 //! daemon then starts as the profiles' `autostart` say.
 //!
@@ -31,6 +33,9 @@ use tokio::sync::watch;
 
 /// The file's name in the daemon's state dir.
 pub const FILE_NAME: &str = "desired-state.json";
+
+/// The mode of a state dir the daemon creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// The format's version; a file of another version is reported and ignored.
 const VERSION: u32 = 1;
@@ -130,7 +135,7 @@ impl DesiredState {
     /// line and field), never as an error.
     pub fn load(dir: &Path) -> (DesiredState, Vec<String>) {
         let path = dir.join(FILE_NAME);
-        let (wants, mut warnings) = match std::fs::read_to_string(&path) {
+        let (wants, mut warnings) = match read_nofollow(&path) {
             Ok(text) => parse(&path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
             Err(e) => (
@@ -392,10 +397,18 @@ fn parse(path: &Path, text: &str) -> (BTreeMap<String, Want>, Vec<String>) {
     (wants, warnings)
 }
 
+/// The file, read without following a link at its name (nor opening anything but a regular file).
+fn read_nofollow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    crate::fsx::open_read_nofollow(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Writes the file so that a crash at any point leaves either the old file or the new one.
 fn write_atomically(path: &Path, wants: &BTreeMap<String, Want>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::fsx::create_dir(dir, DIR_MODE)?;
     let file = FileFormat {
         version: VERSION,
         instances: wants,
@@ -404,13 +417,9 @@ fn write_atomically(path: &Path, wants: &BTreeMap<String, Want>) -> std::io::Res
     text.push(b'\n');
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        // Always a new file of ours: whatever sits at the temp name (a planted link) is unlinked,
+        // never followed, and the file is created O_EXCL|O_NOFOLLOW.
+        let mut f = crate::fsx::create_new(&tmp, 0o600)?;
         f.write_all(&text)?;
         f.sync_all()?;
     }

@@ -10,14 +10,22 @@
 //! line is counted against its file, and once the queue drains a marker line saying how many lines
 //! were dropped is written in their place. So a child that writes faster than the disk is never
 //! blocked by the daemon, and no line is lost without a trace.
+//!
+//! The file is opened as the daemon means it (`fsx::open_append`): created 0640, never through a
+//! symlink planted at its name, never anything but a regular file. A file that cannot be opened or
+//! written (a planted link, a full disk) costs the instance nothing: it keeps running, its lines
+//! stay in the tail, the daemon says so once (its log and the tail), and when the file takes lines
+//! again it first ends a torn line, then writes one line saying how many lines and bytes are
+//! missing and why. Rotation renames and unlinks names in the log dir, which never follows a link;
+//! the log dir itself is the daemon's and no one else's (`fsx::check_dir`, at the daemon's start).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -90,42 +98,61 @@ const READ_BATCH: usize = 64;
 /// The most batches the disk thread takes before it writes what it took.
 const BATCH: usize = 256;
 
+/// The mode of a log file the daemon creates: the daemon's user writes, its group reads.
+const FILE_MODE: u32 = 0o640;
+/// The mode of a log dir the daemon creates.
+pub const DIR_MODE: u32 = 0o750;
+/// How often the disk thread tries again to open a file it could not open.
+const REOPEN_EVERY: Duration = Duration::from_secs(5);
+
 /// An instance's log: the tail and live feed the API reads, and its file on the disk side.
 #[derive(Clone)]
 pub struct InstanceLog {
     disk: Disk,
     file: Arc<LogFile>,
-    tail: Arc<Mutex<VecDeque<LogLine>>>,
-    tail_lines: usize,
-    /// Made on the first `subscribe`: most instances are never followed, and a feed costs memory.
-    live: Live,
+    mem: Arc<Memory>,
 }
 
-type Live = Arc<Mutex<Option<broadcast::Sender<LogLine>>>>;
+/// The lines kept in memory: the tail and the live feed.
+struct Memory {
+    tail: Mutex<VecDeque<LogLine>>,
+    tail_lines: usize,
+    /// Made on the first `subscribe`: most instances are never followed, and a feed costs memory.
+    live: Mutex<Option<broadcast::Sender<LogLine>>>,
+}
 
 impl InstanceLog {
-    /// Opens (creating) `dir/NAME.log`, written from now on by `disk`.
+    /// Opens (creating, 0640) `dir/NAME.log`, written from now on by `disk`. Fails only if the log
+    /// dir cannot be made: a file that cannot be opened (a symlink planted at its name, say) is
+    /// reported, in the daemon's log and the instance's tail, and the instance's lines are kept in
+    /// the tail until the file can be opened (tried again every few seconds, never through a link).
     pub fn open(cfg: &LogConfig, disk: &Disk, name: &str) -> std::io::Result<InstanceLog> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        crate::fsx::create_dir(&cfg.dir, DIR_MODE)?;
         let path = cfg.dir.join(format!("{name}.log"));
-        let file = open_append(&path)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mem = Arc::new(Memory {
+            tail: Mutex::new(VecDeque::new()),
+            tail_lines: cfg.tail_lines,
+            live: Mutex::new(None),
+        });
+        let mut state = FileState {
+            path,
+            file: None,
+            reopen_at: Instant::now(),
+            buf: Vec::new(),
+            size: 0,
+            max_bytes: cfg.max_bytes,
+            keep: cfg.keep,
+            loss: None,
+        };
+        state.reopen(&mem);
         Ok(InstanceLog {
             disk: disk.clone(),
             file: Arc::new(LogFile {
                 dropped: AtomicU64::new(0),
-                state: Mutex::new(FileState {
-                    path,
-                    file,
-                    buf: Vec::new(),
-                    size,
-                    max_bytes: cfg.max_bytes,
-                    keep: cfg.keep,
-                }),
+                state: Mutex::new(state),
+                mem: mem.clone(),
             }),
-            tail: Arc::new(Mutex::new(VecDeque::new())),
-            tail_lines: cfg.tail_lines,
-            live: Arc::new(Mutex::new(None)),
+            mem,
         })
     }
 
@@ -156,8 +183,9 @@ impl InstanceLog {
     /// The last `n` lines (all kept if `n` is 0) and the feed of the lines after them: no line
     /// missed between the two, none twice.
     pub fn tail_and_follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
-        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.mem.tail.lock().unwrap_or_else(|e| e.into_inner());
         let feed = self
+            .mem
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,20 +209,34 @@ impl InstanceLog {
 
     /// Puts a line in the tail and the feed; returns it as the file will have it.
     fn remember(&self, line: LogLine) -> String {
+        self.mem.remember(line)
+    }
+}
+
+impl Memory {
+    /// Puts a line in the tail and the feed; returns it as the file will have it.
+    fn remember(&self, line: LogLine) -> String {
         let text = line.render();
-        {
-            // Under the tail's lock, so that `tail_and_follow` sees each line exactly once: in the
-            // tail it copies or on the feed it joins.
-            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                let _ = live.send(line.clone());
-            }
-            if tail.len() >= self.tail_lines {
-                tail.pop_front();
-            }
-            tail.push_back(line);
+        // Under the tail's lock, so that `tail_and_follow` sees each line exactly once: in the
+        // tail it copies or on the feed it joins.
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = live.send(line.clone());
         }
+        if tail.len() >= self.tail_lines {
+            tail.pop_front();
+        }
+        tail.push_back(line);
         text
+    }
+
+    /// A line of the supervisor's in the tail and the feed only: what the file cannot hold.
+    fn note(&self, text: String) {
+        self.remember(LogLine {
+            time: SystemTime::now(),
+            stream: Stream::Supervisor,
+            text,
+        });
     }
 }
 
@@ -270,16 +312,50 @@ struct LogFile {
     dropped: AtomicU64,
     /// Locked by the disk thread alone (a mutex so that the file can travel in jobs).
     state: Mutex<FileState>,
+    /// The instance's tail, where the disk thread says what the file could not take.
+    mem: Arc<Memory>,
 }
 
 struct FileState {
     path: PathBuf,
-    file: std::fs::File,
+    /// `None` while it cannot be opened; tried again at `reopen_at`.
+    file: Option<std::fs::File>,
+    reopen_at: Instant,
     /// The rendered lines taken and not yet written: one write per batch.
     buf: Vec<u8>,
     size: u64,
     max_bytes: u64,
     keep: usize,
+    /// What the file is missing since it last took a write, for the line that will say so.
+    loss: Option<Loss>,
+}
+
+/// Lines that did not reach the file in one episode of failed writes (or of a file that cannot
+/// be opened).
+#[derive(Debug)]
+struct Loss {
+    lines: u64,
+    bytes: u64,
+    /// The first error of the episode.
+    why: String,
+    /// The file ends in part of a line.
+    torn: bool,
+}
+
+impl Loss {
+    fn marker(&self) -> LogLine {
+        LogLine {
+            time: SystemTime::now(),
+            stream: Stream::Supervisor,
+            text: format!(
+                "lost {} line{} ({} bytes) here: {} (the daemon's in-memory tail had the latest)",
+                self.lines,
+                if self.lines == 1 { "" } else { "s" },
+                self.bytes,
+                self.why
+            ),
+        }
+    }
 }
 
 impl Disk {
@@ -372,7 +448,10 @@ fn disk_loop(mut rx: mpsc::Receiver<Job>, owed: &Mutex<Vec<Arc<LogFile>>>) {
             }
         }
         for file in dirty.drain(..) {
-            file.state.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            file.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush(&file.mem);
         }
         for reply in flushes.drain(..) {
             let _ = reply.send(());
@@ -392,28 +471,147 @@ fn append(file: &Arc<LogFile>, lines: &[String], dirty: &mut Vec<Arc<LogFile>>) 
         state.buf.push(b'\n');
         state.size += text.len() as u64 + 1;
         if state.size >= state.max_bytes {
-            state.rotate();
+            state.rotate(&file.mem);
         }
     }
 }
 
 impl FileState {
-    fn flush(&mut self) {
-        if let Err(e) = self.file.write_all(&self.buf) {
-            tracing::warn!(file = %self.path.display(), "cannot write the log: {e}");
-        }
-        self.buf.clear();
+    /// Writes the batch. A file that could not be opened is tried again (at most every
+    /// `REOPEN_EVERY`); a failed or partial write starts or extends a loss; the first write that
+    /// works after a loss ends the torn line and says what is missing first.
+    fn flush(&mut self, mem: &Memory) {
+        let batch = std::mem::take(&mut self.buf);
+        self.write_batch(&batch, mem);
         // An idle instance keeps no buffer around.
-        self.buf.shrink_to(0);
+        self.buf = Vec::new();
     }
 
-    fn rotate(&mut self) {
-        self.flush();
+    fn write_batch(&mut self, batch: &[u8], mem: &Memory) {
+        if self.file.is_none() && (Instant::now() < self.reopen_at || !self.reopen(mem)) {
+            self.lose(batch, 0, None, mem);
+            return;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Some(loss) = self.loss.as_mut() {
+            let mut head = Vec::new();
+            if loss.torn {
+                head.push(b'\n');
+            }
+            head.extend_from_slice(loss.marker().render().as_bytes());
+            head.push(b'\n');
+            match write_counting(file, &head) {
+                Ok(()) => {
+                    self.size += head.len() as u64;
+                    tracing::info!(
+                        file = %self.path.display(),
+                        "the log takes lines again; {} lines ({} bytes) are missing from it, marked there",
+                        loss.lines,
+                        loss.bytes
+                    );
+                    mem.note(format!(
+                        "{} takes lines again; {} lines ({} bytes) are missing from it: {}",
+                        self.path.display(),
+                        loss.lines,
+                        loss.bytes,
+                        loss.why
+                    ));
+                    self.loss = None;
+                }
+                Err((written, _)) => {
+                    if written > 0 {
+                        loss.torn = head[written - 1] != b'\n';
+                    }
+                    self.lose(batch, 0, None, mem);
+                    return;
+                }
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Err((written, e)) = write_counting(file, batch) {
+            self.lose(batch, written, Some(format!("writing it failed: {e}")), mem);
+        }
+    }
+
+    /// Counts what of `batch` past `written` did not reach the file; the first loss of an
+    /// episode is said once, in the daemon's log and the instance's tail.
+    fn lose(&mut self, batch: &[u8], written: usize, why: Option<String>, mem: &Memory) {
+        let rest = &batch[written.min(batch.len())..];
+        let lines = rest.iter().filter(|b| **b == b'\n').count() as u64;
+        let bytes = rest.len() as u64;
+        self.size = self.size.saturating_sub(bytes);
+        let torn = written > 0 && batch.get(written - 1) != Some(&b'\n');
+        match self.loss.as_mut() {
+            Some(loss) => {
+                loss.lines += lines;
+                loss.bytes += bytes;
+                if written > 0 {
+                    loss.torn = torn;
+                }
+            }
+            None => {
+                let why = why.unwrap_or_else(|| "the log file cannot be written".to_string());
+                self.start_loss(why, mem);
+                if let Some(loss) = self.loss.as_mut() {
+                    loss.lines = lines;
+                    loss.bytes = bytes;
+                    loss.torn = torn;
+                }
+            }
+        }
+    }
+
+    /// The start of an episode: said once.
+    fn start_loss(&mut self, why: String, mem: &Memory) {
+        tracing::warn!(
+            file = %self.path.display(),
+            "cannot write the instance's log: {why}; the instance keeps running and its lines stay in the daemon's in-memory tail (openclawctl logs); the file will say how many lines it misses once it takes them again"
+        );
+        mem.note(format!(
+            "cannot write {}: {why}; lines are kept in memory only (openclawctl logs) until it can",
+            self.path.display()
+        ));
+        self.loss = Some(Loss {
+            lines: 0,
+            bytes: 0,
+            why,
+            torn: false,
+        });
+    }
+
+    /// Opens the file (never through a link); on failure starts a loss, unless one is under way,
+    /// and tries again after `REOPEN_EVERY`.
+    fn reopen(&mut self, mem: &Memory) -> bool {
+        match crate::fsx::open_append(&self.path, FILE_MODE) {
+            Ok(f) => {
+                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(f);
+                true
+            }
+            Err(e) => {
+                self.file = None;
+                self.reopen_at = Instant::now() + REOPEN_EVERY;
+                if self.loss.is_none() {
+                    self.start_loss(format!("cannot open it: {e}"), mem);
+                }
+                false
+            }
+        }
+    }
+
+    fn rotate(&mut self, mem: &Memory) {
+        self.flush(mem);
         let numbered = |i: usize| -> PathBuf {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
             p.into()
         };
+        // Renames and unlinks act on the names themselves: a link planted at a numbered name is
+        // replaced or removed, never followed.
         if self.keep == 0 {
             let _ = std::fs::remove_file(&self.path);
         } else {
@@ -423,26 +621,30 @@ impl FileState {
             }
             let _ = std::fs::rename(&self.path, numbered(1));
         }
-        match open_append(&self.path) {
-            Ok(f) => {
-                self.file = f;
-                self.size = 0;
-            }
-            Err(e) => tracing::warn!(file = %self.path.display(), "cannot reopen the log: {e}"),
-        }
+        self.file = None;
+        self.size = 0;
+        self.reopen(mem);
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+/// Writes all of `data`, or says how much of it was written before the error.
+fn write_counting(file: &mut std::fs::File, data: &[u8]) -> Result<(), (usize, std::io::Error)> {
+    let mut written = 0;
+    while written < data.len() {
+        match file.write(&data[written..]) {
+            Ok(0) => return Err((written, std::io::Error::from(std::io::ErrorKind::WriteZero))),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn config(dir: &Path) -> LogConfig {
         LogConfig {
@@ -516,5 +718,59 @@ mod tests {
             .map(|(_, t)| t)
             .collect();
         assert_eq!(lines, vec!["before", "after"]);
+    }
+
+    #[test]
+    fn lines_a_full_disk_refused_are_counted_in_one_line_once_it_takes_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Memory {
+            tail: Mutex::new(VecDeque::new()),
+            tail_lines: 100,
+            live: Mutex::new(None),
+        };
+        let path = dir.path().join("main.log");
+        // /dev/full: every write fails with ENOSPC.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut state = FileState {
+            path: path.clone(),
+            file: Some(full),
+            reopen_at: Instant::now(),
+            buf: b"one\ntwo\n".to_vec(),
+            size: 0,
+            max_bytes: u64::MAX,
+            keep: 1,
+            loss: None,
+        };
+        state.flush(&mem);
+        state.buf = b"three\n".to_vec();
+        state.flush(&mem);
+        let notes: Vec<String> = mem
+            .tail
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.text.clone())
+            .collect();
+        assert_eq!(notes.len(), 1, "said once per episode: {notes:?}");
+        assert!(notes[0].contains("No space left on device"), "{notes:?}");
+
+        // The disk takes lines again.
+        state.file = Some(crate::fsx::open_append(&path, FILE_MODE).unwrap());
+        state.buf = b"four\n".to_vec();
+        state.flush(&mem);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains(
+                "lost 3 lines (14 bytes) here: writing it failed: No space left on device"
+            ),
+            "{text}"
+        );
+        assert_eq!(lines[1], "four");
+        assert!(state.loss.is_none());
     }
 }

@@ -11,6 +11,7 @@ mod api;
 mod check;
 mod desired_state;
 mod gateway;
+mod hostile_files;
 mod hostile_own;
 mod hostile_tree;
 mod supervise;
