@@ -11,5 +11,6 @@ mod api;
 mod check;
 mod desired_state;
 mod gateway;
+mod hostile_claim;
 mod supervise;
 mod systemd;
