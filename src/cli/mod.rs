@@ -1,6 +1,6 @@
 //! The commands of `openclawctl` (and the daemon's own `check`) that need no running daemon:
-//! `check` proves a config directory disjoint, `ports` shows what every instance will bind and where
-//! each value came from. Both print to stdout and return the process exit code.
+//! `check` proves a config directory disjoint, `ports` shows what every instance will bind and claim
+//! (ports, paths, its OpenClaw profile and log file) and where each value came from. Both print to stdout and return the process exit code.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,7 +69,7 @@ pub fn ports_table(profiles: &[Profile]) -> String {
                 .as_deref()
                 .unwrap_or("default")
                 .to_string(),
-            String::new(),
+            openclaw_profile_origin(p),
         ]];
         for c in &p.ports {
             let from = match &c.source {
@@ -96,6 +96,14 @@ pub fn ports_table(profiles: &[Profile]) -> String {
                 v.origin.to_string(),
             ]);
         }
+        rows.push([
+            "log file".to_string(),
+            p.log_file.value.display().to_string(),
+            match &p.log_file.origin {
+                Origin::Default => "OpenClaw's rolling log of the profile".to_string(),
+                other => other.to_string(),
+            },
+        ]);
         if !s.is_empty() {
             s.push('\n');
         }
@@ -103,6 +111,15 @@ pub fn ports_table(profiles: &[Profile]) -> String {
         s.push_str(&align(&rows, "  "));
     }
     s
+}
+
+/// Where the OpenClaw profile is decided: its own key, or the instance name it defaults to.
+fn openclaw_profile_origin(p: &Profile) -> String {
+    if p.openclaw_profile_at == p.name_at {
+        format!("instance name {}", p.openclaw_profile_at)
+    } else {
+        format!("profile {}", p.openclaw_profile_at)
+    }
 }
 
 /// Rows as columns two spaces apart, each line starting with `indent`, trailing spaces trimmed.
@@ -149,6 +166,10 @@ pub struct InstanceView {
     pub state_dir: ValueView<PathBuf>,
     /// Workspace.
     pub workspace: ValueView<PathBuf>,
+    /// The gateway's own log file: the config file's `logging.file` (source `config file`), else
+    /// OpenClaw's rolling log named after the profile (source `default`); a rolling file's date
+    /// stands as `YYYY-MM-DD`.
+    pub log_file: ValueView<PathBuf>,
 }
 
 /// A value and where it came from.
@@ -219,6 +240,7 @@ impl From<&Profile> for InstanceView {
             config_path: value_view(&p.config_path),
             state_dir: value_view(&p.state_dir),
             workspace: value_view(&p.workspace),
+            log_file: value_view(&p.log_file),
         }
     }
 }

@@ -1,15 +1,16 @@
 //! The disjointness check: proves, over all instances at once, that no two share a config file, a state
-//! dir, a workspace or a port, and that no derived port falls back onto OpenClaw's defaults.
+//! dir, a workspace, a log file, a port or (unless each sets `logging.file`) an OpenClaw profile name,
+//! and that no derived port falls back onto OpenClaw's defaults.
 //!
 //! Both sweeps sort once and walk once (sort-and-sweep), so a check costs O(n log n + findings) rather
 //! than comparing every pair: paths are sorted component-wise, which puts every path right after its
 //! ancestors; port claims are sorted by their first port, so only claims still open can overlap.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, Kind, Location};
-use super::openclaw::Role;
+use super::openclaw::{self, Role};
 use super::openclaw::{BLOCK_SPAN, MAX_BLOCK_BASE};
 use super::paths::RealPaths;
 use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
@@ -18,6 +19,7 @@ use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
 pub fn check(profiles: &[Profile]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     duplicate_names(profiles, &mut out);
+    shared_openclaw_profiles(profiles, &mut out);
     port_validity(profiles, &mut out);
     port_overlaps(profiles, &mut out);
     path_overlaps(profiles, &mut out);
@@ -47,6 +49,103 @@ fn duplicate_names(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             );
         }
     }
+}
+
+/// Instances under one OpenClaw profile name. OpenClaw keys by the name, as written (case counts on
+/// Linux): its rolling log `/tmp/openclaw/openclaw-<profile>-<date>.log` unless the config file sets
+/// `logging.file`, its default state dir `~/.openclaw-<profile>` and port (the path and port sweeps
+/// compare those as resolved), the systemd unit `openclaw gateway install` writes
+/// (`openclaw-gateway-<profile>.service`), and what `openclaw --profile <profile> ...` commands reach.
+/// A shared name is an error unless both set `logging.file`; then only the unit and the commands are
+/// left, which matter only if the operator uses OpenClaw's own service for them: a warning.
+fn shared_openclaw_profiles(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in profiles.iter().enumerate() {
+        let name = p.openclaw_profile.as_deref().unwrap_or("default");
+        groups.entry(name).or_default().push(i);
+    }
+    for (name, mut members) in groups {
+        if members.len() < 2 {
+            continue;
+        }
+        // One finding per instance past the first, naming the first: each names both files.
+        members.sort_by(|&a, &b| profiles[a].name.as_str().cmp(profiles[b].name.as_str()));
+        let first = &profiles[members[0]];
+        // Two profiles of one instance name that both take the profile from it: the name's
+        // finding says it, and renaming fixes both.
+        let from_name = |p: &Profile| p.openclaw_profile_at == p.name_at;
+        for &m in &members[1..] {
+            let me = &profiles[m];
+            if from_name(first)
+                && from_name(me)
+                && first.name.as_str().eq_ignore_ascii_case(me.name.as_str())
+            {
+                continue;
+            }
+            out.push(profile_finding(name, first, me));
+        }
+    }
+}
+
+fn profile_finding(name: &str, first: &Profile, me: &Profile) -> Diagnostic {
+    let profile = me.openclaw_profile.as_deref();
+    let unit = openclaw::service_unit(profile);
+    let install = match profile {
+        Some(p) => format!("openclaw --profile {p} gateway install"),
+        None => "openclaw gateway install".to_string(),
+    };
+    let shared = format!(
+        "OpenClaw profile {name:?} is also {}'s ({})",
+        first.name, first.openclaw_profile_at
+    );
+    let rolling: Vec<&Profile> = [first, me]
+        .into_iter()
+        .filter(|p| p.log_file.origin == Origin::Default)
+        .collect();
+    let d = if rolling.is_empty() {
+        Diagnostic::warning(
+            Kind::ProfileConflict,
+            me.openclaw_profile_at.clone(),
+            format!(
+                "{shared}: their logs are apart (each config file sets `logging.file`), but OpenClaw's own service unit for the profile, {unit}, is one for both"
+            ),
+        )
+        .hint(format!(
+            "run them under this supervisor only (no `{install}`), or give {} its own `openclaw_profile`",
+            me.name
+        ))
+    } else {
+        let log = openclaw::rolling_log_file(profile);
+        let why = match rolling.as_slice() {
+            [only] => format!(
+                "{}'s config file {} sets no `logging.file`, so its gateway writes the profile's rolling log {}, and a profile two instances share needs a `logging.file` in each",
+                only.name,
+                only.config_path.value.display(),
+                log.display()
+            ),
+            _ => format!(
+                "neither config file sets `logging.file`, so both gateways write the profile's rolling log {}",
+                log.display()
+            ),
+        };
+        let files: Vec<String> = rolling
+            .iter()
+            .map(|p| p.config_path.value.display().to_string())
+            .collect();
+        Diagnostic::error(
+            Kind::ProfileConflict,
+            me.openclaw_profile_at.clone(),
+            format!("{shared}: {why}"),
+        )
+        .hint(format!(
+            "give {} its own `openclaw_profile`, or set `logging.file` in {} (and run them under this supervisor only: OpenClaw's own service unit for the profile, {unit} from `{install}`, is one for both)",
+            me.name,
+            files.join(" and ")
+        ))
+    };
+    d.instance(me.name.as_str())
+        .field("openclaw_profile")
+        .other(first.name.as_str(), first.openclaw_profile_at.clone())
 }
 
 fn port_validity(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
@@ -407,6 +506,8 @@ enum PathRole {
     Config,
     State,
     Workspace,
+    /// The gateway's own log: `logging.file`, or OpenClaw's rolling file named after the profile.
+    LogFile,
 }
 
 impl PathRole {
@@ -415,6 +516,7 @@ impl PathRole {
             PathRole::Config => "config file",
             PathRole::State => "state dir",
             PathRole::Workspace => "workspace",
+            PathRole::LogFile => "log file",
         }
     }
     fn field(self) -> &'static str {
@@ -422,7 +524,16 @@ impl PathRole {
             PathRole::Config => "config_path",
             PathRole::State => "state_dir",
             PathRole::Workspace => "workspace",
+            PathRole::LogFile => "logging.file",
         }
+    }
+}
+
+impl PathEntry<'_> {
+    /// OpenClaw's rolling log, named after the profile: two of them are one file only when the
+    /// profile is one, which [`shared_openclaw_profiles`] reports.
+    fn rolling_log(&self) -> bool {
+        self.role == PathRole::LogFile && self.written.origin == Origin::Default
     }
 }
 
@@ -449,12 +560,13 @@ struct SharedPlace<'a> {
 
 fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     let mut real = RealPaths::default();
-    let mut entries: Vec<PathEntry<'_>> = Vec::with_capacity(profiles.len() * 3);
+    let mut entries: Vec<PathEntry<'_>> = Vec::with_capacity(profiles.len() * 4);
     for (inst, p) in profiles.iter().enumerate() {
         let own = [
             (PathRole::Config, &p.config_path),
             (PathRole::State, &p.state_dir),
             (PathRole::Workspace, &p.workspace),
+            (PathRole::LogFile, &p.log_file),
         ];
         let agents = p.agent_workspaces.iter().map(|w| (PathRole::Workspace, w));
         for (role, written) in own.into_iter().chain(agents) {
@@ -488,7 +600,7 @@ fn path_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
         }
         for &s in &stack {
             let outer = &entries[s];
-            if outer.inst == e.inst {
+            if outer.inst == e.inst || (outer.rolling_log() && e.rolling_log()) {
                 continue;
             }
             let pair = InstancePair::of(e.inst, outer.inst);
@@ -547,7 +659,7 @@ fn path_finding(
         them.name,
         outer.role.describe(),
         show(outer),
-        origin_location(them, outer.written)
+        place_location(them, outer)
     );
     if more > 0 {
         message.push_str(&format!(
@@ -555,7 +667,18 @@ fn path_finding(
             if more == 1 { "" } else { "s" }
         ));
     }
-    let hint = if equal {
+    let hint = if e.role == PathRole::LogFile {
+        format!(
+            "set `logging.file` in {}'s config file {} to a file of its own{}",
+            me.name,
+            me.config_path.value.display(),
+            if equal {
+                String::new()
+            } else {
+                format!(", outside {}'s {}", them.name, outer.role.describe())
+            }
+        )
+    } else if equal {
         format!("give {} its own {}", me.name, e.role.describe())
     } else {
         format!(
@@ -566,11 +689,19 @@ fn path_finding(
             outer.role.describe()
         )
     };
-    Diagnostic::error(Kind::PathConflict, origin_location(me, e.written), message)
+    Diagnostic::error(Kind::PathConflict, place_location(me, e), message)
         .instance(me.name.as_str())
         .field(e.role.field())
-        .other(them.name.as_str(), origin_location(them, outer.written))
+        .other(them.name.as_str(), place_location(them, outer))
         .hint(hint)
+}
+
+/// Where a path is decided; OpenClaw's rolling log follows from the profile name.
+fn place_location(p: &Profile, e: &PathEntry<'_>) -> Location {
+    if e.rolling_log() {
+        return p.openclaw_profile_at.clone();
+    }
+    origin_location(p, e.written)
 }
 
 fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
@@ -698,5 +829,362 @@ mod tests {
         let f = blocks(&[(1000, 5000, 1), (4990, 5000, ME), (5100, 5150, 2)]);
         assert_eq!(f.wide.len(), 1);
         assert_eq!(f.base_from(1000, ME, &own(&[(4990, 5000)])), Some(5151));
+    }
+}
+
+/// The profile-name claim and the log files in the path sweep, on real temp dirs: profiles and
+/// OpenClaw config files read as the daemon reads them.
+#[cfg(test)]
+mod claim_tests {
+    use super::super::{load_with_env, Plan, Severity};
+    use super::*;
+
+    /// Writes each `(path, text)` under a temp dir (`$T` in a text is that dir) and checks `d/`.
+    fn plan(files: &[(&str, &str)]) -> (tempfile::TempDir, Plan) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = root.path().display().to_string();
+        std::fs::create_dir_all(root.path().join("d")).expect("mkdir");
+        for (path, text) in files {
+            let p = root.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, text.replace("$T", &t)).expect("write");
+        }
+        let home = root.path().join("home").display().to_string();
+        let env = move |k: &str| (k == "HOME").then(|| home.clone());
+        let plan = load_with_env(&root.path().join("d"), &env);
+        (root, plan)
+    }
+
+    /// A profile on its own port, state dir and config file, plus `extra` YAML.
+    fn profile(name: &str, port: u16, extra: &str) -> (String, String) {
+        (
+            format!("d/{name}.yaml"),
+            format!("port: {port}\nstate_dir: $T/{name}\nconfig_path: $T/cfg/{name}.json\n{extra}"),
+        )
+    }
+
+    fn config(name: &str, text: &str) -> (String, String) {
+        (format!("cfg/{name}.json"), text.to_string())
+    }
+
+    fn run(files: Vec<(String, String)>) -> (tempfile::TempDir, Plan) {
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        plan(&refs)
+    }
+
+    fn of_kind(plan: &Plan, kind: Kind) -> Vec<&Diagnostic> {
+        plan.report
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == kind)
+            .collect()
+    }
+
+    #[test]
+    fn the_same_openclaw_profile_twice_is_an_error_naming_both_lines() {
+        let (root, plan) = run(vec![
+            profile("main", 20000, "openclaw_profile: bot\n"),
+            profile("rescue", 20200, "openclaw_profile: bot\n"),
+        ]);
+        let found = of_kind(&plan, Kind::ProfileConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        let d = found[0];
+        assert_eq!(d.severity, Severity::Error);
+        assert_eq!(d.instance.as_deref(), Some("rescue"));
+        assert_eq!((d.at.file.ends_with("d/rescue.yaml"), d.at.line), (true, 4));
+        let (other, at) = d.other.as_ref().expect("the other instance");
+        assert_eq!(
+            (other.as_str(), at.file.ends_with("d/main.yaml"), at.line),
+            ("main", true, 4)
+        );
+        let text = d.to_string();
+        let dir = root.path().display();
+        assert!(
+            text.contains(&format!(
+                "OpenClaw profile \"bot\" is also main's ({dir}/d/main.yaml:4)"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("both gateways write the profile's rolling log /tmp/openclaw/openclaw-bot-YYYY-MM-DD.log"), "{text}");
+        assert!(text.contains("openclaw-gateway-bot.service"), "{text}");
+        assert!(!plan.report.ok());
+        // Nothing else is shared.
+        assert_eq!(plan.report.diagnostics.len(), 1, "{}", plan.report);
+    }
+
+    #[test]
+    fn a_profile_defaulting_to_the_same_name_is_the_same_profile() {
+        // `bot` takes its profile from its name; the other names it.
+        let (_root, plan) = run(vec![
+            profile("bot", 20000, ""),
+            profile("ops", 20200, "openclaw_profile: bot\n"),
+        ]);
+        let found = of_kind(&plan, Kind::ProfileConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        assert_eq!(found[0].instance.as_deref(), Some("ops"));
+        // The name comes from the file: the whole file is where it is decided.
+        assert_eq!(
+            found[0].other.as_ref().map(|(n, at)| (n.as_str(), at.line)),
+            Some(("bot", 0))
+        );
+        // OpenClaw's unnamed profile, twice.
+        let (_root, plan) = run(vec![
+            profile("a", 20000, "openclaw_profile: default\n"),
+            profile("b", 20200, "openclaw_profile: DEFAULT\n"),
+        ]);
+        let text = plan.report.to_string();
+        assert!(
+            text.contains("OpenClaw profile \"default\" is also a's"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/tmp/openclaw/openclaw-YYYY-MM-DD.log"),
+            "{text}"
+        );
+        assert!(text.contains("openclaw-gateway.service"), "{text}");
+    }
+
+    #[test]
+    fn one_instance_name_twice_is_reported_as_the_name_only() {
+        let (_root, plan) = run(vec![
+            profile("main", 20000, ""),
+            (
+                "d/other.yaml".to_string(),
+                "name: main\nport: 20200\nstate_dir: $T/other\nconfig_path: $T/cfg/other.json\n"
+                    .to_string(),
+            ),
+        ]);
+        assert_eq!(
+            of_kind(&plan, Kind::DuplicateName).len(),
+            1,
+            "{}",
+            plan.report
+        );
+        assert!(
+            of_kind(&plan, Kind::ProfileConflict).is_empty(),
+            "{}",
+            plan.report
+        );
+    }
+
+    #[test]
+    fn profile_names_differing_in_case_are_two_profiles() {
+        // OpenClaw on Linux: ~/.openclaw-Bot and ~/.openclaw-bot, openclaw--1bot-... and openclaw-bot-...
+        let (_root, plan) = run(vec![
+            profile("a", 20000, "openclaw_profile: Bot\n"),
+            profile("b", 20200, "openclaw_profile: bot\n"),
+        ]);
+        assert!(plan.report.diagnostics.is_empty(), "{}", plan.report);
+    }
+
+    #[test]
+    fn a_log_file_of_its_own_in_each_config_file_leaves_a_warning() {
+        let (_root, plan) = run(vec![
+            profile("main", 20000, "openclaw_profile: bot\n"),
+            profile("rescue", 20200, "openclaw_profile: bot\n"),
+            config("main", "{ logging: { file: '$T/logs/main.log' } }"),
+            config("rescue", "{\n  logging: { file: '$T/logs/rescue.log' },\n}"),
+        ]);
+        assert!(plan.report.ok(), "{}", plan.report);
+        let found = of_kind(&plan, Kind::ProfileConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        assert_eq!(found[0].severity, Severity::Warning);
+        let text = found[0].to_string();
+        assert!(text.contains("their logs are apart"), "{text}");
+        assert!(text.contains("openclaw-gateway-bot.service"), "{text}");
+    }
+
+    #[test]
+    fn one_log_file_is_not_enough_and_the_hint_names_the_other_config_file() {
+        let (root, plan) = run(vec![
+            profile("main", 20000, "openclaw_profile: bot\n"),
+            profile("rescue", 20200, "openclaw_profile: bot\n"),
+            config("rescue", "{ logging: { file: '$T/logs/rescue.log' } }"),
+        ]);
+        let found = of_kind(&plan, Kind::ProfileConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        assert_eq!(found[0].severity, Severity::Error);
+        let main_cfg = root.path().join("cfg/main.json");
+        let text = found[0].to_string();
+        assert!(
+            text.contains(&format!(
+                "main's config file {} sets no `logging.file`",
+                main_cfg.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "or set `logging.file` in {} (",
+                main_cfg.display()
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn three_instances_on_one_profile_give_a_finding_each_past_the_first() {
+        let (_root, plan) = run(vec![
+            profile("a", 20000, "openclaw_profile: bot\n"),
+            profile("b", 20200, "openclaw_profile: bot\n"),
+            profile("c", 20400, "openclaw_profile: bot\n"),
+        ]);
+        let found: Vec<_> = of_kind(&plan, Kind::ProfileConflict)
+            .iter()
+            .map(|d| {
+                (
+                    d.instance.clone().unwrap_or_default(),
+                    d.other.clone().map(|o| o.0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("b".to_string(), Some("a".to_string())),
+                ("c".to_string(), Some("a".to_string()))
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_log_file_in_two_config_files_is_a_path_conflict_naming_both_lines() {
+        let (root, plan) = run(vec![
+            profile("main", 20000, ""),
+            profile("rescue", 20200, ""),
+            config("main", "{\n  logging: { file: '$T/logs/gw.log' },\n}"),
+            config(
+                "rescue",
+                "{\n\n  logging: {\n    file: '$T/logs/./gw.log',\n  },\n}",
+            ),
+        ]);
+        let found = of_kind(&plan, Kind::PathConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        let d = found[0];
+        assert_eq!(d.field.as_deref(), Some("logging.file"));
+        assert_eq!(
+            (d.at.file.ends_with("cfg/rescue.json"), d.at.line),
+            (true, 4)
+        );
+        let (other, at) = d.other.as_ref().expect("other");
+        assert_eq!(
+            (other.as_str(), at.file.ends_with("cfg/main.json"), at.line),
+            ("main", true, 2)
+        );
+        let log = root.path().join("logs/gw.log");
+        let text = d.to_string();
+        assert!(
+            text.contains(&format!(
+                "log file {} is also main's log file {}",
+                log.display(),
+                log.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("set `logging.file` in rescue's config file"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_log_file_inside_another_state_dir_is_a_path_conflict() {
+        let (_root, plan) = run(vec![
+            profile("main", 20000, ""),
+            profile("rescue", 20200, ""),
+            config("rescue", "{ logging: { file: '$T/main/logs/rescue.log' } }"),
+        ]);
+        let found = of_kind(&plan, Kind::PathConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        let text = found[0].to_string();
+        assert!(text.contains("lies inside main's state dir"), "{text}");
+        assert!(text.contains(", outside main's state dir"), "{text}");
+        // Inside its own state dir it is fine.
+        let (_root, plan) = run(vec![
+            profile("main", 20000, ""),
+            config("main", "{ logging: { file: '$T/main/logs/main.log' } }"),
+        ]);
+        assert!(plan.report.diagnostics.is_empty(), "{}", plan.report);
+    }
+
+    #[test]
+    fn a_relative_log_file_is_relative_to_the_gateways_working_dir() {
+        // Node opens it against the process's cwd: the profile's working_dir.
+        let (_root, plan) = run(vec![
+            profile("main", 20000, "working_dir: $T/run/main\n"),
+            profile("rescue", 20200, "working_dir: $T/run/rescue\n"),
+            config("main", "{ logging: { file: 'gw.log' } }"),
+            config("rescue", "{ logging: { file: 'gw.log' } }"),
+        ]);
+        assert!(plan.report.diagnostics.is_empty(), "{}", plan.report);
+        let log = |i: usize| plan.profiles[i].log_file.value.clone();
+        assert!(log(0).ends_with("run/main/gw.log"), "{:?}", log(0));
+        let (_root, plan) = run(vec![
+            profile("main", 20000, "working_dir: $T/run\n"),
+            profile("rescue", 20200, "working_dir: $T/run\n"),
+            config("main", "{ logging: { file: 'gw.log' } }"),
+            config("rescue", "{ logging: { file: './gw.log' } }"),
+        ]);
+        assert_eq!(
+            of_kind(&plan, Kind::PathConflict).len(),
+            1,
+            "{}",
+            plan.report
+        );
+    }
+
+    #[test]
+    fn old_style_rolling_log_files_in_one_dir_are_one_file() {
+        // OpenClaw rolls `openclaw-<date>.log` to today's date, whatever date is written.
+        let (_root, plan) = run(vec![
+            profile("main", 20000, ""),
+            profile("rescue", 20200, ""),
+            config(
+                "main",
+                "{ logging: { file: '$T/logs/openclaw-YYYY-MM-DD.log' } }",
+            ),
+            config(
+                "rescue",
+                "{ logging: { file: '$T/logs/openclaw-2026-01-31.log' } }",
+            ),
+        ]);
+        assert_eq!(
+            of_kind(&plan, Kind::PathConflict).len(),
+            1,
+            "{}",
+            plan.report
+        );
+        // And one of them in /tmp/openclaw is the default profile's rolling log.
+        let (_root, plan) = run(vec![
+            profile("main", 20000, "openclaw_profile: default\n"),
+            profile("rescue", 20200, ""),
+            config(
+                "rescue",
+                "{ logging: { file: '/tmp/openclaw/openclaw-2026-01-31.log' } }",
+            ),
+        ]);
+        let found = of_kind(&plan, Kind::PathConflict);
+        assert_eq!(found.len(), 1, "{}", plan.report);
+        let text = found[0].to_string();
+        assert!(
+            text.contains("/tmp/openclaw/openclaw-YYYY-MM-DD.log (OpenClaw's default)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rolling_logs_of_one_profile_are_reported_once_as_the_profile() {
+        let (_root, plan) = run(vec![
+            profile("main", 20000, "openclaw_profile: bot\n"),
+            profile("rescue", 20200, "openclaw_profile: bot\n"),
+        ]);
+        assert!(
+            of_kind(&plan, Kind::PathConflict).is_empty(),
+            "{}",
+            plan.report
+        );
     }
 }

@@ -79,6 +79,9 @@ pub enum Kind {
     PathConflict,
     /// Two instances claim a common port.
     PortConflict,
+    /// Two instances run under one OpenClaw profile name, which OpenClaw keys its own files and
+    /// service unit by.
+    ProfileConflict,
     /// A port outside 1..65535.
     PortOutOfRange,
     /// A derived port falls back onto OpenClaw's default instance's ports.
@@ -99,6 +102,7 @@ impl Kind {
             Kind::DuplicateName => "duplicate-name",
             Kind::PathConflict => "path-conflict",
             Kind::PortConflict => "port-conflict",
+            Kind::ProfileConflict => "profile-conflict",
             Kind::PortOutOfRange => "port-out-of-range",
             Kind::PortFallback => "port-fallback",
             Kind::Inconsistent => "inconsistent",

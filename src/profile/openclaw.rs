@@ -1,9 +1,11 @@
 //! What an OpenClaw gateway does with its port and its config file, computed exactly as the gateway
 //! computes it (OpenClaw 2026.9.x: `src/config/paths.ts`, `extensions/browser/src/config/port-defaults.ts`).
 //! Facts: ../shared/openclaw-gateway.md. Nothing here touches a process; it is pure derivation plus the
-//! reading of the instance's JSON5 config file.
+//! reading of the instance's JSON5 config file. It also names what OpenClaw keys by the profile name
+//! (`src/logging/log-file-path.ts`, `src/daemon/constants.ts`): the rolling log file and the service
+//! unit.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -189,6 +191,9 @@ pub struct OpenClawConfig {
     pub mcp_sandbox_port: Option<AtLine<u16>>,
     /// Agents' own workspaces.
     pub agent_workspaces: Vec<AgentWorkspace>,
+    /// `logging.file` as written: where the gateway writes its own log instead of the rolling file
+    /// named after the profile.
+    pub log_file: Option<AtLine<String>>,
 }
 
 /// A value of the config file and the line it is written on.
@@ -408,10 +413,104 @@ pub fn parse_config(text: &str) -> Result<OpenClawConfig, Vec<ConfigProblem>> {
             }),
         }
     }
+    if let Some(v) = root.pointer("/logging/file").filter(|v| !v.is_null()) {
+        let path = locate::keys(&["logging", "file"]);
+        match v.as_str() {
+            // OpenClaw's schema takes any string; an empty one leaves the logger writing to "".
+            Some(s) if !s.trim().is_empty() => {
+                cfg.log_file = Some(AtLine {
+                    value: s.to_string(),
+                    line: line_of(&path),
+                })
+            }
+            _ => problems.push(ConfigProblem {
+                field: locate::dotted(&path),
+                line: line_of(&path),
+                message: format!("{v} is not a file path"),
+            }),
+        }
+    }
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(problems)
+    }
+}
+
+/// Where OpenClaw puts its rolling log when `logging.file` is not set (its preferred temp root; it
+/// falls back to a per-user dir under the system temp dir only when this one is unsafe).
+pub const ROLLING_LOG_DIR: &str = "/tmp/openclaw";
+
+/// Stands for the local date in the name of a rolling log file: OpenClaw starts a new file each day,
+/// so two instances share one file every day exactly when their names agree with this in place.
+pub const DATE_PLACEHOLDER: &str = "YYYY-MM-DD";
+
+/// The profile's segment in the rolling log's name, as OpenClaw encodes it: letters and digits as
+/// they are, `-` doubled, `_` as `-0`, a capital as `-1` and the letter; `None` for the default
+/// profile. (Names past 220 encoded characters are hashed; a profile name has at most 64.)
+pub fn log_profile_segment(profile: Option<&str>) -> Option<String> {
+    let profile = profile.map(str::trim).filter(|p| !p.is_empty())?;
+    if profile.eq_ignore_ascii_case("default") {
+        return None;
+    }
+    let mut out = String::with_capacity(profile.len() * 2);
+    for c in profile.chars() {
+        match c {
+            'a'..='z' | '0'..='9' => out.push(c),
+            '-' => out.push_str("--"),
+            '_' => out.push_str("-0"),
+            'A'..='Z' => {
+                out.push_str("-1");
+                out.push(c.to_ascii_lowercase());
+            }
+            other => out.push_str(&format!("-2{:x}-", u32::from(other))),
+        }
+    }
+    Some(out)
+}
+
+/// The gateway's own log without `logging.file`: `/tmp/openclaw/openclaw-<profile>-YYYY-MM-DD.log`
+/// (no profile segment for the default profile), the date standing as [`DATE_PLACEHOLDER`].
+pub fn rolling_log_file(profile: Option<&str>) -> PathBuf {
+    let name = match log_profile_segment(profile) {
+        Some(seg) => format!("openclaw-{seg}-{DATE_PLACEHOLDER}.log"),
+        None => format!("openclaw-{DATE_PLACEHOLDER}.log"),
+    };
+    Path::new(ROLLING_LOG_DIR).join(name)
+}
+
+/// The file a `logging.file` (expanded, absolute) makes the gateway write. A name of the old rolling
+/// shape, `openclaw-YYYY-MM-DD.log` (literally, or with a date), rolls: OpenClaw writes
+/// `openclaw-<today>.log` in that directory, whatever the profile. Any other name is used as is.
+pub fn configured_log_file(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let dated = name
+        .strip_prefix("openclaw-")
+        .and_then(|rest| rest.strip_suffix(".log"))
+        .is_some_and(|date| {
+            date == DATE_PLACEHOLDER
+                || (date.len() == 10
+                    && date.bytes().enumerate().all(|(i, b)| match i {
+                        4 | 7 => b == b'-',
+                        _ => b.is_ascii_digit(),
+                    }))
+        });
+    if dated {
+        path.with_file_name(format!("openclaw-{DATE_PLACEHOLDER}.log"))
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// The systemd unit `openclaw [--profile P] gateway install` writes: `openclaw-gateway-P.service`,
+/// `openclaw-gateway.service` for the default profile.
+pub fn service_unit(profile: Option<&str>) -> String {
+    match profile
+        .map(str::trim)
+        .filter(|p| !p.eq_ignore_ascii_case("default") && !p.is_empty())
+    {
+        Some(p) => format!("openclaw-gateway-{p}.service"),
+        None => "openclaw-gateway.service".to_string(),
     }
 }
 
@@ -593,6 +692,86 @@ mod tests {
         assert_eq!(err.len(), 1);
         assert_eq!(err[0].line, 3, "{err:?}");
         assert!(err[0].message.starts_with("not valid JSON5"), "{err:?}");
+    }
+
+    #[test]
+    fn logging_file_is_read_with_its_line() {
+        let text = "{\n  gateway: { port: 19001 },\n  logging: {\n    level: 'info',\n    file: '~/logs/main.log',\n  },\n}";
+        let cfg = parse_config(text).unwrap();
+        assert_eq!(
+            cfg.log_file,
+            Some(AtLine {
+                value: "~/logs/main.log".to_string(),
+                line: 5
+            })
+        );
+        assert_eq!(
+            parse_config("{ logging: { level: 'debug' } }")
+                .unwrap()
+                .log_file,
+            None
+        );
+        let err = parse_config("{ logging: {\n file: '  ' } }").unwrap_err();
+        assert_eq!(err[0].field, "logging.file");
+        assert_eq!(err[0].line, 2);
+        let err = parse_config("{ logging: { file: 3 } }").unwrap_err();
+        assert_eq!(err[0].message, "3 is not a file path");
+    }
+
+    #[test]
+    fn rolling_log_names_encode_the_profile_as_openclaw_does() {
+        // OpenClaw's encodeLogProfileSegment: a-z0-9 kept, '-' doubled, '_' -> -0, A-Z -> -1 + lower.
+        assert_eq!(
+            rolling_log_file(Some("main")),
+            PathBuf::from("/tmp/openclaw/openclaw-main-YYYY-MM-DD.log")
+        );
+        assert_eq!(
+            log_profile_segment(Some("my-bot_2")).as_deref(),
+            Some("my--bot-02")
+        );
+        assert_eq!(log_profile_segment(Some("Main")).as_deref(), Some("-1main"));
+        // Case matters to OpenClaw on Linux: these are two files.
+        assert_ne!(
+            rolling_log_file(Some("Main")),
+            rolling_log_file(Some("main"))
+        );
+        for default in [None, Some("default"), Some("DEFAULT"), Some(" ")] {
+            assert_eq!(
+                rolling_log_file(default),
+                PathBuf::from("/tmp/openclaw/openclaw-YYYY-MM-DD.log")
+            );
+        }
+    }
+
+    #[test]
+    fn a_configured_log_of_the_old_rolling_shape_rolls_without_the_profile() {
+        let rolled = PathBuf::from("/var/log/oc/openclaw-YYYY-MM-DD.log");
+        assert_eq!(
+            configured_log_file(Path::new("/var/log/oc/openclaw-YYYY-MM-DD.log")),
+            rolled
+        );
+        assert_eq!(
+            configured_log_file(Path::new("/var/log/oc/openclaw-2026-01-31.log")),
+            rolled
+        );
+        // A profile family or any other name is a fixed file.
+        for fixed in [
+            "/var/log/oc/openclaw-main-2026-01-31.log",
+            "/var/log/oc/openclaw-2026-1-31.log",
+            "/var/log/oc/main.log",
+        ] {
+            assert_eq!(configured_log_file(Path::new(fixed)), PathBuf::from(fixed));
+        }
+    }
+
+    #[test]
+    fn service_units_are_named_after_the_profile() {
+        assert_eq!(
+            service_unit(Some("rescue")),
+            "openclaw-gateway-rescue.service"
+        );
+        assert_eq!(service_unit(None), "openclaw-gateway.service");
+        assert_eq!(service_unit(Some("Default")), "openclaw-gateway.service");
     }
 
     #[test]

@@ -186,6 +186,11 @@ pub struct Profile {
     pub name_at: Location,
     /// The OpenClaw profile whose defaults apply; `None` is OpenClaw's unnamed `default` profile.
     pub openclaw_profile: Option<String>,
+    /// Where the OpenClaw profile is decided: the `openclaw_profile:` line, else where the name is.
+    pub openclaw_profile_at: Location,
+    /// The file the gateway writes its own log to: the config file's `logging.file`, else OpenClaw's
+    /// rolling file named after the profile. A rolling file's date stands as `YYYY-MM-DD`.
+    pub log_file: Sourced<PathBuf>,
     /// The gateway port `G`.
     pub port: Sourced<u16>,
     /// `OPENCLAW_CONFIG_PATH`, absolute.
@@ -371,6 +376,7 @@ impl Resolver<'_> {
             .filter_map(|w| self.config_path(&scope, &config, &w.field, &w.path, w.line))
             .collect();
         let workspace = self.workspace(&scope, workspace, cfg_workspace, &state_dir)?;
+        let log_file = self.log_file(&scope, &config, openclaw_profile.as_deref())?;
 
         let port = self.port(&scope, &config, openclaw_profile.as_deref());
         let ports = self.port_claims(&scope, &config, &port);
@@ -379,12 +385,18 @@ impl Resolver<'_> {
         let stop = self.stop();
         let health = self.health(&scope.name, port.value);
 
+        let openclaw_profile_at = match &self.pf.raw.openclaw_profile {
+            Some(_) => self.at(&["openclaw_profile"]),
+            None => scope.name_at.clone(),
+        };
         let Scope { name_at, env, .. } = scope;
         Some(Profile {
             name,
             file: self.pf.file.clone(),
             name_at,
             openclaw_profile,
+            openclaw_profile_at,
+            log_file,
             port,
             config_path,
             state_dir,
@@ -649,6 +661,29 @@ impl Resolver<'_> {
             (Some(w), None) => Some(w),
             (None, None) => Some(Sourced {
                 value: state_dir.value.join("workspace"),
+                origin: Origin::Default,
+            }),
+        }
+    }
+
+    /// The gateway's own log file: `logging.file` (`~` expanded, relative to the gateway's working
+    /// directory, as Node opens it), else OpenClaw's rolling file named after the profile.
+    fn log_file(
+        &mut self,
+        scope: &Scope,
+        config: &ConfigFile,
+        openclaw_profile: Option<&str>,
+    ) -> Option<Sourced<PathBuf>> {
+        match &config.cfg.log_file {
+            Some(f) => {
+                let written = self.config_path(scope, config, "logging.file", &f.value, f.line)?;
+                Some(Sourced {
+                    value: openclaw::configured_log_file(&written.value),
+                    origin: written.origin,
+                })
+            }
+            None => Some(Sourced {
+                value: openclaw::rolling_log_file(openclaw_profile),
                 origin: Origin::Default,
             }),
         }

@@ -526,6 +526,7 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
         // Where the profile is written; the child does not see it.
         file: _,
         name_at: _,
+        openclaw_profile_at: _,
         openclaw_profile,
         port,
         config_path,
@@ -534,6 +535,9 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
         // Read by the gateway from its own config file, not handed to it by the supervisor; only
         // the check uses them.
         agent_workspaces: _,
+        // The config file's `logging.file` (read by the gateway itself), else named after
+        // `openclaw_profile`, which is compared.
+        log_file: _,
         command,
         env,
         working_dir,

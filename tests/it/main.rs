@@ -14,5 +14,6 @@ mod gateway;
 mod hostile_files;
 mod hostile_own;
 mod hostile_tree;
+mod hostile_claim;
 mod supervise;
 mod systemd;
