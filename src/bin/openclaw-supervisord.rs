@@ -51,8 +51,13 @@ struct Args {
     token_file: Option<PathBuf>,
     /// Contain each instance by its process tree (its descendants, its marker, and the processes
     /// seen in its tree while it lived) even where a writable cgroup v2 would let the daemon give
-    /// it a cgroup of its own; `limits` then fail the check.
-    #[arg(long, env = "OPENCLAW_SUPERVISOR_NO_CGROUPS")]
+    /// it a cgroup of its own; `limits` then fail the check. The variable takes 1/0, true/false,
+    /// yes/no, on/off.
+    #[arg(
+        long,
+        env = "OPENCLAW_SUPERVISOR_NO_CGROUPS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     no_cgroups: bool,
     /// The daemon's own log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
     #[arg(long, default_value = "info")]
