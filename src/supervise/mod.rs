@@ -104,8 +104,14 @@ pub struct Supervisor {
     sampler: sample::Sampler,
 }
 
-/// Without cgroups, how often every instance's tree is walked for [`tree::Seen`].
+/// Without cgroups, how often every instance's tree is walked for [`tree::Seen`], at most.
 const TRACK_EVERY: Duration = Duration::from_secs(1);
+
+/// Without cgroups, the walks for [`tree::Seen`] may take at most 1/`TRACK_COST_SHARE` of a core:
+/// the next walk waits `TRACK_COST_SHARE` times the CPU time of the last one if that is longer
+/// than [`TRACK_EVERY`]. A few gateways are walked every second; 500 stand-ins (a walk of ~28 ms
+/// here) about every 11 s.
+const TRACK_COST_SHARE: u32 = 400;
 
 /// How long a shutdown waits for the logs and the desired state to be written.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -181,9 +187,10 @@ impl Supervisor {
         &self.shared.containment
     }
 
-    /// Without cgroups, walks every running instance's tree once a second (off the runtime) until
-    /// the shutdown, so that a descendant that leaves the tree later is still known at the stop
-    /// ([`tree::Seen`]). Does nothing with cgroups, which need no walk.
+    /// Without cgroups, walks every running instance's tree (off the runtime) until the shutdown,
+    /// so that a descendant that leaves the tree later is still known at the stop ([`tree::Seen`]):
+    /// once a second, or less often where the walks would take more than 1/`TRACK_COST_SHARE` of a
+    /// core. Does nothing with cgroups, which need no walk.
     pub fn track(self: &Arc<Self>) {
         if self.shared.containment.cgroups().is_some() {
             return;
@@ -191,12 +198,11 @@ impl Supervisor {
         let sup = Arc::downgrade(self);
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TRACK_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut wait = TRACK_EVERY;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 let Some(sup) = sup.upgrade() else { return };
                 let roots: Vec<(String, i32)> = sup
@@ -209,9 +215,23 @@ impl Supervisor {
                     .collect();
                 let known = sup.shared.known.clone();
                 drop(sup);
-                if !roots.is_empty() {
-                    let _ = tokio::task::spawn_blocking(move || known.walk(&roots)).await;
+                if roots.is_empty() {
+                    wait = TRACK_EVERY;
+                    continue;
                 }
+                let cpu = tokio::task::spawn_blocking(move || {
+                    let clock = nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID;
+                    let before = nix::time::clock_gettime(clock).ok();
+                    known.walk(&roots);
+                    let after = nix::time::clock_gettime(clock).ok();
+                    before
+                        .zip(after)
+                        .map(|(b, a)| Duration::from(a - b))
+                        .unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                wait = TRACK_EVERY.max(cpu * TRACK_COST_SHARE);
             }
         });
     }
