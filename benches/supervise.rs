@@ -15,6 +15,11 @@
 //!    `IDLE_INSTANCES`, `IDLE_SECS`, `IDLE_RUNS` and `IDLE_INTERVAL` (our probe interval, e.g. 60s)
 //!    change the set-up.
 //!
+//! 3. The probe's identity check: the CPU time of one kernel lookup of the listener of a loopback
+//!    port (`ownership::Diag::listener`, what a probe pays on each new connection before its
+//!    request), median of 5 rounds of 20,000 lookups, beside a new loopback TCP connection and its
+//!    accept (what a probe on a new connection pays anyway) measured the same way.
+//!
 //! `cargo test --bench supervise` runs a short version (3 kills; 10 stand-ins, one window of 0.5 s).
 //! `cargo bench --bench supervise -- idle ours runit` runs the idle part for those two only.
 
@@ -122,7 +127,7 @@ fn main() {
         .filter(|s| args.iter().any(|a| a == s))
         .collect();
     let only = |part: &str| {
-        let parts = ["restart", "idle"];
+        let parts = ["restart", "idle", "identity"];
         !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part)
     };
     let kills = if quick { 3 } else { 20 };
@@ -135,6 +140,63 @@ fn main() {
     if only("idle") {
         idle(quick, &fake, tmp.path(), &systems);
     }
+    if only("identity") {
+        identity(quick);
+    }
+}
+
+/// The process's CPU time (every thread's user and system time), from the kernel's clock.
+fn process_cpu() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+    Duration::from(t)
+}
+
+/// CPU time per call of `f`: the median of `rounds` rounds of `n` calls.
+fn cpu_per_call(rounds: usize, n: u32, mut f: impl FnMut()) -> Duration {
+    let mut per: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let before = process_cpu();
+            for _ in 0..n {
+                f();
+            }
+            (process_cpu() - before) / n
+        })
+        .collect();
+    per.sort();
+    per[per.len() / 2]
+}
+
+fn identity(quick: bool) {
+    use openclaw_supervisor::supervise::ownership::Diag;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let diag = Diag::default();
+    let exact = diag.check();
+    let (rounds, n) = if quick { (1, 200) } else { (5, 20_000) };
+    println!(
+        "probe identity check, a loopback listener ({}; CPU time of this process per call, median of {rounds} rounds of {n}):",
+        if exact {
+            "sock_diag lookups"
+        } else {
+            "sock_diag unusable here: /proc/net/tcp"
+        }
+    );
+    let want = diag.listener_blocking(addr);
+    assert!(want.is_some(), "the lookup finds the listener");
+    let lookup = cpu_per_call(rounds, n, || {
+        assert_eq!(diag.listener_blocking(addr), want);
+    });
+    let connect = cpu_per_call(rounds, n.min(5_000), || {
+        let c = TcpStream::connect(addr).unwrap();
+        let (a, _) = listener.accept().unwrap();
+        drop((c, a));
+    });
+    println!(
+        "  listener lookup: {:.2} µs; new connection and its accept: {:.2} µs (ratio {:.2})",
+        lookup.as_secs_f64() * 1e6,
+        connect.as_secs_f64() * 1e6,
+        lookup.as_secs_f64() / connect.as_secs_f64()
+    );
 }
 
 fn restart_latency(kills: usize, fake: &Path, tmp: &Path) {

@@ -16,6 +16,10 @@ pub enum Error {
     /// The daemon cannot be reached; the text names the socket and how to start the daemon.
     #[error("{0}")]
     Connect(String),
+    /// The socket sits in a directory another user owns or can write: whatever answers there may
+    /// be anyone's, so nothing is sent to it.
+    #[error("{0}")]
+    UnsafeSocket(String),
     /// The daemon refused a call (the status's message says why).
     #[error("{}", .0.message())]
     Call(#[from] tonic::Status),
@@ -64,14 +68,15 @@ pub fn finish(r: Result<(), Error>) -> ExitCode {
 }
 
 async fn connect(socket: &Path) -> Result<SupervisorServiceClient<Channel>, Error> {
-    // The daemon refuses such a dir; a client only warns: the socket there may be anyone's.
+    // The daemon refuses such a dir; a client refuses it too: the socket there may be anyone's,
+    // and a start, a stop or a reload sent to an impostor would be lied about.
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = crate::fsx::check_dir(dir, "socket directory") {
-            if std::fs::symlink_metadata(dir).is_ok() {
-                eprintln!(
-                    "openclawctl: warning: {e}; the socket {} may not be openclaw-supervisord's",
+        if std::fs::symlink_metadata(dir).is_ok() {
+            if let Err(e) = crate::fsx::check_dir(dir, "socket directory") {
+                return Err(Error::UnsafeSocket(format!(
+                    "refusing the socket {}: {e}; it may not be openclaw-supervisord's",
                     socket.display()
-                );
+                )));
             }
         }
     }

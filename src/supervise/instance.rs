@@ -502,13 +502,14 @@ impl Task {
         // hang, and /proc.
         let profile = self.profile.clone();
         let containment = self.shared.containment.clone();
-        let (lock, owner, scanned) = (
+        let (lock, owner, scanned, diag) = (
             self.lock.take(),
             self.shared.owner.clone(),
             self.scanned.take(),
+            self.shared.diag.clone(),
         );
         let pre = tokio::task::spawn_blocking(move || {
-            let mut pre = ownership::preflight(&profile, lock, &owner, scanned);
+            let mut pre = ownership::preflight(&profile, lock, &owner, scanned, &diag);
             if let (Preflight::Ready { request, .. }, Some(c)) = (&mut pre, containment.cgroups()) {
                 match c.prepare(profile.name.as_str(), &profile.limits) {
                     Ok(joined) => request.cgroup = Some(Arc::new(joined.procs)),

@@ -171,7 +171,7 @@ fn a_stale_socket_is_still_replaced() {
 }
 
 #[test]
-fn openclawctl_warns_of_a_socket_dir_anyone_may_write() {
+fn openclawctl_refuses_a_socket_dir_anyone_may_write() {
     let scene = Scene::new();
     let open = scene.path("open");
     std::fs::create_dir_all(&open).unwrap();
@@ -186,7 +186,8 @@ fn openclawctl_warns_of_a_socket_dir_anyone_may_write() {
     let said = stderr(&out);
     assert!(
         said.contains(&format!(
-            "openclawctl: warning: the socket directory {} has mode 0777",
+            "error: refusing the socket {}: the socket directory {} has mode 0777",
+            open.join("supervisor.sock").display(),
             open.display()
         )),
         "{said}"
