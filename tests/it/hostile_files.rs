@@ -292,11 +292,10 @@ fn a_fifo_as_an_openclaw_config_file_is_an_error_never_a_hang() {
             .current_dir(scene.root.path()),
         "openclawctl check",
     );
-    assert_eq!(check.status.code(), Some(1));
-    assert!(
-        stdout(&check).contains("cannot read it: it is a FIFO, not a regular file"),
-        "{}",
-        stdout(&check)
+    exits_1_saying(
+        &check,
+        &stdout(&check),
+        "cannot read it: it is a FIFO, not a regular file",
     );
 }
 
@@ -321,12 +320,7 @@ fn a_fifo_as_the_token_file_is_refused_never_a_hang() {
             .env("HOME", scene.home()),
         "the daemon with a FIFO as its token file",
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("it is a FIFO, not a regular file"),
-        "{}",
-        stderr(&out)
-    );
+    exits_1_saying(&out, &stderr(&out), "it is a FIFO, not a regular file");
 }
 
 #[test]
@@ -336,13 +330,10 @@ fn an_oversized_profile_is_refused_naming_the_cap() {
     let big = format!("# {}\n", "x".repeat(2 << 20));
     scene.profile("big.yaml", &big);
     let out = scene.check();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stdout(&out).contains(
-            "supervisor.d/big.yaml: a profile is at most 1 MiB (1048576 bytes); this file is 2097155 bytes: not read"
-        ),
-        "{}",
-        stdout(&out)
+    exits_1_saying(
+        &out,
+        &stdout(&out),
+        "supervisor.d/big.yaml: a profile is at most 1 MiB (1048576 bytes); this file is 2097155 bytes: not read",
     );
 }
 
@@ -381,11 +372,10 @@ fn a_profile_another_user_owns_or_anyone_may_write_is_refused() {
     let open = scene.fake_profile("main", ports[0], "");
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = scene.check();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stdout(&out).contains("supervisor.d/main.yaml: its mode 0666 lets every user change it"),
-        "{}",
-        stdout(&out)
+    exits_1_saying(
+        &out,
+        &stdout(&out),
+        "supervisor.d/main.yaml: its mode 0666 lets every user change it",
     );
     if !root_or_skip("chown to nobody") {
         return;
@@ -628,4 +618,10 @@ fn memory_returns_after_a_large_profile_is_removed() {
         after < baseline + 20 * 1024,
         "RSS {after} KiB after the large profiles are gone, {baseline} KiB before"
     );
+}
+
+/// `out` exited 1, and `said` (its stdout or stderr) contains `needle`.
+fn exits_1_saying(out: &std::process::Output, said: &str, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(needle), "{said}");
 }

@@ -50,6 +50,17 @@ fn cgroups_or_skip(test: &str) -> Option<PathBuf> {
 /// A profile `name` whose command is a shell script: it starts `env -i setsid sh -c '...; exec
 /// sleep 1000'` in the background (a session of its own, no environment, so no marker), which
 /// writes its pid to `escapee.pid` in the scene, then becomes the stand-in gateway.
+/// The daemon's flags for each mode a test runs in: cgroups (where the test can make one; else
+/// that half is skipped, said on stderr) and `--no-cgroups`.
+fn both_modes() -> Vec<&'static [&'static str]> {
+    let mut modes: Vec<&'static [&'static str]> = vec![&["--no-cgroups"]];
+    match writable_cgroup2() {
+        Ok(_) => modes.insert(0, &[]),
+        Err(why) => eprintln!("SKIPPED the cgroup half: {why}"),
+    }
+    modes
+}
+
 fn escaping_profile(scene: &Scene, name: &str, port: u16) -> PathBuf {
     escaping_profile_with(scene, name, port, &[], "")
 }
@@ -218,11 +229,7 @@ fn an_env_i_setsid_descendant_is_gone_after_stop_without_cgroups() {
 #[test]
 fn an_env_i_setsid_descendant_is_gone_after_the_daemon_stops() {
     // The same escapee, ended by the daemon's own shutdown (SIGTERM), in both modes.
-    for flags in [&[][..], &["--no-cgroups"][..]] {
-        if flags.is_empty() && writable_cgroup2().is_err() {
-            eprintln!("SKIPPED the cgroup half: no writable cgroup v2 here");
-            continue;
-        }
+    for flags in both_modes() {
         let scene = Scene::new();
         let port = free_ports(1)[0];
         let pid_file = escaping_profile(&scene, "escape", port);
@@ -239,11 +246,7 @@ fn an_env_i_setsid_descendant_is_gone_after_the_daemon_stops() {
 fn an_env_i_setsid_descendant_of_a_gateway_that_crashed_is_ended() {
     // No stop, so no walk before a stop signal: without cgroups only the walks made while the
     // gateway lived (once a second; it lives 3 s) know the escapee.
-    for flags in [&[][..], &["--no-cgroups"][..]] {
-        if flags.is_empty() && writable_cgroup2().is_err() {
-            eprintln!("SKIPPED the cgroup half: no writable cgroup v2 here");
-            continue;
-        }
+    for flags in both_modes() {
         let scene = Scene::new();
         let port = free_ports(1)[0];
         let pid_file = escaping_profile_with(
