@@ -475,16 +475,50 @@ pub fn kill_all(dir: &Path) {
     }
 }
 
+/// The waits between looks at a cgroup being emptied: the kernel marks it empty a moment after its
+/// last process is reaped, so the first look comes after 1 ms, then ever less often up to every
+/// 20 ms, so that an emptying waits about as long as the kernel does, not a fixed step. Each step
+/// kills whatever is still there, and every 10 s of waiting says which processes survive SIGKILL.
+struct Emptying<'a> {
+    dir: &'a Path,
+    step: Duration,
+    waited: Duration,
+    next_warning: Duration,
+}
+
+impl<'a> Emptying<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Emptying {
+            dir,
+            step: Duration::from_millis(1),
+            waited: Duration::ZERO,
+            next_warning: Duration::from_secs(10),
+        }
+    }
+
+    /// `None` once the cgroup is empty; else, after SIGKILL to its members, how long to wait
+    /// before the next look.
+    fn next(&mut self) -> Option<Duration> {
+        if !populated(self.dir) {
+            return None;
+        }
+        kill_all(self.dir);
+        let wait = self.step;
+        self.waited += wait;
+        self.step = (self.step * 2).min(Duration::from_millis(20));
+        if self.waited >= self.next_warning {
+            self.next_warning += Duration::from_secs(10);
+            tracing::error!(cgroup = %self.dir.display(), pids = ?members(self.dir), "processes survive SIGKILL");
+        }
+        Some(wait)
+    }
+}
+
 /// Kills until cgroup `dir` is empty, on this (blocking) thread.
 fn wait_empty_blocking(dir: &Path) {
-    let mut tries = 0u32;
-    while populated(dir) {
-        kill_all(dir);
-        std::thread::sleep(Duration::from_millis(20));
-        tries += 1;
-        if tries % 500 == 0 {
-            tracing::error!(cgroup = %dir.display(), pids = ?members(dir), "processes survive SIGKILL");
-        }
+    let mut emptying = Emptying::new(dir);
+    while let Some(wait) = emptying.next() {
+        std::thread::sleep(wait);
     }
 }
 
@@ -493,21 +527,9 @@ fn wait_empty_blocking(dir: &Path) {
 /// kernel) keeps the stop waiting, with an error in the daemon's log every 10 s.
 pub async fn empty_and_remove(dir: &Path) -> Vec<i32> {
     let found = members(dir);
-    // The kernel marks the cgroup empty a moment after its last process is reaped: look again
-    // after 1 ms, then ever less often up to every 20 ms, so a restart after a crash waits about
-    // as long as the kernel does, not a fixed step.
-    let mut waited = Duration::ZERO;
-    let mut step = Duration::from_millis(1);
-    let mut next_warning = Duration::from_secs(10);
-    while populated(dir) {
-        kill_all(dir);
-        tokio::time::sleep(step).await;
-        waited += step;
-        step = (step * 2).min(Duration::from_millis(20));
-        if waited >= next_warning {
-            next_warning += Duration::from_secs(10);
-            tracing::error!(cgroup = %dir.display(), pids = ?members(dir), "processes survive SIGKILL");
-        }
+    let mut emptying = Emptying::new(dir);
+    while let Some(wait) = emptying.next() {
+        tokio::time::sleep(wait).await;
     }
     if let Err(e) = std::fs::remove_dir(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {

@@ -889,12 +889,8 @@ impl Task {
     /// A process (not the instance's: its tree is gone) listening on the instance's port, if any.
     async fn port_holder(&self) -> Option<(Holder, String)> {
         let port = self.profile.port.value;
-        let addrs = [
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-        ];
         let mut inode = None;
-        for a in addrs {
+        for a in ownership::loopback(port) {
             inode = listener_of(&self.shared.diag, a).await;
             if inode.is_some() {
                 break;

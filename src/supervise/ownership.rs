@@ -254,15 +254,19 @@ pub fn preflight(
     }
 }
 
-/// Whether a TCP socket listens on `port` where a loopback connection would reach it (IPv4 or
-/// IPv6).
-fn port_taken(diag: &Diag, port: u16) -> bool {
+/// Where a loopback connection to `port` goes: IPv4, then IPv6.
+pub fn loopback(port: u16) -> [SocketAddr; 2] {
     [
         SocketAddr::from(([127, 0, 0, 1], port)),
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
     ]
-    .into_iter()
-    .any(|a| diag.listener_blocking(a).is_some())
+}
+
+/// Whether a TCP socket listens on `port` where a loopback connection would reach it.
+fn port_taken(diag: &Diag, port: u16) -> bool {
+    loopback(port)
+        .into_iter()
+        .any(|a| diag.listener_blocking(a).is_some())
 }
 
 /// The instance's places as the host scan looks for them: its state dir, its gateway port and the

@@ -64,11 +64,15 @@ fn daemon_log(d: &common::Daemon) -> String {
     std::fs::read_to_string(&d.stderr).unwrap_or_default()
 }
 
-/// Runs the daemon on the scene until it exits by itself; its exit code and stderr.
-fn daemon_refuses(scene: &Scene) -> (Option<i32>, String) {
+/// Runs the daemon on the scene until it exits by itself, which must be with 1 and `needle` in its
+/// stderr; returns that stderr.
+fn daemon_refuses_saying(scene: &Scene, needle: &str) -> String {
     let mut d = scene.spawn_daemon();
     let code = d.wait_exit("the daemon to refuse to start");
-    (code, daemon_log(&d))
+    let log = daemon_log(&d);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(needle), "{log}");
+    log
 }
 
 #[test]
@@ -147,14 +151,12 @@ fn a_regular_file_at_the_socket_path_is_refused_not_deleted() {
     let scene = Scene::new();
     scene.fake_profile("main", free_ports(1)[0], "");
     let file = scene.write("run/supervisor.sock", "not a socket\n");
-    let (code, log) = daemon_refuses(&scene);
-    assert_eq!(code, Some(1), "{log}");
-    assert!(
-        log.contains(&format!(
+    daemon_refuses_saying(
+        &scene,
+        &format!(
             "{} is a regular file, not a socket; refusing to delete it",
             file.display()
-        )),
-        "{log}"
+        ),
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket\n");
 }
@@ -205,14 +207,12 @@ fn a_socket_dir_owned_by_another_user_is_refused() {
     std::fs::create_dir_all(&run).unwrap();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
     nix::unistd::chown(&run, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-    let (code, log) = daemon_refuses(&scene);
-    assert_eq!(code, Some(1), "{log}");
-    assert!(
-        log.contains(&format!(
+    daemon_refuses_saying(
+        &scene,
+        &format!(
             "the socket directory {} is owned by uid 65534",
             run.display()
-        )),
-        "{log}"
+        ),
     );
     assert!(!run.join("supervisor.sock").exists());
     // Nothing started before the refusal.
@@ -227,12 +227,7 @@ fn a_world_writable_log_or_state_dir_is_refused() {
         let path = scene.path(dir);
         std::fs::create_dir_all(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let (code, log) = daemon_refuses(&scene);
-        assert_eq!(code, Some(1), "{log}");
-        assert!(
-            log.contains(&format!("{} has mode 0777", path.display())),
-            "{log}"
-        );
+        let log = daemon_refuses_saying(&scene, &format!("{} has mode 0777", path.display()));
         assert!(log.contains("refusing to start"), "{log}");
         assert!(!scene.path("run/supervisor.sock").exists());
     }

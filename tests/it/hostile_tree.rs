@@ -157,6 +157,17 @@ impl Drop for Reap {
     }
 }
 
+/// `openclawctl stop escape` succeeds, and neither the escapee `pid` nor the `gateway` outlives it.
+fn stop_ends_both(d: &common::Daemon, pid: u32, gateway: u32) {
+    let out = d.ctl(&["stop", "escape"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !alive(pid),
+        "the env -i setsid descendant outlived the stop"
+    );
+    assert!(!alive(gateway));
+}
+
 #[test]
 fn an_env_i_setsid_descendant_is_gone_after_stop_with_cgroups() {
     let Some(mount) = cgroups_or_skip("an_env_i_setsid_descendant_is_gone_after_stop_with_cgroups")
@@ -191,13 +202,7 @@ fn an_env_i_setsid_descendant_is_gone_after_stop_with_cgroups() {
     let cgroup = mount.join(dir.trim_start_matches('/'));
     assert!(cgroup.is_dir());
 
-    let out = d.ctl(&["stop", "escape"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        !alive(pid),
-        "the env -i setsid descendant outlived the stop"
-    );
-    assert!(!alive(gateway));
+    stop_ends_both(&d, pid, gateway);
     assert!(
         !cgroup.exists(),
         "the instance's cgroup is removed after the stop"
@@ -217,13 +222,7 @@ fn an_env_i_setsid_descendant_is_gone_after_stop_without_cgroups() {
     let _reap = Reap(pid);
     assert_escaped(pid, gateway);
 
-    let out = d.ctl(&["stop", "escape"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        !alive(pid),
-        "the env -i setsid descendant outlived the stop"
-    );
-    assert!(!alive(gateway));
+    stop_ends_both(&d, pid, gateway);
 }
 
 #[test]
