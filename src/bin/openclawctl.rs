@@ -40,6 +40,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find this host's OpenClaw setups (~/.openclaw, ~/.openclaw-*, `openclaw gateway install`
+    /// units) and propose a profile for each: prints each profile, where each value came from,
+    /// the check of the config dir with them, and the commands that disable OpenClaw's own units.
+    ///
+    /// Dry run unless --write. Exit status: 0 clean, 1 if the check fails (then --write writes
+    /// nothing unless --force), 2 for usage errors.
+    Import {
+        /// Write the profiles (never over an existing file).
+        #[arg(long)]
+        write: bool,
+        /// With --write: write even if the check of the set fails.
+        #[arg(long, requires = "write")]
+        force: bool,
+        /// The profiles directory (same default as `check`).
+        #[arg(long, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+        /// Look in this home only (repeatable) [default: OPENCLAW_HOME or HOME, and as root every
+        /// home of /etc/passwd].
+        #[arg(long = "home", value_name = "DIR")]
+        homes: Vec<PathBuf>,
+        /// Where system units live.
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        system_units: PathBuf,
+    },
     /// Show the instances: state, pid, uptime, restarts, port, CPU and RSS of the whole tree, last exit.
     Status {
         /// Only these instances.
@@ -138,6 +162,19 @@ fn main() -> ExitCode {
         Command::Ports { config_dir, json } => {
             cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
         }
+        Command::Import {
+            write,
+            force,
+            config_dir,
+            homes,
+            system_units,
+        } => cli::import::run(&cli::import::Options {
+            config_dir: config_dir.unwrap_or_else(paths::default_config_dir),
+            homes,
+            system_units,
+            write,
+            force,
+        }),
         Command::Status { names, json } => {
             on_daemon(Box::pin(remote::status(&socket, names, json)))
         }

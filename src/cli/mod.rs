@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+pub mod import;
 pub mod remote;
 
 use crate::profile::resolve::ClaimSource;
