@@ -1,0 +1,213 @@
+//! Coming from an OpenClaw install: `openclawctl import` on fixture homes laid out as OpenClaw's
+//! docs leave a host (`openclaw --profile P setup`, `openclaw --profile P gateway install`), and the
+//! daemon started on what it wrote. The gateway is the stand-in, found as `openclaw` on the
+//! daemon's PATH: the imported profiles run the daemon's default command, as a real host would.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{fake_gateway, free_ports, stdout, Scene};
+
+/// A unit file as `openclaw --profile P gateway install` writes it (2026.9.6): node running the
+/// CLI with the profile and port, the state dir and port in the environment, the service marker,
+/// a token, and an optional environment file. Only parsed here: nothing runs it.
+fn unit_text(home: &Path, profile: &str, port: u16, token: &str) -> String {
+    let h = home.display();
+    format!(
+        "[Unit]\n\
+         Description=OpenClaw Gateway (profile: {profile}, v2026.9.6)\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         ExecStart=\"/usr/bin/node\" \"{h}/.npm-global/lib/node_modules/openclaw/dist/index.js\" --profile {profile} gateway --port {port}\n\
+         Restart=always\n\
+         RestartSec=5\n\
+         KillMode=mixed\n\
+         Environment=HOME={h}\n\
+         Environment=\"PATH={h}/.npm-global/bin:/usr/local/bin:/usr/bin:/bin\"\n\
+         Environment=OPENCLAW_PROFILE={profile}\n\
+         Environment=OPENCLAW_STATE_DIR={h}/.openclaw-{profile}\n\
+         Environment=OPENCLAW_CONFIG_PATH={h}/.openclaw-{profile}/openclaw.json\n\
+         Environment=OPENCLAW_GATEWAY_PORT={port}\n\
+         Environment=OPENCLAW_GATEWAY_TOKEN={token}\n\
+         Environment=OPENCLAW_SERVICE_MARKER=openclaw\n\
+         Environment=OPENCLAW_SERVICE_KIND=gateway\n\
+         EnvironmentFile=-%h/.openclaw-{profile}/.env\n\
+         \n\
+         [Install]\n\
+         WantedBy=default.target\n"
+    )
+}
+
+/// One OpenClaw profile set up in the scene's home: its state dir and config file with
+/// `gateway.port`, and (with `unit_port`) its user unit, whose port may differ from the config's.
+fn setup(s: &Scene, profile: &str, config_port: u16, unit_port: Option<u16>, token: &str) {
+    s.write(
+        &format!("home/.openclaw-{profile}/openclaw.json"),
+        &format!("// written by openclaw setup\n{{\n  gateway: {{\n    port: {config_port},\n    mode: \"local\",\n  }},\n}}\n"),
+    );
+    if let Some(port) = unit_port {
+        s.write(
+            &format!("home/.config/systemd/user/openclaw-gateway-{profile}.service"),
+            &unit_text(&s.home(), profile, port, token),
+        );
+    }
+}
+
+/// `openclawctl import ARGS --home HOME` with no system units, from the scene root.
+fn import(s: &Scene, args: &[&str]) -> std::process::Output {
+    let home = s.home().display().to_string();
+    let system = s.path("no-system-units").display().to_string();
+    let mut all = vec!["import", "--config-dir", "supervisor.d", "--home", &home];
+    all.extend(["--system-units", &system]);
+    all.extend(args);
+    s.run("openclawctl", &all)
+}
+
+/// A dir holding an executable `openclaw` that runs the stand-in gateway with the arguments it was
+/// given (it takes its port from OPENCLAW_GATEWAY_PORT, as the real one does).
+fn openclaw_on_path(s: &Scene) -> PathBuf {
+    let bin = s.path("bin");
+    let shim = s.write(
+        "bin/openclaw",
+        &format!(
+            "#!/bin/sh\nexec {:?} \"$@\"\n",
+            fake_gateway().display().to_string()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn yaml_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn import_write_then_start_runs_both_setups() {
+    let s = Scene::new();
+    let ports = free_ports(2);
+    setup(&s, "main", ports[0], Some(ports[0]), "shared-token");
+    setup(&s, "rescue", ports[1], Some(ports[1]), "shared-token");
+
+    let out = import(&s, &["--write"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        crate::common::stderr(&out)
+    );
+    assert_eq!(yaml_files(&s.dir()), ["main.yaml", "rescue.yaml"], "{text}");
+    assert!(text.contains("check passed: 2 profiles"), "{text}");
+    // The disable step, one command per unit (run by their owner: us).
+    for p in ["main", "rescue"] {
+        assert!(
+            text.contains(&format!(
+                "systemctl --user disable --now openclaw-gateway-{p}.service"
+            )),
+            "{text}"
+        );
+    }
+    // No token of the units lands in a profile.
+    for f in ["main.yaml", "rescue.yaml"] {
+        let y = std::fs::read_to_string(s.dir().join(f)).unwrap();
+        assert!(!y.contains("shared-token"), "{f}:\n{y}");
+        assert!(y.contains("# gateway_token: generate"), "{f}:\n{y}");
+    }
+    assert!(s.check().status.success(), "{}", stdout(&s.check()));
+
+    // (The units are disabled here: nothing ran them.) The daemon starts both, with no clash.
+    let path = format!(
+        "{}:{}",
+        openclaw_on_path(&s).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let d = s.daemon_with_env(&[], &[("PATH", &path)]);
+    for (name, port) in [("main", ports[0]), ("rescue", ports[1])] {
+        let st = d.wait_status(name, "running", |v| v["state"] == "running");
+        assert_eq!(st["port"], port, "{st}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "{name} listens on {port}"
+        );
+    }
+    let daemon_log = std::fs::read_to_string(&d.stderr).unwrap_or_default();
+    assert!(!daemon_log.contains("check failed"), "{daemon_log}");
+}
+
+#[test]
+fn import_of_clashing_setups_shows_the_check_and_writes_nothing() {
+    let s = Scene::new();
+    let ports = free_ports(1);
+    // OpenClaw's docs say "at least 20 ports apart": rescue's unit puts it 20 above main, inside
+    // main's browser CDP range (G+11..G+110).
+    setup(&s, "main", ports[0], None, "");
+    setup(&s, "rescue", ports[0] + 5000, Some(ports[0] + 20), "t");
+
+    let out = import(&s, &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("check failed"), "{text}");
+    let clash = text
+        .lines()
+        .find(|l| l.contains("error") && l.contains(&(ports[0] + 20).to_string()))
+        .unwrap_or_else(|| panic!("no error line naming port {}:\n{text}", ports[0] + 20));
+    assert!(
+        clash.contains("main") && clash.contains("rescue"),
+        "{clash}"
+    );
+    // The port came from the unit, and the output says so.
+    assert!(text.contains("ExecStart --port"), "{text}");
+    assert!(text.contains("Dry run"), "{text}");
+    assert!(yaml_files(&s.dir()).is_empty());
+
+    let out = import(&s, &["--write"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("nothing written: the check failed"), "{text}");
+    assert!(yaml_files(&s.dir()).is_empty());
+
+    let out = import(&s, &["--write", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(yaml_files(&s.dir()), ["main.yaml", "rescue.yaml"]);
+}
+
+#[test]
+fn import_never_overwrites_and_knows_what_is_imported() {
+    let s = Scene::new();
+    let ports = free_ports(2);
+    setup(&s, "main", ports[0], None, "");
+    setup(&s, "rescue", ports[1], Some(ports[1]), "t");
+    // An operator's own rescue.yaml, for another state dir: kept as it is.
+    let mine = s.fake_profile("rescue", ports[1] + 2000, "");
+    let before = std::fs::read_to_string(&mine).unwrap();
+
+    let out = import(&s, &["--write"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("rescue.yaml exists and is never overwritten"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), before);
+    assert_eq!(yaml_files(&s.dir()), ["main.yaml", "rescue.yaml"]);
+
+    // Once imported, a setup is said to be, and nothing is written again.
+    let out = import(&s, &["--write"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: already imported as main",
+            s.home().join(".openclaw-main").display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("wrote "), "{text}");
+}
