@@ -154,6 +154,8 @@ fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
             pid: u32::try_from(h.pid).unwrap_or(0),
             command: h.command.clone(),
             what: h.what.clone(),
+            unit: h.unit_text(),
+            stop_hint: h.stop_hint(),
         }),
     }
 }

@@ -148,6 +148,8 @@ pub fn instance_json(i: &v1::Instance) -> serde_json::Value {
             "pid": h.pid,
             "command": h.command,
             "what": h.what,
+            "unit": (!h.unit.is_empty()).then(|| h.unit.clone()),
+            "stop_hint": (!h.stop_hint.is_empty()).then(|| h.stop_hint.clone()),
         })),
     })
 }
@@ -204,6 +206,17 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
             out.push_str(&format!(
                 "{}: blocked by pid {} ({}), which {}\n",
                 i.name, h.pid, h.command, h.what
+            ));
+        }
+        // Its unit and the command that stops it, unless the error line already gave them.
+        if let Some(h) = i
+            .holder
+            .as_ref()
+            .filter(|h| !h.stop_hint.is_empty() && !i.last_error.contains(&h.stop_hint))
+        {
+            out.push_str(&format!(
+                "{}: the holder runs in systemd unit {}: stop it with `{}`\n",
+                i.name, h.unit, h.stop_hint
             ));
         }
     }

@@ -41,6 +41,139 @@ pub struct Holder {
     /// What it holds: "listens on port 35000", "uses state dir /srv/a", "holds the lock of state
     /// dir /srv/a (openclaw-supervisord pid 12, socket /run/x.sock)".
     pub what: String,
+    /// The systemd unit it runs in, from `/proc/PID/cgroup`, if it runs in one (boxed: a holder
+    /// travels in errors).
+    pub unit: Option<Box<ServiceUnit>>,
+    /// Whether it carries `OPENCLAW_SERVICE_MARKER=openclaw`: a gateway run by OpenClaw's own unit.
+    pub openclaw_service: bool,
+}
+
+impl Holder {
+    /// The holder `pid` (0: not visible), with its unit and service marker looked up. Blocking: reads
+    /// `/proc/PID/cgroup` and `/proc/PID/environ` (and the user database for a user unit's owner).
+    pub fn new(pid: i32, command: String, what: String) -> Holder {
+        let (unit, openclaw_service) = if pid > 0 {
+            let unit_of = |proc_: &str| {
+                std::fs::read_to_string(format!("/proc/{proc_}/cgroup"))
+                    .ok()
+                    .and_then(|text| unit_from_cgroup(&text))
+            };
+            // The daemon's own unit is never named: stopping it would stop the supervisor (and a
+            // process in it came from the same place as the daemon, e.g. a shell of its unit).
+            let unit = unit_of(&pid.to_string())
+                .filter(|u| Some(u) != unit_of("self").as_ref())
+                .map(Box::new);
+            let marked = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v == b"OPENCLAW_SERVICE_MARKER=openclaw")
+            });
+            (unit, marked)
+        } else {
+            (None, false)
+        };
+        Holder {
+            pid,
+            command,
+            what,
+            unit,
+            openclaw_service,
+        }
+    }
+
+    /// The unit as the API shows it: `openclaw-gateway-rescue.service`, with ` (user ann)` for a
+    /// user's unit; empty without one.
+    pub fn unit_text(&self) -> String {
+        match &self.unit {
+            None => String::new(),
+            Some(u) => match &u.user {
+                None => u.name.clone(),
+                Some(user) => format!("{} (user {})", u.name, user.name),
+            },
+        }
+    }
+
+    /// The command that stops its unit; empty without one.
+    pub fn stop_hint(&self) -> String {
+        self.unit
+            .as_ref()
+            .map(|u| u.systemctl("stop", nix::unistd::geteuid().as_raw()))
+            .unwrap_or_default()
+    }
+}
+
+/// A systemd service a process runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUnit {
+    /// `openclaw-gateway-rescue.service`.
+    pub name: String,
+    /// For a unit of a user's manager (`user@UID.service/.../NAME.service`): the user.
+    pub user: Option<UnitUser>,
+}
+
+/// The owner of a user unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitUser {
+    /// Its uid.
+    pub uid: u32,
+    /// Its name (the uid as text when the user database has none).
+    pub name: String,
+}
+
+impl ServiceUnit {
+    /// `systemctl VERB NAME` as `me` (a uid) would run it: `--user` for one's own user unit,
+    /// `--user -M USER@` for another user's.
+    pub fn systemctl(&self, verb: &str, me: u32) -> String {
+        match &self.user {
+            None => format!("systemctl {verb} {}", self.name),
+            Some(u) if u.uid == me && me != 0 => format!("systemctl --user {verb} {}", self.name),
+            Some(u) => format!("systemctl --user -M {}@ {verb} {}", u.name, self.name),
+        }
+    }
+}
+
+/// The service unit of a `/proc/PID/cgroup`: the unified (`0::`) line, else systemd's named
+/// hierarchy (`name=systemd`, cgroup v1 and hybrid), else the first line with a service. The last
+/// `.service` of the path names the unit; under `user@UID.service` it is that user's. A process in
+/// a scope (a login session) or in no service has none.
+pub fn unit_from_cgroup(text: &str) -> Option<ServiceUnit> {
+    let paths: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let _id = f.next()?;
+            Some((f.next()?, f.next()?))
+        })
+        .collect();
+    let pick = |want: &dyn Fn(&str) -> bool| {
+        paths
+            .iter()
+            .filter(|(c, _)| want(c))
+            .find_map(|(_, path)| unit_in_path(path))
+    };
+    pick(&|c| c.is_empty())
+        .or_else(|| pick(&|c| c == "name=systemd"))
+        .or_else(|| pick(&|_| true))
+}
+
+fn unit_in_path(path: &str) -> Option<ServiceUnit> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let last = parts.iter().rposition(|p| p.ends_with(".service"))?;
+    let name = parts[last].to_string();
+    let user = parts[..last].iter().find_map(|p| {
+        let uid: u32 = p
+            .strip_prefix("user@")?
+            .strip_suffix(".service")?
+            .parse()
+            .ok()?;
+        Some(UnitUser {
+            uid,
+            name: match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+                Ok(Some(u)) => u.name,
+                _ => uid.to_string(),
+            },
+        })
+    });
+    Some(ServiceUnit { name, user })
 }
 
 /// This daemon, as a lock file names it.
@@ -147,20 +280,50 @@ fn held(state_dir: &Path, text: &str) -> LockError {
     } else {
         "another supervisor (its record is empty)".to_string()
     };
-    let holder = Holder {
+    let holder = Holder::new(
         pid,
-        command: if pid > 0 {
+        if pid > 0 {
             tree::cmdline(pid)
         } else {
             String::new()
         },
-        what: format!("holds the lock of state dir {dir} ({by})"),
-    };
+        format!("holds the lock of state dir {dir} ({by})"),
+    );
     LockError::Held(holder, format!("state dir {dir} is held by {by}"))
 }
 
-/// The operator's message for a process found on an instance's place.
+/// The operator's message for a process found on an instance's place: who holds what, and, when it
+/// runs in a systemd unit, which one and how to stop it for good.
 pub fn message(h: &Holder) -> String {
+    let mut m = who_holds(h);
+    let me = nix::unistd::geteuid().as_raw();
+    match (&h.unit, h.openclaw_service) {
+        (Some(u), marked) => {
+            let whose = match &u.user {
+                Some(user) => format!("{}'s user unit", user.name),
+                None => "systemd unit".to_string(),
+            };
+            let kind = if marked {
+                "it is a gateway run by OpenClaw's own service, "
+            } else {
+                "it runs in "
+            };
+            m.push_str(&format!(
+                "; {kind}{whose} {}: stop it with `{}` and keep it from starting again with `{}`",
+                u.name,
+                u.systemctl("stop", me),
+                u.systemctl("disable", me)
+            ));
+        }
+        (None, true) => m.push_str(
+            "; it is a gateway run by OpenClaw's own service (OPENCLAW_SERVICE_MARKER=openclaw): stop and disable that service (`openclaw gateway uninstall`)",
+        ),
+        (None, false) => {}
+    }
+    m
+}
+
+fn who_holds(h: &Holder) -> String {
     match h.what.strip_prefix("listens on port ") {
         Some(port) if h.pid == 0 => format!(
             "port {port} is held by a process this daemon cannot see (another user's?), not by this instance"
@@ -236,11 +399,7 @@ pub fn preflight(
             leftovers.push(h.proc_);
             continue;
         }
-        let holder = Holder {
-            pid: h.proc_.pid,
-            command: h.cmdline,
-            what: h.why,
-        };
+        let holder = Holder::new(h.proc_.pid, h.cmdline, h.why);
         let why = message(&holder);
         return Preflight::Blocked(holder, why);
     }
@@ -541,16 +700,8 @@ pub fn holder_of(inode: u64, port: u16) -> Holder {
         .map(|p| p.pid)
         .filter(|&p| p != me);
     match owner_among(pids, inode) {
-        Some(pid) => Holder {
-            pid,
-            command: tree::cmdline(pid),
-            what: format!("listens on port {port}"),
-        },
-        None => Holder {
-            pid: 0,
-            command: String::new(),
-            what: format!("listens on port {port}"),
-        },
+        Some(pid) => Holder::new(pid, tree::cmdline(pid), format!("listens on port {port}")),
+        None => Holder::new(0, String::new(), format!("listens on port {port}")),
     }
 }
 
@@ -756,5 +907,127 @@ mod tests {
         let diag = Diag::default();
         let inode = diag.listener_blocking(SocketAddr::from(([127, 0, 0, 1], port)));
         assert!(inode.is_some());
+    }
+
+    fn boxed(u: Option<ServiceUnit>) -> Option<Box<ServiceUnit>> {
+        u.map(Box::new)
+    }
+
+    fn unit(name: &str, user: Option<(u32, &str)>) -> Option<ServiceUnit> {
+        Some(ServiceUnit {
+            name: name.to_string(),
+            user: user.map(|(uid, n)| UnitUser {
+                uid,
+                name: n.to_string(),
+            }),
+        })
+    }
+
+    #[test]
+    fn cgroup_v2_names_system_and_user_units() {
+        assert_eq!(
+            unit_from_cgroup("0::/system.slice/openclaw-gateway.service\n"),
+            unit("openclaw-gateway.service", None)
+        );
+        // A user's unit, under that user's manager (uid 0 is root on every host; an unknown uid
+        // stands as itself).
+        assert_eq!(
+            unit_from_cgroup(
+                "0::/user.slice/user-0.slice/user@0.service/app.slice/openclaw-gateway-rescue.service\n"
+            ),
+            unit("openclaw-gateway-rescue.service", Some((0, "root")))
+        );
+        assert_eq!(
+            unit_from_cgroup(
+                "0::/user.slice/user-4242424.slice/user@4242424.service/openclaw-gateway.service\n"
+            ),
+            unit("openclaw-gateway.service", Some((4242424, "4242424")))
+        );
+        // A template instance, and a process a unit's service started in a sub-cgroup of its own.
+        assert_eq!(
+            unit_from_cgroup(
+                "0::/system.slice/system-openclaw.slice/openclaw@bot.service/helper\n"
+            ),
+            unit("openclaw@bot.service", None)
+        );
+    }
+
+    #[test]
+    fn cgroup_v1_and_hybrid_read_the_systemd_hierarchy() {
+        // Hybrid: the unified line first.
+        let hybrid = "12:pids:/system.slice/openclaw-gateway-a.service\n\
+                      4:memory:/system.slice/openclaw-gateway-a.service\n\
+                      1:name=systemd:/system.slice/openclaw-gateway-a.service\n\
+                      0::/system.slice/openclaw-gateway-a.service\n";
+        assert_eq!(
+            unit_from_cgroup(hybrid),
+            unit("openclaw-gateway-a.service", None)
+        );
+        // Pure v1 (no unified line), where a controller's path stops at the user's manager.
+        let v1 = "5:pids:/user.slice/user-0.slice/user@0.service\n\
+                  3:cpu,cpuacct:/user.slice\n\
+                  1:name=systemd:/user.slice/user-0.slice/user@0.service/openclaw-gateway-b.service\n";
+        assert_eq!(
+            unit_from_cgroup(v1),
+            unit("openclaw-gateway-b.service", Some((0, "root")))
+        );
+        // Hybrid with an empty unified path: the named hierarchy decides.
+        let empty_unified = "1:name=systemd:/system.slice/x.service\n0::/\n";
+        assert_eq!(unit_from_cgroup(empty_unified), unit("x.service", None));
+    }
+
+    #[test]
+    fn no_unit_for_sessions_containers_or_garbage() {
+        for text in [
+            "0::/user.slice/user-1000.slice/session-3.scope\n",
+            "0::/\n",
+            "9:name=systemd:/\n8:pids:/\n0::/\n",
+            "4:memory:/process_api/2db371dbea589f4546680ce5cc0f31f4\n0::/\n",
+            "",
+            "garbage",
+        ] {
+            assert_eq!(unit_from_cgroup(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_message_names_the_unit_and_how_to_stop_it() {
+        let h = Holder {
+            pid: 42,
+            command: "node openclaw gateway".into(),
+            what: "listens on port 19001".into(),
+            unit: boxed(unit(
+                "openclaw-gateway-rescue.service",
+                Some((4242424, "ann")),
+            )),
+            openclaw_service: true,
+        };
+        let m = message(&h);
+        assert!(
+            m.starts_with("port 19001 is held by pid 42 (node openclaw gateway), not by this instance; it is a gateway run by OpenClaw's own service, ann's user unit openclaw-gateway-rescue.service: stop it with `systemctl --user -M ann@ stop openclaw-gateway-rescue.service` and keep it from starting again with `systemctl --user -M ann@ disable openclaw-gateway-rescue.service`"),
+            "{m}"
+        );
+        assert_eq!(h.unit_text(), "openclaw-gateway-rescue.service (user ann)");
+        let sys = Holder {
+            unit: boxed(unit("openclaw-gateway.service", None)),
+            openclaw_service: false,
+            ..h.clone()
+        };
+        assert!(
+            message(&sys).ends_with("; it runs in systemd unit openclaw-gateway.service: stop it with `systemctl stop openclaw-gateway.service` and keep it from starting again with `systemctl disable openclaw-gateway.service`"),
+            "{}",
+            message(&sys)
+        );
+        assert_eq!(sys.stop_hint(), "systemctl stop openclaw-gateway.service");
+        let bare = Holder {
+            unit: None,
+            openclaw_service: false,
+            ..h
+        };
+        assert_eq!(
+            message(&bare),
+            "port 19001 is held by pid 42 (node openclaw gateway), not by this instance"
+        );
+        assert_eq!(bare.stop_hint(), "");
     }
 }
