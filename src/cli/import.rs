@@ -27,8 +27,10 @@ const MAX_UNIT_BYTES: u64 = 1 << 20;
 /// A home directory to look in, and whose it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
-    /// The directory (`OPENCLAW_HOME` for the user running `import`, when set).
+    /// Where OpenClaw's state dirs are (`OPENCLAW_HOME` for the user running `import`, when set).
     pub dir: PathBuf,
+    /// The user's own home: their user units are under `.config/systemd/user`, `%h` of a unit.
+    pub os_home: PathBuf,
     /// Its owner's uid.
     pub uid: u32,
     /// Its owner's name (the uid as text when it has none).
@@ -43,6 +45,7 @@ impl Home {
             std::fs::metadata(dir).map_or_else(|_| nix::unistd::geteuid().as_raw(), |m| m.uid());
         Home {
             dir: dir.to_path_buf(),
+            os_home: dir.to_path_buf(),
             uid,
             user: user_name(uid),
         }
@@ -318,7 +321,7 @@ impl FoundUnit {
         match &self.scope {
             UnitScope::System => format!("system unit {}", self.path.display()),
             UnitScope::User { user, .. } => {
-                format!("user unit of {user} {}", self.path.display())
+                format!("{user}'s user unit {}", self.path.display())
             }
         }
     }
@@ -357,6 +360,9 @@ pub struct Setup {
     pub bind: Option<String>,
     /// The unit that runs it.
     pub unit: Option<FoundUnit>,
+    /// Other units for the same state dir (an old `clawdbot-gateway` beside the new one): they
+    /// compete too.
+    pub other_units: Vec<FoundUnit>,
     /// Variables of the unit's environment that the profile does not carry (the token among them).
     pub not_copied: Vec<String>,
     /// What could not be read (a config file, an environment file).
@@ -390,7 +396,7 @@ pub fn discover(homes: &[Home], system_units: &Path) -> Vec<Setup> {
     }
     let mut units = Vec::new();
     for home in homes {
-        let dir = home.dir.join(".config/systemd/user");
+        let dir = home.os_home.join(".config/systemd/user");
         for path in unit_files(&dir) {
             let scope = UnitScope::User {
                 user: home.user.clone(),
@@ -402,6 +408,7 @@ pub fn discover(homes: &[Home], system_units: &Path) -> Vec<Setup> {
     for path in unit_files(system_units) {
         let root_home = Home {
             dir: PathBuf::from("/root"),
+            os_home: PathBuf::from("/root"),
             uid: 0,
             user: "root".to_string(),
         };
@@ -417,7 +424,9 @@ pub fn discover(homes: &[Home], system_units: &Path) -> Vec<Setup> {
         {
             // What the unit runs wins over what the state dir alone suggests.
             Some(s) if s.unit.is_none() => *s = found,
-            _ => setups.push(found),
+            // A second unit on the same state dir: the first one's values stand; both compete.
+            Some(s) => s.other_units.extend(found.unit),
+            None => setups.push(found),
         }
     }
     setups
@@ -524,6 +533,7 @@ fn setup_from_dir(home: &Home, profile: Option<String>, dir: &Path, where_: &str
         port,
         bind: None,
         unit: None,
+        other_units: Vec::new(),
         not_copied: Vec::new(),
         problems,
     }
@@ -535,7 +545,7 @@ fn setup_from_unit(home: &Home, path: &Path, scope: UnitScope) -> Option<Setup> 
     let by_name = unit_profile(&name)?;
     let mut problems = Vec::new();
     let unit_home = match &scope {
-        UnitScope::User { .. } => home.dir.clone(),
+        UnitScope::User { .. } => home.os_home.clone(),
         UnitScope::System => PathBuf::from("/root"),
     };
     let unit = match crate::fsx::read_regular(path, MAX_UNIT_BYTES) {
@@ -629,7 +639,7 @@ fn setup_from_unit(home: &Home, path: &Path, scope: UnitScope) -> Option<Setup> 
         .collect();
     Some(Setup {
         home: Home {
-            dir: os_home,
+            os_home,
             ..home.clone()
         },
         profile,
@@ -642,6 +652,7 @@ fn setup_from_unit(home: &Home, path: &Path, scope: UnitScope) -> Option<Setup> 
             path: path.to_path_buf(),
             scope,
         }),
+        other_units: Vec::new(),
         not_copied,
         problems,
     })
@@ -663,8 +674,6 @@ fn expand_tilde(p: &str, home: &Path) -> PathBuf {
 pub struct Proposal {
     /// The instance name (the file is `NAME.yaml`).
     pub name: String,
-    /// The setup it imports.
-    pub setup: Setup,
     /// The profile's text.
     pub yaml: String,
 }
@@ -709,7 +718,7 @@ fn quoted(s: &str) -> String {
 
 /// The profile text for a setup. `daemon_home` is the HOME the daemon would give the gateway: a
 /// setup of another home sets its own.
-pub fn profile_yaml(name: &str, s: &Setup, daemon_home: Option<&Path>) -> String {
+pub fn profile_yaml(s: &Setup, daemon_home: Option<&Path>) -> String {
     let mut y = String::new();
     let source = match &s.unit {
         Some(u) => format!("{} and {}", s.state_dir.value.display(), u.describe()),
@@ -739,19 +748,23 @@ pub fn profile_yaml(name: &str, s: &Setup, daemon_home: Option<&Path>) -> String
             quoted(bind)
         );
     }
-    if daemon_home.is_none_or(|h| !same_dir(h, &s.home.dir)) {
+    if daemon_home.is_none_or(|h| !same_dir(h, &s.home.os_home)) {
         let _ = writeln!(
             y,
             "env:\n  HOME: {}",
-            quoted(&s.home.dir.display().to_string())
+            quoted(&s.home.os_home.display().to_string())
         );
     }
+    // As the shipped profiles: Node gateways starting together on a small host take 10-30 s each.
+    let _ = writeln!(
+        y,
+        "health:\n  # Several gateways starting at once on a small machine take a while (about 10-30 s each).\n  start_deadline: 120s"
+    );
     let _ = writeln!(
         y,
         "# Each gateway gets its own token from the supervisor; a token of the unit is not copied here."
     );
     let _ = writeln!(y, "# gateway_token: generate");
-    let _ = name;
     y
 }
 
@@ -788,7 +801,11 @@ pub fn default_homes() -> Vec<Home> {
                 .map(PathBuf::from)
         });
     if let Some(dir) = mine {
-        out.push(Home::of_dir(&dir));
+        let mut home = Home::of_dir(&dir);
+        if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            home.os_home = PathBuf::from(h);
+        }
+        out.push(home);
     }
     if crate::paths::is_root() {
         if let Ok(passwd) = crate::fsx::read_regular(Path::new("/etc/passwd"), MAX_UNIT_BYTES) {
@@ -803,11 +820,15 @@ pub fn default_homes() -> Vec<Home> {
                 if dir.as_os_str().is_empty() || dir == Path::new("/") || !dir.is_dir() {
                     continue;
                 }
-                if out.iter().any(|h| same_dir(&h.dir, dir)) {
+                if out
+                    .iter()
+                    .any(|h| same_dir(&h.dir, dir) || same_dir(&h.os_home, dir))
+                {
                     continue;
                 }
                 out.push(Home {
                     dir: dir.to_path_buf(),
+                    os_home: dir.to_path_buf(),
                     uid,
                     user: f[0].to_string(),
                 });
@@ -883,18 +904,11 @@ pub fn run(opts: &Options) -> ExitCode {
             proposals.push((None, s));
             continue;
         }
-        let yaml = profile_yaml(&name, &s, daemon_home.as_deref());
+        let yaml = profile_yaml(&s, daemon_home.as_deref());
         let _ = writeln!(out, "--- {}", file.display());
         out.push_str(&yaml);
         let _ = writeln!(out, "---");
-        proposals.push((
-            Some(Proposal {
-                name,
-                setup: s.clone(),
-                yaml,
-            }),
-            s,
-        ));
+        proposals.push((Some(Proposal { name, yaml }), s));
     }
 
     // The check of the existing profiles plus the proposals: what `check` will say once written.
@@ -971,7 +985,7 @@ pub fn run(opts: &Options) -> ExitCode {
     let me = nix::unistd::geteuid().as_raw();
     let units: Vec<&FoundUnit> = proposals
         .iter()
-        .filter_map(|(_, s)| s.unit.as_ref())
+        .flat_map(|(_, s)| s.unit.iter().chain(&s.other_units))
         .collect();
     if !units.is_empty() {
         let _ = writeln!(
@@ -1010,10 +1024,21 @@ fn describe_setup(out: &mut String, name: &str, file: &Path, s: &Setup) {
         ],
         ["port".into(), s.port.value.to_string(), s.port.from.clone()],
     ];
-    if let Some(u) = &s.unit {
+    for u in s.unit.iter().chain(&s.other_units) {
         rows.push(["unit".into(), u.name.clone(), u.describe()]);
     }
     out.push_str(&super::align(&rows, "  "));
+    let me = nix::unistd::geteuid().as_raw();
+    if s.home.uid != me {
+        let _ = writeln!(
+            out,
+            "  note: the supervisor runs the gateway as its own user ({}), not as {}: files it makes in {} will be {}'s",
+            user_name(me),
+            s.home.user,
+            s.state_dir.value.display(),
+            user_name(me)
+        );
+    }
     if !s.not_copied.is_empty() {
         let _ = writeln!(
             out,
@@ -1197,6 +1222,7 @@ WantedBy=default.target
     fn fixture_home(root: &Path) -> Home {
         Home {
             dir: root.join("home"),
+            os_home: root.join("home"),
             uid: 1000,
             user: "ann".into(),
         }
@@ -1271,12 +1297,49 @@ WantedBy=default.target
     }
 
     #[test]
+    fn openclaw_home_holds_the_state_and_home_the_units() {
+        let t = tempfile::tempdir().unwrap();
+        let h = Home {
+            dir: t.path().join("oc"),
+            os_home: t.path().join("home"),
+            uid: 1000,
+            user: "ann".into(),
+        };
+        std::fs::create_dir_all(h.dir.join(".openclaw-main")).unwrap();
+        // A stray state dir in the OS home is not OpenClaw's while OPENCLAW_HOME is set.
+        std::fs::create_dir_all(h.os_home.join(".openclaw-stray")).unwrap();
+        let units = h.os_home.join(".config/systemd/user");
+        std::fs::create_dir_all(&units).unwrap();
+        // An old clawdbot unit beside the new one, both for main: one setup, both units compete.
+        let oc = h.dir.display();
+        for name in ["openclaw-gateway-main", "clawdbot-gateway-main"] {
+            std::fs::write(
+                units.join(format!("{name}.service")),
+                format!("[Service]\nExecStart=openclaw gateway --port 18000\nEnvironment=OPENCLAW_HOME={oc}\n"),
+            )
+            .unwrap();
+        }
+        let setups = discover(std::slice::from_ref(&h), &t.path().join("none"));
+        assert_eq!(setups.len(), 1, "{setups:#?}");
+        let s = &setups[0];
+        assert_eq!(s.state_dir.value, h.dir.join(".openclaw-main"));
+        assert_eq!(s.port.value, 18000);
+        assert_eq!(
+            s.unit.as_ref().unwrap().name,
+            "clawdbot-gateway-main.service"
+        );
+        assert_eq!(s.other_units.len(), 1);
+        assert_eq!(s.other_units[0].name, "openclaw-gateway-main.service");
+    }
+
+    #[test]
     fn names_are_unique_and_valid() {
         let t = tempfile::tempdir().unwrap();
         let mk = |user: &str, profile: Option<&str>| {
             let mut s = setup_from_dir(
                 &Home {
                     dir: t.path().to_path_buf(),
+                    os_home: t.path().to_path_buf(),
                     uid: 1,
                     user: user.into(),
                 },
