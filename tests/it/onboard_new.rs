@@ -384,7 +384,7 @@ fn a_reload_with_a_clashing_new_profile_tells_the_new_one_to_move() {
     let out = d.ctl(&["reload"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
-    assert!(err.contains(&format!("error: ops (")), "{err}");
+    assert!(err.contains("error: ops ("), "{err}");
     assert!(
         err.contains(&format!("move ops to {} or above", p + 111)),
         "{err}"
