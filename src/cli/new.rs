@@ -516,8 +516,7 @@ pub fn run(opts: &Options) -> ExitCode {
     if !plan.report.ok() {
         let _ = std::fs::remove_file(&file);
         return refuse(format!(
-            "the check failed with {}: removed {} again",
-            file.display(),
+            "the check above failed with the new profile: removed {} again",
             file.display()
         ));
     }

@@ -394,3 +394,26 @@ fn a_reload_with_a_clashing_new_profile_tells_the_new_one_to_move() {
     let out = scene.check();
     assert!(stdout(&out).contains("move rescue to"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_new_profile_that_fails_the_check_is_removed_again() {
+    let scene = Scene::new();
+    // a already uses the state dir OpenClaw gives the profile `b`.
+    scene.profile("a.yaml", "port: 18789\nstate_dir: ~/.openclaw-b\n");
+    let out = new(&scene, "supervisor.d", "b", &["--port", "19500"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("is also a's state dir"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "removed {} again",
+            scene.path("supervisor.d/b.yaml").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!scene.path("supervisor.d/b.yaml").exists());
+}
