@@ -349,152 +349,89 @@ fn refuse(msg: impl std::fmt::Display) -> ExitCode {
 
 /// `openclawctl new NAME [--port N] [--from-profile P] [--config-dir DIR] [--start]`.
 pub fn run(opts: &Options) -> ExitCode {
-    let name: InstanceName = match opts.name.parse() {
-        Ok(n) => n,
-        Err(e) => return refuse(format!("instance name {e}")),
-    };
+    match write(opts) {
+        Err(why) => refuse(why),
+        Ok(None) => ExitCode::from(super::EXIT_CHECK_FAILED),
+        Ok(Some(_)) if !opts.start => {
+            println!(
+                "next: `openclawctl reload` (or `new` with --start) has the daemon start {}",
+                opts.name
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Some(file)) => start(&opts.socket, &opts.name, &file),
+    }
+}
+
+/// The steps up to the check: the file written and checked (`Some`), or taken back because the
+/// check failed (`None`, said), or refused before anything was written (`Err`).
+fn write(opts: &Options) -> Result<Option<PathBuf>, String> {
+    let name: InstanceName = opts
+        .name
+        .parse()
+        .map_err(|e| format!("instance name {e}"))?;
     let name = name.as_str();
     let dir = without_dots(&absolute(&opts.config_dir));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        return refuse(format!(
-            "cannot create the config dir {}: {e}",
-            dir.display()
-        ));
-    }
-    let file = dir.join(format!("{name}.yaml"));
-
-    // What the dir holds now: files by name (even those that do not parse), instances by name.
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the config dir {}: {e}", dir.display()))?;
     let before = profile::load(&dir);
-    let taken = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| profile::load::is_profile_file(p))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    if let Some(f) = taken.iter().find(|f| {
-        f.file_stem()
-            .and_then(|s| s.to_str())
-            .is_some_and(|s| s.eq_ignore_ascii_case(name))
-    }) {
-        return refuse(format!(
-            "{} exists: `new` never overwrites a profile; edit it, or pick another name",
-            f.display()
-        ));
-    }
-    if let Some(p) = before
-        .profiles
-        .iter()
-        .find(|p| p.name.as_str().eq_ignore_ascii_case(name))
-    {
-        return refuse(format!(
-            "the instance {} already exists ({}); names are compared ignoring case: pick another name",
-            p.name, p.name_at
-        ));
-    }
-
+    name_is_free(&dir, name, &before)?;
     let existing = match &opts.from_profile {
         None => None,
-        Some(p) => {
-            if let Err(e) = p.parse::<InstanceName>() {
-                return refuse(format!("--from-profile: OpenClaw profile {e}"));
-            }
-            let e = match locate_existing(p, &|v| std::env::var(v).ok()) {
-                Ok(e) => e,
-                Err(why) => return refuse(format!("--from-profile {p}: {why}")),
-            };
-            if !e.state_dir.is_dir() {
-                return refuse(format!(
-                    "--from-profile {p}: OpenClaw's state dir {} does not exist; set the profile up first (`openclaw --profile {p} setup`), or leave out --from-profile",
-                    e.state_dir.display()
-                ));
-            }
-            Some(e)
-        }
+        Some(p) => Some(existing_profile(p)?),
     };
     let config_port = match &existing {
+        Some(e) => gateway_port_of(e)?,
         None => None,
-        Some(e) => match openclaw::read_config(&e.config_path) {
-            Ok(cfg) => cfg.gateway_port.map(|p| (p.value, p.line)),
-            Err(problems) => {
-                let list: Vec<String> = problems
-                    .iter()
-                    .map(|p| {
-                        let at = if p.line > 0 {
-                            format!("{}:{}", e.config_path.display(), p.line)
-                        } else {
-                            e.config_path.display().to_string()
-                        };
-                        format!("{at}: {}", p.message)
-                    })
-                    .collect();
-                return refuse(format!(
-                    "--from-profile: cannot read the config file: {}",
-                    list.join("; ")
-                ));
-            }
-        },
     };
 
     let claims = claims_of(&before);
     let found = listeners();
     let eph = Ephemeral::read();
-    let asked = match (opts.port, config_port) {
+    let asked = match (opts.port, &config_port) {
         (Some(p), _) => Some((p, "--port".to_string())),
-        (None, Some((p, line))) => Some((
-            p,
-            format!(
-                "gateway.port of {}:{line}",
-                existing
-                    .as_ref()
-                    .map_or_else(String::new, |e| e.config_path.display().to_string())
-            ),
-        )),
+        (None, Some((p, at))) => Some((*p, format!("gateway.port of {at}"))),
         (None, None) => None,
     };
-    let (port, why_port) = match &asked {
+    let (port, why_port) = match asked {
         Some((p, from)) => {
-            let no = refusals(*p, &claims, &found, eph.as_ref());
+            let no = refusals(p, &claims, &found, eph.as_ref());
             if !no.is_empty() {
-                let lines = refusal_lines(&no, *p, eph.as_ref());
-                let free = pick(&claims, &found, eph.as_ref())
-                    .map_or_else(String::new, |g| format!("; the lowest free block starts at {g} (leave out --port to take it)"));
-                return refuse(format!(
+                let lines = refusal_lines(&no, p, eph.as_ref());
+                let free = pick(&claims, &found, eph.as_ref()).map_or_else(String::new, |g| {
+                    format!("; the lowest free block starts at {g} (leave out --port to take it)")
+                });
+                return Err(format!(
                     "port {p} ({from}) will not do:\n{}\nnothing written{free}",
                     lines.join("\n")
                 ));
             }
-            (*p, format!("from {from}"))
+            (p, format!("from {from}"))
         }
-        None => match pick(&claims, &found, eph.as_ref()) {
-            Some(g) => (
-                g,
-                "the lowest free block from 18789 up".to_string(),
-            ),
-            None => {
-                return refuse(
-                    "no block of 111 ports from 18789 to 65535 is free of claims, listeners and the ephemeral range: pick one with --port",
-                )
-            }
-        },
+        None => (
+            pick(&claims, &found, eph.as_ref()).ok_or(
+                "no block of 111 ports from 18789 to 65535 is free of claims, listeners and the ephemeral range: pick one with --port",
+            )?,
+            "the lowest free block from 18789 up".to_string(),
+        ),
     };
+    // A port from the config file stays there: the profile does not repeat it.
     let written_port = match (opts.port, config_port) {
         (None, Some(_)) => None,
         _ => Some(port),
     };
     let text = profile_text(name, written_port, port, &why_port, existing.as_ref());
 
+    let file = dir.join(format!("{name}.yaml"));
     // O_EXCL: a file that appeared meanwhile is not overwritten either.
-    let written = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&file)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
-    if let Err(e) = written {
-        return refuse(format!("cannot write {}: {e}", file.display()));
-    }
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     println!("wrote {}", file.display());
     println!(
         "port {port}: {why_port}: no profile claims its block {}-{}, nothing listens in it, and it lies outside the kernel's ephemeral range{}",
@@ -503,6 +440,7 @@ pub fn run(opts: &Options) -> ExitCode {
         eph.as_ref().map_or_else(String::new, |e| format!(" {e}"))
     );
 
+    // The check of the whole dir, the new instance the one told to move in a clash.
     let plan = profile::load_marking(&dir, &|p| p.name.as_str() == name);
     let mine: Vec<profile::Profile> = plan
         .profiles
@@ -515,16 +453,93 @@ pub fn run(opts: &Options) -> ExitCode {
     println!("{}", plan.report.summary(&dir));
     if !plan.report.ok() {
         let _ = std::fs::remove_file(&file);
-        return refuse(format!(
-            "the check above failed with the new profile: removed {} again",
+        eprintln!(
+            "error: the check above failed with the new profile: removed {} again",
             file.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+/// Refuses a name a file of `dir` has (even one that does not parse) or an instance of it has,
+/// ignoring case.
+fn name_is_free(dir: &Path, name: &str, before: &Plan) -> Result<(), String> {
+    let files = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| profile::load::is_profile_file(p))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if let Some(f) = files.iter().find(|f| {
+        f.file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.eq_ignore_ascii_case(name))
+    }) {
+        return Err(format!(
+            "{} exists: `new` never overwrites a profile; edit it, or pick another name",
+            f.display()
         ));
     }
-    if !opts.start {
-        println!("next: `openclawctl reload` (or `new` with --start) has the daemon start {name}");
-        return ExitCode::SUCCESS;
+    match before
+        .profiles
+        .iter()
+        .find(|p| p.name.as_str().eq_ignore_ascii_case(name))
+    {
+        Some(p) => Err(format!(
+            "the instance {} already exists ({}); names are compared ignoring case: pick another name",
+            p.name, p.name_at
+        )),
+        None => Ok(()),
     }
-    start(&opts.socket, name, &file)
+}
+
+/// `--from-profile P`: the profile as OpenClaw finds it in this process's environment; its state
+/// dir must exist.
+fn existing_profile(p: &str) -> Result<Existing, String> {
+    p.parse::<InstanceName>()
+        .map_err(|e| format!("--from-profile: OpenClaw profile {e}"))?;
+    let e = locate_existing(p, &|v| std::env::var(v).ok())
+        .map_err(|why| format!("--from-profile {p}: {why}"))?;
+    if e.state_dir.to_str().is_none() || e.config_path.to_str().is_none() {
+        return Err(format!(
+            "--from-profile {p}: {} or {} is not UTF-8, which a profile cannot hold",
+            e.state_dir.display(),
+            e.config_path.display()
+        ));
+    }
+    if !e.state_dir.is_dir() {
+        return Err(format!(
+            "--from-profile {p}: OpenClaw's state dir {} does not exist; set the profile up first (`openclaw --profile {p} setup`), or leave out --from-profile",
+            e.state_dir.display()
+        ));
+    }
+    Ok(e)
+}
+
+/// The config file's `gateway.port` and its `file:line`, if it sets one.
+fn gateway_port_of(e: &Existing) -> Result<Option<(u16, String)>, String> {
+    let show = |line: usize| {
+        if line > 0 {
+            format!("{}:{line}", e.config_path.display())
+        } else {
+            e.config_path.display().to_string()
+        }
+    };
+    match openclaw::read_config(&e.config_path) {
+        Ok(cfg) => Ok(cfg.gateway_port.map(|p| (p.value, show(p.line)))),
+        Err(problems) => {
+            let list: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", show(p.line), p.message))
+                .collect();
+            Err(format!(
+                "--from-profile: cannot read the config file: {}",
+                list.join("; ")
+            ))
+        }
+    }
 }
 
 /// `--start`: the daemon's reload, then the instance's status.
