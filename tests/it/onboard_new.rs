@@ -329,10 +329,19 @@ fn new_with_start_has_the_running_daemon_start_it() {
 fn check_and_ports_warn_of_a_port_in_the_hosts_ephemeral_range() {
     let (start, end, _) = host_range();
     // A block that starts inside the range (and that no reserved port covers whole).
-    let g = (start..=end.min(65425))
+    let Some(g) = (start..=end.min(65425))
         .step_by(111)
         .find(|&g| in_range(g, g + 110))
-        .expect("a gateway port in the ephemeral range");
+    else {
+        // Only a host whose whole range is reserved (or above 65425) has none.
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI has the default range 32768-60999"
+        );
+        eprintln!("SKIPPED: no gateway port in this host's ephemeral range {start}-{end} that is not reserved");
+        return;
+    };
     let scene = Scene::new();
     scene.profile("hi.yaml", &format!("port: {g}\n"));
     let out = scene.check();
