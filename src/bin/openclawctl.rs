@@ -31,6 +31,28 @@ enum Command {
         #[arg(long, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
         config_dir: Option<PathBuf>,
     },
+    /// Write NAME.yaml for one more gateway on a free block of ports, and check the whole dir.
+    ///
+    /// The port: the lowest gateway port G from 18789 up (in steps of 111) whose block G..G+110
+    /// no profile claims, where no process listens now, outside the kernel's ephemeral range.
+    /// Never overwrites a file; removes it again if the check fails (exit 1).
+    New {
+        /// The instance name (letters, digits, `_`, `-`; compared ignoring case).
+        name: String,
+        /// Check this gateway port instead of searching for one; refused with the reason.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Take the state dir and config file of this existing OpenClaw profile (`default` for
+        /// ~/.openclaw), and its gateway.port when the config file sets one.
+        #[arg(long, value_name = "PROFILE")]
+        from_profile: Option<String>,
+        /// The profiles directory (same default as `check`).
+        #[arg(long, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+        /// Then ask the running daemon to reload, which starts the instance, and show its status.
+        #[arg(long)]
+        start: bool,
+    },
     /// Show every instance's ports and paths, and where each value came from (no daemon needed).
     Ports {
         /// The profiles directory (same default as `check`).
@@ -159,6 +181,20 @@ fn main() -> ExitCode {
         Command::Check { config_dir } => {
             cli::check(&config_dir.unwrap_or_else(paths::default_config_dir))
         }
+        Command::New {
+            name,
+            port,
+            from_profile,
+            config_dir,
+            start,
+        } => cli::new::run(&cli::new::Options {
+            name,
+            port,
+            from_profile,
+            config_dir: config_dir.unwrap_or_else(paths::default_config_dir),
+            start,
+            socket,
+        }),
         Command::Ports { config_dir, json } => {
             cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
         }

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 pub mod import;
+pub mod new;
 pub mod remote;
 
+use crate::profile::ephemeral::{self, Ephemeral};
 use crate::profile::resolve::ClaimSource;
 use crate::profile::{self, Origin, Plan, Profile, Sourced};
 
@@ -34,13 +36,19 @@ fn exit_for(plan: &Plan) -> ExitCode {
     }
 }
 
-/// `ports [--config-dir DIR] [--json]`: each instance's ports and paths with their origins. The
-/// check's diagnostics follow on stderr; exit 1 if it failed.
+/// `ports [--config-dir DIR] [--json]`: each instance's ports and paths with their origins, and
+/// the host's ephemeral range (claims in it marked). The check's diagnostics follow on stderr;
+/// exit 1 if it failed.
 pub fn ports(dir: &Path, json: bool) -> ExitCode {
     let plan = profile::load(dir);
     let mut out = std::io::stdout().lock();
     if json {
-        let view: Vec<InstanceView> = plan.profiles.iter().map(InstanceView::from).collect();
+        let eph = plan.ephemeral.as_ref();
+        let view: Vec<InstanceView> = plan
+            .profiles
+            .iter()
+            .map(|p| InstanceView::of(p, eph))
+            .collect();
         match serde_json::to_string_pretty(&view) {
             Ok(text) => {
                 let _ = writeln!(out, "{text}");
@@ -51,7 +59,11 @@ pub fn ports(dir: &Path, json: bool) -> ExitCode {
             }
         }
     } else {
-        let _ = write!(out, "{}", ports_table(&plan.profiles));
+        let _ = write!(
+            out,
+            "{}",
+            ports_table(&plan.profiles, plan.ephemeral.as_ref())
+        );
     }
     if !plan.report.diagnostics.is_empty() {
         eprint!("{}", plan.report);
@@ -60,8 +72,9 @@ pub fn ports(dir: &Path, json: bool) -> ExitCode {
     exit_for(&plan)
 }
 
-/// The human form of `ports`: a block per instance, one row per port or path, with its origin.
-pub fn ports_table(profiles: &[Profile]) -> String {
+/// The human form of `ports`: a block per instance, one row per port or path, with its origin; a
+/// claim the kernel may hand out as an ephemeral port is marked, and the range ends the table.
+pub fn ports_table(profiles: &[Profile], eph: Option<&Ephemeral>) -> String {
     let mut s = String::new();
     for p in profiles {
         let mut rows: Vec<[String; 3]> = vec![[
@@ -83,6 +96,15 @@ pub fn ports_table(profiles: &[Profile]) -> String {
                 },
                 ClaimSource::Config(_) => format!("config file {}", c.at),
                 ClaimSource::Reserved => format!("profile {}", c.at),
+            };
+            let from = match eph.map(|e| e.overlap(c.start, c.end)) {
+                Some(o) if o == [(c.start, c.end)] && c.end <= 65535 => {
+                    format!("{from}  ! ephemeral")
+                }
+                Some(o) if !o.is_empty() && c.end <= 65535 => {
+                    format!("{from}  ! ephemeral: {}", ephemeral::spans(&o))
+                }
+                _ => from,
             };
             rows.push([c.describe(), c.span(), from]);
         }
@@ -110,6 +132,15 @@ pub fn ports_table(profiles: &[Profile]) -> String {
         }
         s.push_str(&format!("{} ({})\n", p.name, p.file.display()));
         s.push_str(&align(&rows, "  "));
+    }
+    if let Some(e) = eph {
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "kernel ephemeral ports: {e} ({}; `! ephemeral` marks claims in it)\n",
+            ephemeral::RANGE_FILE
+        ));
     }
     s
 }
@@ -171,6 +202,19 @@ pub struct InstanceView {
     /// OpenClaw's rolling log named after the profile (source `default`); a rolling file's date
     /// stands as `YYYY-MM-DD`.
     pub log_file: ValueView<PathBuf>,
+    /// The host's ephemeral port range (the same for every instance; `null` if unreadable).
+    pub ephemeral_range: Option<RangeView>,
+}
+
+/// The kernel's ephemeral ports in `ports --json`.
+#[derive(Debug, Serialize)]
+pub struct RangeView {
+    /// First port of `net.ipv4.ip_local_port_range`.
+    pub start: u32,
+    /// Last port, inclusive.
+    pub end: u32,
+    /// `net.ipv4.ip_local_reserved_ports` (`8080,9000-9100`; empty if none).
+    pub reserved: String,
 }
 
 /// A value and where it came from.
@@ -199,6 +243,9 @@ pub struct PortView {
     pub at: String,
     /// Why OpenClaw falls back from the formula, when it does.
     pub fallback: Option<String>,
+    /// The ports of the claim that lie in the kernel's ephemeral range (and are not reserved),
+    /// `40000-40110` or `32768-32800,32900`; `null` when none.
+    pub ephemeral: Option<String>,
 }
 
 fn value_view<T: Clone>(s: &Sourced<T>) -> ValueView<T> {
@@ -212,8 +259,9 @@ fn value_view<T: Clone>(s: &Sourced<T>) -> ValueView<T> {
     }
 }
 
-impl From<&Profile> for InstanceView {
-    fn from(p: &Profile) -> Self {
+impl InstanceView {
+    /// The view of `p`, its claims weighed against `eph`.
+    pub fn of(p: &Profile, eph: Option<&Ephemeral>) -> Self {
         InstanceView {
             name: p.name.to_string(),
             file: p.file.clone(),
@@ -236,12 +284,21 @@ impl From<&Profile> for InstanceView {
                     },
                     at: c.at.to_string(),
                     fallback: c.fallback.clone(),
+                    ephemeral: eph
+                        .map(|e| e.overlap(c.start, c.end))
+                        .filter(|o| !o.is_empty() && c.end <= 65535)
+                        .map(|o| ephemeral::spans(&o)),
                 })
                 .collect(),
             config_path: value_view(&p.config_path),
             state_dir: value_view(&p.state_dir),
             workspace: value_view(&p.workspace),
             log_file: value_view(&p.log_file),
+            ephemeral_range: eph.map(|e| RangeView {
+                start: e.start,
+                end: e.end,
+                reserved: e.reserved_text(),
+            }),
         }
     }
 }

@@ -6,22 +6,59 @@
 //! than comparing every pair: paths are sorted component-wise, which puts every path right after its
 //! ancestors; port claims are sorted by their first port, so only claims still open can overlap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, Kind, Location};
+use super::ephemeral::{self, Ephemeral};
 use super::openclaw::{self, Role};
 use super::openclaw::{BLOCK_SPAN, MAX_BLOCK_BASE};
 use super::paths::RealPaths;
 use super::resolve::{ClaimSource, Origin, PortClaim, Profile, Sourced};
 
-/// Every finding about the set of profiles, unsorted.
+/// What a check knows beyond the profiles themselves.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The host's ephemeral ports, read once for the check; `None`: unknown, nothing said of them.
+    pub ephemeral: Option<Ephemeral>,
+    /// The instances that are new or changed (a reload: compared with what the daemon runs;
+    /// `openclawctl new`: the one being written). In a port clash between one of these and an
+    /// instance that is not, the hint tells the new one to move; `None` (a plain check) keeps the
+    /// rule "the one whose claim starts later moves".
+    pub fresh: Option<BTreeSet<String>>,
+}
+
+impl Context {
+    /// The host's ephemeral range (read now), no knowledge of new instances.
+    pub fn host() -> Context {
+        Context {
+            ephemeral: Ephemeral::read(),
+            fresh: None,
+        }
+    }
+
+    fn is_fresh(&self, p: &Profile) -> bool {
+        self.fresh
+            .as_ref()
+            .is_some_and(|f| f.contains(p.name.as_str()))
+    }
+}
+
+/// Every finding about the set of profiles, unsorted, knowing nothing of the host.
 pub fn check(profiles: &[Profile]) -> Vec<Diagnostic> {
+    check_with(profiles, &Context::default())
+}
+
+/// Every finding about the set of profiles, unsorted.
+pub fn check_with(profiles: &[Profile], ctx: &Context) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     duplicate_names(profiles, &mut out);
     shared_openclaw_profiles(profiles, &mut out);
     port_validity(profiles, &mut out);
-    port_overlaps(profiles, &mut out);
+    port_overlaps(profiles, ctx, &mut out);
+    if let Some(e) = &ctx.ephemeral {
+        ephemeral_ports(profiles, e, &mut out);
+    }
     path_overlaps(profiles, &mut out);
     out
 }
@@ -246,7 +283,7 @@ struct PairOverlap {
     more: usize,
 }
 
-fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
+fn port_overlaps(profiles: &[Profile], ctx: &Context, out: &mut Vec<Diagnostic>) {
     let mut entries: Vec<Entry<'_>> = profiles
         .iter()
         .enumerate()
@@ -296,11 +333,20 @@ fn port_overlaps(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
             match pairs.get_mut(&key) {
                 Some(found) => found.more += 1,
                 None => {
+                    // A new (or changed) instance that runs into one already running is the one
+                    // told to move, wherever its claim starts.
+                    let (later, earlier) = if ctx.is_fresh(&profiles[other.inst])
+                        && !ctx.is_fresh(&profiles[e.inst])
+                    {
+                        (a, i)
+                    } else {
+                        (i, a)
+                    };
                     pairs.insert(
                         key,
                         PairOverlap {
-                            later: i,
-                            earlier: a,
+                            later,
+                            earlier,
                             more: 0,
                         },
                     );
@@ -350,14 +396,19 @@ fn port_finding(
         ClaimSource::Derived(Role::Gateway) => "port".to_string(),
         _ => c.describe(),
     };
+    // `e` may start before `other` when it is the new instance told to move.
     let relation = if e.start == other.start && e.end == other.end {
         "is also".to_string()
-    } else if e.start == e.end || (e.end <= other.end && e.start >= other.start) {
+    } else if e.start >= other.start && e.end <= other.end {
         "lies inside".to_string()
-    } else if other.start == other.end || other.end <= e.end && other.start == e.start {
+    } else if other.start >= e.start && other.end <= e.end {
         "covers".to_string()
     } else {
-        format!("overlaps at {}-{}", e.start, other.end.min(e.end))
+        format!(
+            "overlaps at {}-{}",
+            e.start.max(other.start),
+            other.end.min(e.end)
+        )
     };
     let relation = match relation.strip_prefix("overlaps at ") {
         Some(range) => format!("overlaps, at {range},"),
@@ -398,6 +449,143 @@ fn port_finding(
         })
         .other(them.name.as_str(), other.claim.at.clone())
         .hint(hint)
+}
+
+/// One warning per instance with claims the kernel may hand out as ephemeral ports (not an error:
+/// the gateway may well bind, but at random it will not).
+fn ephemeral_ports(profiles: &[Profile], eph: &Ephemeral, out: &mut Vec<Diagnostic>) {
+    let mut free: Option<FreeBlocks> = None;
+    for (inst, p) in profiles.iter().enumerate() {
+        let hits: Vec<(&PortClaim, Vec<(u32, u32)>)> = p
+            .ports
+            .iter()
+            .filter(|c| c.end <= 65535)
+            .map(|c| (c, eph.overlap(c.start, c.end)))
+            .filter(|(_, o)| !o.is_empty())
+            .collect();
+        let Some((first, _)) = hits.first() else {
+            continue;
+        };
+        let mut derived: Vec<(u32, u32)> = Vec::new();
+        let mut parts: Vec<String> = Vec::new();
+        let mut hints: Vec<String> = Vec::new();
+        for (c, o) in &hits {
+            match &c.source {
+                ClaimSource::Derived(_) => derived.extend(o.iter().copied()),
+                ClaimSource::Config(field) => {
+                    parts.push(format!("{} {} ({})", c.describe(), c.span(), c.at));
+                    hints.push(format!(
+                        "change `{field}` in {} to a port outside the range",
+                        c.at.file.display()
+                    ));
+                }
+                ClaimSource::Reserved => {
+                    parts.push(format!("{} {} ({})", c.describe(), c.span(), c.at));
+                    hints.push(format!("move {}'s reserve_ports outside the range", p.name));
+                }
+            }
+        }
+        if !derived.is_empty() {
+            derived.sort();
+            let merged = merge(&derived);
+            parts.insert(
+                0,
+                format!(
+                    "port{} {} of the block of gateway port {}",
+                    if merged.len() == 1 && merged[0].0 == merged[0].1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    ephemeral::spans(&merged),
+                    p.port.value,
+                ),
+            );
+            let blocks = free.get_or_insert_with(|| all_blocks(profiles));
+            let below = |from: u32| {
+                blocks
+                    .base_from(from, inst, &p.ports)
+                    .filter(|b| b + BLOCK_SPAN - 1 < eph.start)
+            };
+            let to = below(u32::from(openclaw::DEFAULT_GATEWAY_PORT))
+                .or_else(|| below(1024))
+                .or_else(|| blocks.base_from(eph.end + 1, inst, &p.ports));
+            hints.insert(
+                0,
+                match to {
+                    Some(b) => format!("move {} to {b} (outside the range)", p.name),
+                    None => format!("move {} outside the range", p.name),
+                },
+            );
+        }
+        let all: Vec<(u32, u32)> = hits.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+        let top = all.iter().map(|o| o.1).max().unwrap_or(eph.end);
+        let mut reserve = eph.reserved.clone();
+        reserve.extend(merge(&{
+            let mut a = all.clone();
+            a.sort();
+            a
+        }));
+        reserve.sort();
+        let mut fix = hints.join(", or ");
+        if top < eph.end {
+            fix.push_str(&format!(
+                ", or narrow the range to leave them out: sysctl -w net.ipv4.ip_local_port_range=\"{} {}\"",
+                top + 1,
+                eph.end
+            ));
+        }
+        fix.push_str(&format!(
+            ", or reserve the ports: sysctl -w net.ipv4.ip_local_reserved_ports={} (both in /etc/sysctl.d/ to last)",
+            ephemeral::spans(&merge(&reserve))
+        ));
+        out.push(
+            Diagnostic::warning(
+                Kind::EphemeralPort,
+                first.at.clone(),
+                format!(
+                    "{} lie in the kernel's ephemeral port range {eph} ({}): any outgoing connection on this host may take such a port first; the gateway then fails to bind at random",
+                    parts.join("; "),
+                    ephemeral::RANGE_FILE
+                ),
+            )
+            .instance(p.name.as_str())
+            .field("port")
+            .hint(fix),
+        );
+    }
+}
+
+/// Sorted inclusive ranges, those that touch or overlap joined.
+fn merge(sorted: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &(a, b) in sorted {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The free blocks among every claim of every instance.
+fn all_blocks(profiles: &[Profile]) -> FreeBlocks {
+    let mut spans: Vec<Span> = profiles
+        .iter()
+        .enumerate()
+        .flat_map(|(inst, p)| {
+            p.ports
+                .iter()
+                .filter(|c| c.end <= 65535)
+                .map(move |c| Span {
+                    start: c.start,
+                    end: c.end,
+                    inst,
+                })
+        })
+        .collect();
+    spans.sort_by_key(|s| (s.start, s.end));
+    FreeBlocks::new(spans.into_iter())
 }
 
 /// Answers "where is the lowest gateway port, at or above F, whose whole block G..G+110 no other
@@ -1185,6 +1373,140 @@ mod claim_tests {
             of_kind(&plan, Kind::PathConflict).is_empty(),
             "{}",
             plan.report
+        );
+    }
+
+    /// Checks `d/` of the files with `ctx` (the ephemeral range, the new instances).
+    fn run_with(files: Vec<(String, String)>, ctx: &Context) -> (tempfile::TempDir, Plan) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let t = root.path().display().to_string();
+        for (path, text) in &files {
+            let p = root.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, text.replace("$T", &t)).expect("write");
+        }
+        let plan = super::super::load_with(&root.path().join("d"), &|_| None, ctx);
+        (root, plan)
+    }
+
+    fn fresh(names: &[&str]) -> Context {
+        Context {
+            ephemeral: None,
+            fresh: Some(names.iter().map(|n| n.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn in_a_clash_the_new_instance_is_told_to_move_even_when_it_starts_lower() {
+        // ops (new) at 18950 reaches into rescue (running) at 19001.
+        let files = || vec![profile("rescue", 19001, ""), profile("ops", 18950, "")];
+        let (_t, plain) = run_with(files(), &Context::default());
+        let d = of_kind(&plain, Kind::PortConflict);
+        assert_eq!(d.len(), 1, "{}", plain.report);
+        assert_eq!(d[0].instance.as_deref(), Some("rescue"));
+        assert!(
+            d[0].hint
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("move rescue to"),
+            "{}",
+            plain.report
+        );
+
+        let (_t, marked) = run_with(files(), &fresh(&["ops"]));
+        let d = of_kind(&marked, Kind::PortConflict);
+        assert_eq!(d.len(), 1, "{}", marked.report);
+        assert_eq!(d[0].instance.as_deref(), Some("ops"));
+        assert_eq!(d[0].other.as_ref().map(|o| o.0.as_str()), Some("rescue"));
+        assert!(
+            d[0].message
+                .starts_with("browser CDP range 18961-19060 covers rescue's port 19001"),
+            "{}",
+            marked.report
+        );
+        assert_eq!(d[0].hint.as_deref(), Some("move ops to 19112 or above"));
+
+        // Both new: the plain rule.
+        let (_t, both) = run_with(files(), &fresh(&["ops", "rescue"]));
+        assert_eq!(
+            of_kind(&both, Kind::PortConflict)[0].instance.as_deref(),
+            Some("rescue")
+        );
+    }
+
+    fn range(start: u32, end: u32, reserved: Vec<(u32, u32)>) -> Context {
+        Context {
+            ephemeral: Some(Ephemeral {
+                start,
+                end,
+                reserved,
+            }),
+            fresh: None,
+        }
+    }
+
+    #[test]
+    fn a_block_in_the_ephemeral_range_is_a_warning_with_the_way_out() {
+        let files = || vec![profile("main", 18789, ""), profile("rescue", 40000, "")];
+        let (_t, plan) = run_with(files(), &range(32768, 60999, Vec::new()));
+        assert!(plan.report.ok(), "{}", plan.report);
+        let d = of_kind(&plan, Kind::EphemeralPort);
+        assert_eq!(d.len(), 1, "{}", plan.report);
+        assert_eq!(d[0].severity, Severity::Warning);
+        assert_eq!(d[0].instance.as_deref(), Some("rescue"));
+        assert!(d[0].at.file.ends_with("d/rescue.yaml") && d[0].at.line == 1);
+        assert!(
+            d[0].message.starts_with(
+                "ports 40000-40110 of the block of gateway port 40000 lie in the kernel's ephemeral port range 32768-60999"
+            ),
+            "{}",
+            d[0].message
+        );
+        assert!(d[0].message.contains("fails to bind at random"));
+        let hint = d[0].hint.as_deref().unwrap_or("");
+        assert!(
+            hint.starts_with("move rescue to 18900 (outside the range)"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("net.ipv4.ip_local_reserved_ports=40000-40110"),
+            "{hint}"
+        );
+
+        // Reserved ports are never handed out: no warning.
+        let (_t, plan) = run_with(files(), &range(32768, 60999, vec![(40000, 40110)]));
+        assert!(
+            of_kind(&plan, Kind::EphemeralPort).is_empty(),
+            "{}",
+            plan.report
+        );
+        // A range the block does not reach: no warning; no range known: none either.
+        let (_t, plan) = run_with(files(), &range(50000, 60999, Vec::new()));
+        assert!(of_kind(&plan, Kind::EphemeralPort).is_empty());
+        let (_t, plan) = run_with(files(), &Context::default());
+        assert!(of_kind(&plan, Kind::EphemeralPort).is_empty());
+    }
+
+    #[test]
+    fn a_config_file_port_in_the_range_names_its_setting() {
+        let files = vec![
+            profile("main", 18789, ""),
+            config(
+                "main",
+                "{ browser: { cdpUrl: \"http://127.0.0.1:45000\" } }",
+            ),
+        ];
+        let (_t, plan) = run_with(files, &range(32768, 60999, Vec::new()));
+        let d = of_kind(&plan, Kind::EphemeralPort);
+        assert_eq!(d.len(), 1, "{}", plan.report);
+        assert!(d[0].message.contains("45000"), "{}", d[0].message);
+        assert!(
+            d[0].hint
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("change `browser.cdpUrl` in "),
+            "{:?}",
+            d[0].hint
         );
     }
 }

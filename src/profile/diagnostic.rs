@@ -88,6 +88,8 @@ pub enum Kind {
     PortFallback,
     /// Values that disagree without breaking anything.
     Inconsistent,
+    /// A claimed port lies in the kernel's ephemeral range (a warning).
+    EphemeralPort,
 }
 
 impl Kind {
@@ -106,6 +108,7 @@ impl Kind {
             Kind::PortOutOfRange => "port-out-of-range",
             Kind::PortFallback => "port-fallback",
             Kind::Inconsistent => "inconsistent",
+            Kind::EphemeralPort => "ephemeral-port",
         }
     }
 }

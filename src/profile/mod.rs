@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod ephemeral;
 pub mod load;
 pub mod locate;
 pub mod openclaw;
@@ -30,13 +31,34 @@ pub struct Plan {
     pub profiles: Vec<Profile>,
     /// Everything found; the plan may be started only if `report.ok()`.
     pub report: Report,
+    /// The host's ephemeral ports as the check read them (`None`: not read, or unreadable).
+    pub ephemeral: Option<ephemeral::Ephemeral>,
 }
 
-/// Reads and checks every profile in `dir`, with the daemon's environment for `~` and `${VAR}`.
-/// The files' text is gone once this returns (a plan keeps none of it), and so is the memory
-/// their parsing took (see [`give_back_memory`]).
+/// Reads and checks every profile in `dir`, with the daemon's environment for `~` and `${VAR}`
+/// and the host's ephemeral port range (read once, now). The files' text is gone once this
+/// returns (a plan keeps none of it), and so is the memory their parsing took (see
+/// [`give_back_memory`]).
 pub fn load(dir: &Path) -> Plan {
-    let plan = load_with_env(dir, &|var| std::env::var(var).ok());
+    load_marking(dir, &|_| false)
+}
+
+/// Like [`load`], with the instances for which `fresh` holds (new or changed ones: a reload, `new`)
+/// told to move in a port clash with one that is not. Resolves first, then asks `fresh`, then checks.
+pub fn load_marking(dir: &Path, fresh: &dyn Fn(&Profile) -> bool) -> Plan {
+    let env = |var: &str| std::env::var(var).ok();
+    let read = read_resolved(dir, &env);
+    let marked: std::collections::BTreeSet<String> = read
+        .profiles
+        .iter()
+        .filter(|p| fresh(p))
+        .map(|p| p.name.to_string())
+        .collect();
+    let ctx = check::Context {
+        ephemeral: ephemeral::Ephemeral::read(),
+        fresh: (!marked.is_empty()).then_some(marked),
+    };
+    let plan = read.check(dir, &ctx);
     give_back_memory();
     plan
 }
@@ -53,30 +75,64 @@ fn give_back_memory() {
     }
 }
 
-/// Reads and checks every profile in `dir`, looking variables up through `env`.
+/// Reads and checks every profile in `dir`, looking variables up through `env`, knowing nothing of
+/// the host.
 pub fn load_with_env(dir: &Path, env: resolve::EnvLookup<'_>) -> Plan {
+    load_with(dir, env, &check::Context::default())
+}
+
+/// Reads and checks every profile in `dir`, looking variables up through `env`, with what `ctx`
+/// knows (the ephemeral range, the new instances).
+pub fn load_with(dir: &Path, env: resolve::EnvLookup<'_>, ctx: &check::Context) -> Plan {
+    read_resolved(dir, env).check(dir, ctx)
+}
+
+/// Every profile of a dir, read and resolved, not yet checked as a set.
+struct Resolved {
+    profiles: Vec<Profile>,
+    diagnostics: Vec<Diagnostic>,
+    count: usize,
+}
+
+fn read_resolved(dir: &Path, env: resolve::EnvLookup<'_>) -> Resolved {
     let load::DirContents {
         files,
         diagnostics: mut diags,
         count,
     } = load::read_dir(dir);
-    let mut report = Report {
-        profiles: count,
-        ..Report::default()
-    };
     let mut profiles = Vec::with_capacity(files.len());
     for pf in &files {
         let mut resolved = resolve::resolve(pf, env);
         diags.append(&mut resolved.diagnostics);
         profiles.extend(resolved.profile);
     }
-    diags.extend(check::check(&profiles));
-    report.diagnostics = diags;
-    report.sort();
-    profiles.sort_by(|a, b| a.name.cmp(&b.name));
-    Plan {
-        dir: dir.to_path_buf(),
+    Resolved {
         profiles,
-        report,
+        diagnostics: diags,
+        count,
+    }
+}
+
+impl Resolved {
+    fn check(self, dir: &Path, ctx: &check::Context) -> Plan {
+        let Resolved {
+            mut profiles,
+            diagnostics: mut diags,
+            count,
+        } = self;
+        let mut report = Report {
+            profiles: count,
+            ..Report::default()
+        };
+        diags.extend(check::check_with(&profiles, ctx));
+        report.diagnostics = diags;
+        report.sort();
+        profiles.sort_by(|a, b| a.name.cmp(&b.name));
+        Plan {
+            dir: dir.to_path_buf(),
+            profiles,
+            report,
+            ephemeral: ctx.ephemeral.clone(),
+        }
     }
 }

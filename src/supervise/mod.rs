@@ -345,28 +345,43 @@ impl Supervisor {
     pub async fn reload(&self, dir: &std::path::Path, dry_run: bool) -> ReloadOutcome {
         let _one = self.reloading.lock().await;
         let d = dir.to_path_buf();
-        let plan = match tokio::task::spawn_blocking(move || crate::profile::load(&d)).await {
-            Ok(p) => p,
-            Err(e) => {
-                let mut plan = Plan {
-                    dir: dir.to_path_buf(),
-                    profiles: Vec::new(),
-                    report: Default::default(),
-                };
-                plan.report
-                    .diagnostics
-                    .push(crate::profile::Diagnostic::error(
-                        crate::profile::Kind::Io,
-                        crate::profile::Location::file(dir),
-                        format!("reading the profiles failed: {e}"),
-                    ));
-                return ReloadOutcome {
-                    plan,
-                    changes: Vec::new(),
-                    applied: false,
-                };
-            }
+        // The check's advice in a clash goes to the instance that is new or changed.
+        let running: BTreeMap<String, Arc<Profile>> = self
+            .instances()
+            .iter()
+            .map(|(n, h)| (n.clone(), h.profile.clone()))
+            .collect();
+        let fresh = move |p: &Profile| {
+            running
+                .get(p.name.as_str())
+                .is_none_or(|old| changed_fields(old, p).iter().any(|f| f.restart))
         };
+        let plan =
+            match tokio::task::spawn_blocking(move || crate::profile::load_marking(&d, &fresh))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let mut plan = Plan {
+                        dir: dir.to_path_buf(),
+                        profiles: Vec::new(),
+                        report: Default::default(),
+                        ephemeral: None,
+                    };
+                    plan.report
+                        .diagnostics
+                        .push(crate::profile::Diagnostic::error(
+                            crate::profile::Kind::Io,
+                            crate::profile::Location::file(dir),
+                            format!("reading the profiles failed: {e}"),
+                        ));
+                    return ReloadOutcome {
+                        plan,
+                        changes: Vec::new(),
+                        applied: false,
+                    };
+                }
+            };
         let mut plan = plan;
         let limits = self.shared.containment.limit_errors(&plan.profiles);
         if !limits.is_empty() {

@@ -475,6 +475,23 @@ pub fn listening_inodes<T>(ports: &HashMap<u16, T>) -> HashMap<String, u16> {
     out
 }
 
+/// Every TCP socket of the host that listens, as (port, `socket:[inode]`), from /proc/net/tcp and
+/// /proc/net/tcp6. Blocking (reads every TCP socket of the host).
+pub fn all_listeners() -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            out.extend(
+                text.lines()
+                    .skip(1)
+                    .filter_map(listener)
+                    .map(|(port, inode)| (port, format!("socket:[{inode}]"))),
+            );
+        }
+    }
+    out
+}
+
 /// `socket:[inode]` -> port, for the listeners on one of `ports` in a `/proc/net/tcp` or
 /// `/proc/net/tcp6` table (its first line is a header).
 fn listening_in<'t, T>(

@@ -16,5 +16,6 @@ mod hostile_files;
 mod hostile_own;
 mod hostile_tree;
 mod onboard_import;
+mod onboard_new;
 mod supervise;
 mod systemd;
