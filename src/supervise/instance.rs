@@ -866,7 +866,7 @@ impl Task {
                 self.set_state(
                     State::Exited,
                     format!(
-                        "{ended}; restart policy {} does not restart it",
+                        "{ended}; the restart policy ({}) does not restart it",
                         self.profile.restart.policy.as_str()
                     ),
                 );

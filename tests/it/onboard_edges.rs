@@ -305,3 +305,27 @@ fn openclaw_not_on_path_says_to_source_the_installed_env_sh() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reload_that_changes_an_instance_says_what_changed() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    scene.fake_profile("main", ports[0], "");
+    let d = scene.daemon();
+    d.wait_status("main", "running", |s| s["state"] == "running");
+    let json = Watch::start(&d, &["--json", "main"]);
+    json.until("with main's state", |l| l.contains("\"running\""));
+
+    scene.fake_profile("main", ports[1], "");
+    ok(d.ctl(&["reload"]));
+    let lines = json.until("main stopping", |l| l.contains("\"state\":\"stopping\""));
+    let stopping: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    // The fields `reload` lists for it (a new port moves its probes' URLs and derived ports too).
+    let why = stopping["reason"].as_str().unwrap();
+    assert!(why.starts_with("reload: changed port, "), "{lines:#?}");
+    // The changed instance runs again on its new port, by the supervisor, not by an operator.
+    let s = d.wait_status("main", "running on its new port", |s| {
+        s["state"] == "running" && s["port"] == ports[1]
+    });
+    assert_eq!(counts(&s), (0, 0));
+}
