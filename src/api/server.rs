@@ -145,6 +145,15 @@ fn known_names(name: &str, names: &[String]) -> String {
     }
 }
 
+/// Where an operator's call came from, for the reason of what it does: "socket", or "TCP" and the
+/// client's address.
+fn caller<T>(req: &Request<T>) -> String {
+    match req.remote_addr() {
+        Some(addr) => format!("TCP {addr}"),
+        None => "socket".into(),
+    }
+}
+
 fn state(s: State) -> v1::InstanceState {
     match s {
         State::Stopped => v1::InstanceState::Stopped,
@@ -354,17 +363,21 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         req: Request<v1::StartInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
-        Ok(self.command(&req.into_inner().name, Command::Start).await?)
+        let by = caller(&req);
+        Ok(self
+            .command(&req.into_inner().name, |tx| Command::Start(by, tx))
+            .await?)
     }
 
     async fn stop_instance(
         &self,
         req: Request<v1::StopInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
+        let by = caller(&req);
         let r = req.into_inner();
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         Ok(self
-            .command(&r.name, |tx| Command::Stop(timeout, tx))
+            .command(&r.name, |tx| Command::Stop(timeout, by, tx))
             .await?)
     }
 
@@ -372,8 +385,9 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         req: Request<v1::RestartInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
+        let by = caller(&req);
         Ok(self
-            .command(&req.into_inner().name, Command::Restart)
+            .command(&req.into_inner().name, |tx| Command::Restart(by, tx))
             .await?)
     }
 

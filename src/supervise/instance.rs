@@ -148,12 +148,13 @@ pub enum CommandError {
 /// A command for an instance task.
 #[derive(Debug)]
 pub enum Command {
-    /// Start (no-op when running); replies once ready or failed.
-    Start(oneshot::Sender<Reply>),
+    /// Start (no-op when running); replies once ready or failed. Each command names where the
+    /// operator's call came from ("socket", "TCP 127.0.0.1:40112"), for the reasons it gives.
+    Start(String, oneshot::Sender<Reply>),
     /// Stop, optionally with another timeout than the profile's; replies once stopped.
-    Stop(Option<Duration>, oneshot::Sender<Reply>),
+    Stop(Option<Duration>, String, oneshot::Sender<Reply>),
     /// Stop if running, then start; replies once ready or failed.
-    Restart(oneshot::Sender<Reply>),
+    Restart(String, oneshot::Sender<Reply>),
 }
 
 /// What every instance task shares.
@@ -237,8 +238,8 @@ pub const BLOCKED_RECHECK: Duration = Duration::from_secs(3);
 enum Cause {
     /// The daemon's start, or a reload's, started it.
     First,
-    /// `openclawctl start` ("start") or `restart` ("restart").
-    Operator(&'static str),
+    /// `openclawctl start` or `restart`: "start (socket)", "restart (TCP 127.0.0.1:40112)".
+    Operator(String),
     /// The restart policy, after what is said.
     Policy(String),
 }
@@ -488,7 +489,7 @@ impl Task {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Start(reply) => {
+            Command::Start(by, reply) => {
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
                 match self.status.state {
@@ -498,7 +499,7 @@ impl Task {
                     State::Starting | State::Unhealthy => self.waiting_ready.push(reply),
                     _ => {
                         // An operator's start clears the history that made it fatal or slow.
-                        self.cause = Cause::Operator("start");
+                        self.cause = Cause::Operator(format!("start ({by})"));
                         self.tracker.reset();
                         self.status.last_error = None;
                         self.next_start = Some(Instant::now());
@@ -506,20 +507,21 @@ impl Task {
                     }
                 }
             }
-            Command::Stop(timeout, reply) => {
+            Command::Stop(timeout, by, reply) => {
                 self.status.want_running = false;
                 self.remember(Want::Stopped).await;
                 self.next_start = None;
-                self.stop(timeout, "operator stop".into()).await;
+                self.stop(timeout, format!("operator stop ({by})")).await;
                 self.fail_waiters(CommandError::StoppedBeforeReady);
                 let _ = reply.send(Ok(self.status.clone()));
             }
-            Command::Restart(reply) => {
+            Command::Restart(by, reply) => {
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
-                self.stop(None, "operator restart".into()).await;
+                let what = format!("restart ({by})");
+                self.stop(None, format!("operator {what}")).await;
                 self.fail_waiters(CommandError::RestartedBeforeReady);
-                self.cause = Cause::Operator("restart");
+                self.cause = Cause::Operator(what);
                 self.tracker.reset();
                 self.status.last_error = None;
                 self.next_start = Some(Instant::now());

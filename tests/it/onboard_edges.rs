@@ -170,7 +170,7 @@ fn watch_gives_every_transition_after_a_crash_its_reason() {
     ok(d.ctl(&["stop", "main"]));
     let lines = json.until("main stopped", |l| l.contains("\"state\":\"stopped\""));
     let stopping: serde_json::Value = serde_json::from_str(&lines[lines.len() - 2]).unwrap();
-    assert_eq!(stopping["reason"], "operator stop", "{lines:#?}");
+    assert_eq!(stopping["reason"], "operator stop (socket)", "{lines:#?}");
 }
 
 /// The number after `"cpu_percent":` in a JSON text.
@@ -328,4 +328,44 @@ fn a_reload_that_changes_an_instance_says_what_changed() {
         s["state"] == "running" && s["port"] == ports[1]
     });
     assert_eq!(counts(&s), (0, 0));
+}
+
+#[test]
+fn an_operators_stop_over_tcp_says_so_and_from_where() {
+    use openclaw_supervisor::api::v1;
+    use std::os::unix::fs::PermissionsExt;
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    scene.fake_profile("main", ports[0], "");
+    let token = scene.write("token", "s3cret-token\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let addr = format!("127.0.0.1:{}", ports[1]);
+    let d = scene.daemon_with(&["--tcp", &addr, "--token-file", token.to_str().unwrap()]);
+    d.wait_status("main", "running", |s| s["state"] == "running");
+    let json = Watch::start(&d, &["--json", "main"]);
+    json.until("with main's state", |l| l.contains("\"running\""));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = v1::supervisor_service_client::SupervisorServiceClient::new(channel);
+        let mut req = tonic::Request::new(v1::StopInstanceRequest {
+            name: "main".into(),
+            timeout_ms: 0,
+        });
+        req.metadata_mut()
+            .insert("authorization", "Bearer s3cret-token".parse().unwrap());
+        client.stop_instance(req).await.unwrap();
+    });
+    let lines = json.until("main stopping", |l| l.contains("\"state\":\"stopping\""));
+    let stopping: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let why = stopping["reason"].as_str().unwrap();
+    assert!(why.starts_with("operator stop (TCP 127.0.0.1:"), "{why}");
 }
