@@ -30,12 +30,16 @@ pub struct Api {
 /// Why a call about an instance failed; each has its gRPC code (`From<ApiError> for Status`).
 #[derive(Debug, thiserror::Error)]
 enum ApiError {
-    /// INVALID_ARGUMENT.
-    #[error("{name:?} is not an instance name: {why}")]
+    /// INVALID_ARGUMENT; `why` is the name check's own sentence, which names the name.
+    #[error("{why}")]
     BadName { name: String, why: String },
-    /// NOT_FOUND.
-    #[error("no instance named {name:?}; `openclawctl status` lists them (profiles are read from {dir})")]
-    NotFound { name: String, dir: String },
+    /// NOT_FOUND; `known` says which names there are (see [`known_names`]).
+    #[error("no instance named {name:?} in {dir}{known}")]
+    NotFound {
+        name: String,
+        dir: String,
+        known: String,
+    },
     /// UNAVAILABLE: the instance's task ended while the command waited (a reload replaced it, or
     /// the daemon is shutting down); the same call may work a moment later.
     #[error("{name} was replaced by a reload or the supervisor is shutting down; try again")]
@@ -77,11 +81,13 @@ impl Api {
             .ok_or_else(|| self.not_found(name))
     }
 
-    /// NOT_FOUND for `name`, pointing at where the profiles are read.
+    /// NOT_FOUND for `name`, pointing at where the profiles are read and at the names there are.
     fn not_found(&self, name: &str) -> ApiError {
+        let names: Vec<String> = self.supervisor.instances().keys().cloned().collect();
         ApiError::NotFound {
             name: name.to_string(),
             dir: self.config_dir.display().to_string(),
+            known: known_names(name, &names),
         }
     }
 
@@ -119,6 +125,35 @@ impl Api {
     }
 }
 
+/// The end of a NOT_FOUND sentence: the likely typo, or the names there are (at most 10).
+fn known_names(name: &str, names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    // A typo changes at most half of a name: "b" is not a typo of "a".
+    let close = profile::load::did_you_mean(name, names)
+        .filter(|c| 2 * strsim::damerau_levenshtein(name, c) <= c.chars().count());
+    if let Some(close) = close {
+        return format!("; did you mean {close:?}?");
+    }
+    match names.len() {
+        0 => "; it defines no instance".into(),
+        n if n <= SHOWN => format!("; the instances are {}", names.join(", ")),
+        n => format!(
+            "; the instances are {} and {} more (`openclawctl status` lists them)",
+            names[..SHOWN].join(", "),
+            n - SHOWN
+        ),
+    }
+}
+
+/// Where an operator's call came from, for the reason of what it does: "socket", or "TCP" and the
+/// client's address.
+fn caller<T>(req: &Request<T>) -> String {
+    match req.remote_addr() {
+        Some(addr) => format!("TCP {addr}"),
+        None => "socket".into(),
+    }
+}
+
 fn state(s: State) -> v1::InstanceState {
     match s {
         State::Stopped => v1::InstanceState::Stopped,
@@ -141,6 +176,7 @@ fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
         pid: s.pid.map_or(0, |p| p as u32),
         started_at_unix_ms: s.started_at.filter(|_| s.pid.is_some()).map_or(0, unix_ms),
         restarts: s.restarts,
+        operator_restarts: s.operator_restarts,
         last_exit: s.last_exit.map(exit_status),
         last_error: s.last_error.clone().unwrap_or_default(),
         port: u32::from(s.port),
@@ -205,6 +241,7 @@ fn event(e: &supervise::Event) -> v1::Event {
         instance: Some(to_instance(&report)),
         previous_state: e.previous.map_or(v1::InstanceState::Unspecified, state) as i32,
         removed: e.removed,
+        reason: e.reason().to_string(),
     }
 }
 
@@ -328,17 +365,21 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         req: Request<v1::StartInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
-        Ok(self.command(&req.into_inner().name, Command::Start).await?)
+        let by = caller(&req);
+        Ok(self
+            .command(&req.into_inner().name, |tx| Command::Start(by, tx))
+            .await?)
     }
 
     async fn stop_instance(
         &self,
         req: Request<v1::StopInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
+        let by = caller(&req);
         let r = req.into_inner();
         let timeout = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         Ok(self
-            .command(&r.name, |tx| Command::Stop(timeout, tx))
+            .command(&r.name, |tx| Command::Stop(timeout, by, tx))
             .await?)
     }
 
@@ -346,8 +387,9 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         req: Request<v1::RestartInstanceRequest>,
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
+        let by = caller(&req);
         Ok(self
-            .command(&req.into_inner().name, Command::Restart)
+            .command(&req.into_inner().name, |tx| Command::Restart(by, tx))
             .await?)
     }
 
@@ -509,6 +551,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unknown_name_gets_its_likely_typo_or_the_names_there_are() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let not_found = |name: &str, known: &[&str]| {
+            ApiError::NotFound {
+                name: name.into(),
+                dir: "/etc/sd".into(),
+                known: known_names(name, &names(known)),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            not_found("mian", &["main", "rescue"]),
+            "no instance named \"mian\" in /etc/sd; did you mean \"main\"?"
+        );
+        assert_eq!(
+            not_found("b", &["a"]),
+            "no instance named \"b\" in /etc/sd; the instances are a"
+        );
+        assert_eq!(
+            not_found("ghost", &[]),
+            "no instance named \"ghost\" in /etc/sd; it defines no instance"
+        );
+        let many: Vec<String> = (0..12).map(|i| format!("bot{i:02}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            not_found("zzzzzzzz", &many),
+            "no instance named \"zzzzzzzz\" in /etc/sd; the instances are bot00, bot01, bot02, bot03, bot04, bot05, bot06, bot07, bot08, bot09 and 2 more (`openclawctl status` lists them)"
+        );
+    }
+
+    #[test]
     fn each_error_has_its_code() {
         let cases = [
             (
@@ -522,6 +595,7 @@ mod tests {
                 ApiError::NotFound {
                     name: "ghost".into(),
                     dir: "supervisor.d".into(),
+                    known: String::new(),
                 },
                 tonic::Code::NotFound,
             ),

@@ -93,6 +93,9 @@ fn main() -> ExitCode {
     } else {
         fmt.init();
     }
+    // Diagnostics, status and errors name profile files by this dir: absolute, they mean the same
+    // to a client in another directory (and to the daemon after a `cd` of its service manager).
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
     let opts = daemon::Options {
         config_dir: dir,
         socket: args.socket.unwrap_or_else(paths::default_socket),

@@ -97,7 +97,7 @@ enum Command {
     /// Start instances and wait until each is ready (exit 1 if any failed).
     Start {
         /// The instances.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(conflicts_with = "all")]
         names: Vec<String>,
         /// Every instance.
         #[arg(long)]
@@ -106,7 +106,7 @@ enum Command {
     /// Stop instances and their whole process trees, and keep them stopped.
     Stop {
         /// The instances.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(conflicts_with = "all")]
         names: Vec<String>,
         /// Every instance.
         #[arg(long)]
@@ -118,7 +118,7 @@ enum Command {
     /// Stop (if running) and start instances, waiting until each is ready.
     Restart {
         /// The instances.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(conflicts_with = "all")]
         names: Vec<String>,
         /// Every instance.
         #[arg(long)]
@@ -158,6 +158,22 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `start`, `stop` and `restart` need names or `--all`: without either, exits 2 saying so (clap's
+/// own "required arguments" message would not mention `--all`).
+fn names_or_all(verb: &str, names: &[String], all: bool) {
+    if names.is_empty() && !all {
+        use clap::CommandFactory;
+        let mut cmd = Args::command();
+        cmd.build();
+        let msg = format!("name the instances to {verb}, or --all for every instance");
+        match cmd.find_subcommand_mut(verb) {
+            Some(sub) => sub.error(clap::error::ErrorKind::MissingRequiredArgument, msg),
+            None => cmd.error(clap::error::ErrorKind::MissingRequiredArgument, msg),
+        }
+        .exit();
+    }
 }
 
 /// Runs a command that talks to the daemon, and reports how it ended.
@@ -214,31 +230,40 @@ fn main() -> ExitCode {
         Command::Status { names, json } => {
             on_daemon(Box::pin(remote::status(&socket, names, json)))
         }
-        Command::Start { names, all } => on_daemon(Box::pin(remote::act(
-            &socket,
-            remote::Lifecycle::Start,
-            names,
-            all,
-            None,
-        ))),
+        Command::Start { names, all } => {
+            names_or_all("start", &names, all);
+            on_daemon(Box::pin(remote::act(
+                &socket,
+                remote::Lifecycle::Start,
+                names,
+                all,
+                None,
+            )))
+        }
         Command::Stop {
             names,
             all,
             timeout,
-        } => on_daemon(Box::pin(remote::act(
-            &socket,
-            remote::Lifecycle::Stop,
-            names,
-            all,
-            timeout,
-        ))),
-        Command::Restart { names, all } => on_daemon(Box::pin(remote::act(
-            &socket,
-            remote::Lifecycle::Restart,
-            names,
-            all,
-            None,
-        ))),
+        } => {
+            names_or_all("stop", &names, all);
+            on_daemon(Box::pin(remote::act(
+                &socket,
+                remote::Lifecycle::Stop,
+                names,
+                all,
+                timeout,
+            )))
+        }
+        Command::Restart { names, all } => {
+            names_or_all("restart", &names, all);
+            on_daemon(Box::pin(remote::act(
+                &socket,
+                remote::Lifecycle::Restart,
+                names,
+                all,
+                None,
+            )))
+        }
         Command::Logs {
             name,
             lines,

@@ -128,6 +128,26 @@ fn mib(b: u64) -> String {
     tenths((b * 10 + (1 << 19)) >> 20, 'M')
 }
 
+/// A percentage as its figure means it: one decimal (`104.99999` is `105.0`), so that JSON shows
+/// `105.0` and not the f32's `104.99999237060547`.
+fn one_decimal(x: f32) -> f64 {
+    let x = f64::from(x);
+    if x.is_finite() {
+        (x * 10.0).round() / 10.0
+    } else {
+        0.0
+    }
+}
+
+/// The RESTARTS cell: the policy's restarts, then an operator's, when there were any.
+fn restarts_cell(i: &v1::Instance) -> String {
+    if i.operator_restarts == 0 {
+        i.restarts.to_string()
+    } else {
+        format!("{} (+{} by operator)", i.restarts, i.operator_restarts)
+    }
+}
+
 /// The JSON form of an instance, for `status --json`.
 pub fn instance_json(i: &v1::Instance) -> serde_json::Value {
     serde_json::json!({
@@ -136,8 +156,9 @@ pub fn instance_json(i: &v1::Instance) -> serde_json::Value {
         "pid": (i.pid != 0).then_some(i.pid),
         "started_at_unix_ms": (i.started_at_unix_ms != 0).then_some(i.started_at_unix_ms),
         "restarts": i.restarts,
+        "operator_restarts": i.operator_restarts,
         "port": i.port,
-        "cpu_percent": i.cpu_percent,
+        "cpu_percent": one_decimal(i.cpu_percent),
         "rss_bytes": i.rss_bytes,
         "last_exit": i.last_exit.as_ref().map(|e| e.text.clone()),
         "last_error": (!i.last_error.is_empty()).then(|| i.last_error.clone()),
@@ -182,7 +203,7 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
                 i.pid.to_string()
             },
             uptime(i, now_ms),
-            i.restarts.to_string(),
+            restarts_cell(i),
             i.port.to_string(),
             tenths(
                 (f64::from(i.cpu_percent.max(0.0)) * 10.0).round() as u64,
@@ -367,6 +388,7 @@ pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> Result<(), 
                 .then(|| state_name(e.previous_state))
                 .into();
             v["removed"] = e.removed.into();
+            v["reason"] = (!e.reason.is_empty()).then(|| e.reason.clone()).into();
             v.to_string()
         } else {
             let change = if e.removed {
@@ -389,7 +411,10 @@ pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> Result<(), 
                 v1::InstanceState::Fatal as i32,
                 v1::InstanceState::Blocked as i32,
             ];
-            let why = if i.last_error.is_empty() || !shows_why.contains(&i.state) {
+            // A daemon from before `reason` sends none: then the error of a fatal or blocked one.
+            let why = if !e.reason.is_empty() {
+                format!(": {}", e.reason)
+            } else if i.last_error.is_empty() || !shows_why.contains(&i.state) {
                 String::new()
             } else {
                 format!(": {}", i.last_error)
@@ -478,4 +503,38 @@ pub async fn version(socket: &Path) -> Result<(), Error> {
         println!("containment: {}", v.containment);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_percent_has_one_decimal_in_json() {
+        let i = v1::Instance {
+            cpu_percent: 104.999_99,
+            ..Default::default()
+        };
+        let json = instance_json(&i).to_string();
+        assert!(json.contains("\"cpu_percent\":105.0"), "{json}");
+        assert_eq!(one_decimal(0.049_999), 0.0);
+        assert_eq!(one_decimal(12.345).to_string(), "12.3");
+        assert_eq!(one_decimal(f32::NAN), 0.0);
+    }
+
+    #[test]
+    fn restarts_show_the_operators_apart() {
+        let mut i = v1::Instance {
+            restarts: 2,
+            ..Default::default()
+        };
+        assert_eq!(restarts_cell(&i), "2");
+        i.operator_restarts = 3;
+        assert_eq!(restarts_cell(&i), "2 (+3 by operator)");
+        let json = instance_json(&i);
+        assert_eq!(
+            (json["restarts"].clone(), json["operator_restarts"].clone()),
+            (2.into(), 3.into())
+        );
+    }
 }

@@ -310,6 +310,17 @@ pub enum RestartPolicyKind {
     Never,
 }
 
+impl RestartPolicyKind {
+    /// The name a profile writes (`restart.policy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicyKind::Always => "always",
+            RestartPolicyKind::OnFailure => "on-failure",
+            RestartPolicyKind::Never => "never",
+        }
+    }
+}
+
 /// `restart.backoff`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -78,8 +78,13 @@ pub struct Status {
     pub pid: Option<i32>,
     /// When the current child started.
     pub started_at: Option<SystemTime>,
-    /// How many times it was started again after its first start.
+    /// How many times the restart policy started it again (after a crash, an exit the policy
+    /// restarts, or failed probes). An operator's starts and restarts are not counted here.
     pub restarts: u32,
+    /// How many times an operator's start or restart started it again after its first start.
+    pub operator_restarts: u32,
+    /// Why it entered its current state ("ready", "ended by signal SIGKILL", "operator stop", ...).
+    pub reason: String,
     /// How the last child ended.
     pub last_exit: Option<Exit>,
     /// The last thing that went wrong, in words.
@@ -109,6 +114,13 @@ pub struct Event {
     pub file: Arc<str>,
 }
 
+impl Event {
+    /// Why the instance entered the state it is in.
+    pub fn reason(&self) -> &str {
+        &self.status.reason
+    }
+}
+
 /// The result of a command: the status after it, or why it failed.
 pub type Reply = Result<Status, CommandError>;
 
@@ -136,12 +148,13 @@ pub enum CommandError {
 /// A command for an instance task.
 #[derive(Debug)]
 pub enum Command {
-    /// Start (no-op when running); replies once ready or failed.
-    Start(oneshot::Sender<Reply>),
+    /// Start (no-op when running); replies once ready or failed. Each command names where the
+    /// operator's call came from ("socket", "TCP 127.0.0.1:40112"), for the reasons it gives.
+    Start(String, oneshot::Sender<Reply>),
     /// Stop, optionally with another timeout than the profile's; replies once stopped.
-    Stop(Option<Duration>, oneshot::Sender<Reply>),
+    Stop(Option<Duration>, String, oneshot::Sender<Reply>),
     /// Stop if running, then start; replies once ready or failed.
-    Restart(oneshot::Sender<Reply>),
+    Restart(String, oneshot::Sender<Reply>),
 }
 
 /// What every instance task shares.
@@ -186,9 +199,17 @@ pub struct Handle {
     pub file: Arc<str>,
     /// Ends the task (after it stops its child): for a reload that removes or replaces it.
     pub cancel: CancellationToken,
+    /// Why `cancel` fired, set before it fires: the reason of the stop it causes.
+    pub cancelled_because: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Handle {
+    /// Ends the task, stopping its child for `why` (what watchers are told).
+    pub fn cancel_because(&self, why: String) {
+        let _ = self.cancelled_because.set(why);
+        self.cancel.cancel();
+    }
+
     /// The instance as it is now, as an event with no previous state: what a new watcher is sent
     /// first, and (`removed`) the last event of an instance a reload removes.
     pub fn current(&self, removed: bool) -> Event {
@@ -210,6 +231,28 @@ const UNHEALTHY_STOP_CAP: Duration = Duration::from_secs(30);
 const STRAGGLER_GRACE: Duration = Duration::from_secs(2);
 /// How often a blocked instance looks again whether its holder is gone.
 pub const BLOCKED_RECHECK: Duration = Duration::from_secs(3);
+
+/// What the next start answers: an operator, or the supervisor (its first start, a policy's
+/// restart). Only a policy's restart counts in `Status::restarts`.
+#[derive(Debug, Clone, PartialEq)]
+enum Cause {
+    /// The daemon's start, or a reload's, started it.
+    First,
+    /// `openclawctl start` or `restart`: "start (socket)", "restart (TCP 127.0.0.1:40112)".
+    Operator(String),
+    /// The restart policy, after what is said.
+    Policy(String),
+}
+
+impl Cause {
+    fn reason(&self) -> String {
+        match self {
+            Cause::First => "started by the supervisor".into(),
+            Cause::Operator(what) => format!("operator {what}"),
+            Cause::Policy(after) => format!("restart by policy after: {after}"),
+        }
+    }
+}
 
 struct Child {
     pid: i32,
@@ -238,6 +281,12 @@ pub fn spawn(
         pid: None,
         started_at: None,
         restarts: 0,
+        operator_restarts: 0,
+        reason: if start {
+            "new instance".into()
+        } else {
+            "new instance, not meant to run".into()
+        },
         last_exit: None,
         last_error: None,
         port: profile.port.value,
@@ -269,12 +318,14 @@ pub fn spawn(
         next_probe: None,
         waiting_ready: Vec::new(),
         started_once: false,
+        cause: Cause::First,
         lock: None,
         verified: Verified::default(),
         refused: None,
         scanned,
     };
-    let join = tokio::spawn(task.run(rx, cancel.clone()));
+    let cancelled_because = Arc::new(std::sync::OnceLock::new());
+    let join = tokio::spawn(task.run(rx, cancel.clone(), cancelled_because.clone()));
     (
         Handle {
             tx,
@@ -283,6 +334,7 @@ pub fn spawn(
             file,
             profile,
             cancel,
+            cancelled_because,
         },
         join,
     )
@@ -306,6 +358,8 @@ struct Task {
     /// Replies owed once the child is ready (or fails).
     waiting_ready: Vec<oneshot::Sender<Reply>>,
     started_once: bool,
+    /// Who asked for the next start.
+    cause: Cause,
     /// The state dir's lock, from before a spawn until the instance's tree is gone (kept across
     /// restarts; released when it stops, exits, turns fatal or blocked).
     lock: Option<Lock>,
@@ -318,7 +372,12 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, cancel: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        cancel: CancellationToken,
+        because: Arc<std::sync::OnceLock<String>>,
+    ) {
         // The cancellation and the two timers live across turns of the loop, and a timer is only
         // re-armed when its deadline changes: an idle instance wakes once per probe and does no
         // more than the probe.
@@ -348,7 +407,12 @@ impl Task {
             }
             tokio::select! {
                 _ = &mut cancelled => {
-                    self.stop(None).await;
+                    let why = if self.shared.shutdown.is_cancelled() {
+                        "the supervisor is shutting down".to_string()
+                    } else {
+                        because.get().cloned().unwrap_or_else(|| "reload".into())
+                    };
+                    self.stop(None, why).await;
                     self.fail_waiters(if self.shared.shutdown.is_cancelled() {
                         CommandError::ShuttingDown
                     } else {
@@ -359,7 +423,7 @@ impl Task {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => {
-                        self.stop(None).await;
+                        self.stop(None, "the supervisor is shutting down".into()).await;
                         return;
                     }
                 },
@@ -395,9 +459,11 @@ impl Task {
         self.status_tx.send_replace(self.status.clone());
     }
 
-    fn set_state(&mut self, state: State) {
+    /// Enters `state` for `reason` (said to watchers with the change).
+    fn set_state(&mut self, state: State, reason: impl Into<String>) {
         let previous = self.status.state;
         self.status.state = state;
+        self.status.reason = reason.into();
         if state != State::Blocked {
             self.status.holder = None;
         }
@@ -410,7 +476,7 @@ impl Task {
         }
         self.publish();
         if previous != state {
-            tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}", previous.as_str(), state.as_str());
+            tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason);
             let _ = self.shared.events.send(Event {
                 time: SystemTime::now(),
                 status: self.status.clone(),
@@ -423,7 +489,7 @@ impl Task {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Start(reply) => {
+            Command::Start(by, reply) => {
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
                 match self.status.state {
@@ -433,6 +499,7 @@ impl Task {
                     State::Starting | State::Unhealthy => self.waiting_ready.push(reply),
                     _ => {
                         // An operator's start clears the history that made it fatal or slow.
+                        self.cause = Cause::Operator(format!("start ({by})"));
                         self.tracker.reset();
                         self.status.last_error = None;
                         self.next_start = Some(Instant::now());
@@ -440,19 +507,21 @@ impl Task {
                     }
                 }
             }
-            Command::Stop(timeout, reply) => {
+            Command::Stop(timeout, by, reply) => {
                 self.status.want_running = false;
                 self.remember(Want::Stopped).await;
                 self.next_start = None;
-                self.stop(timeout).await;
+                self.stop(timeout, format!("operator stop ({by})")).await;
                 self.fail_waiters(CommandError::StoppedBeforeReady);
                 let _ = reply.send(Ok(self.status.clone()));
             }
-            Command::Restart(reply) => {
+            Command::Restart(by, reply) => {
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
-                self.stop(None).await;
+                let what = format!("restart ({by})");
+                self.stop(None, format!("operator {what}")).await;
                 self.fail_waiters(CommandError::RestartedBeforeReady);
+                self.cause = Cause::Operator(what);
                 self.tracker.reset();
                 self.status.last_error = None;
                 self.next_start = Some(Instant::now());
@@ -552,7 +621,10 @@ impl Task {
                 self.refused = None;
                 self.tracker.record_start(now);
                 if self.started_once {
-                    self.status.restarts += 1;
+                    match self.cause {
+                        Cause::Operator(_) => self.status.operator_restarts += 1,
+                        Cause::First | Cause::Policy(_) => self.status.restarts += 1,
+                    }
                 }
                 self.started_once = true;
                 let exit = self.shared.reaper.watch(child.pid);
@@ -572,13 +644,14 @@ impl Task {
                 });
                 self.status.started_at = Some(SystemTime::now());
                 self.next_probe = Some(now);
-                self.set_state(State::Starting);
+                let why = self.cause.reason();
+                self.set_state(State::Starting, why);
             }
             Err(e) => {
                 let why = format!("cannot start {}: {e}", self.profile.command.join(" "));
                 self.status.last_error = Some(why.clone());
-                self.log.note(why);
-                self.schedule_restart(Duration::ZERO);
+                self.log.note(why.clone());
+                self.schedule_restart(Duration::ZERO, why);
             }
         }
     }
@@ -587,7 +660,7 @@ impl Task {
     /// again in `BLOCKED_RECHECK`.
     fn blocked(&mut self, holder: Holder, why: String) {
         if !self.status.want_running {
-            self.set_state(State::Stopped);
+            self.set_state(State::Stopped, format!("not meant to run; {why}"));
             self.answer_waiters();
             return;
         }
@@ -598,10 +671,10 @@ impl Task {
                 humantime::format_duration(BLOCKED_RECHECK)
             ));
         }
-        self.status.last_error = Some(why);
+        self.status.last_error = Some(why.clone());
         self.status.holder = Some(holder);
         self.next_start = Some(Instant::now() + BLOCKED_RECHECK);
-        self.set_state(State::Blocked);
+        self.set_state(State::Blocked, why);
         self.answer_waiters();
     }
 
@@ -619,9 +692,9 @@ impl Task {
     fn fatal(&mut self, why: String) {
         tracing::error!(instance = %self.profile.name, "{why}");
         self.log.note(format!("fatal: {why}"));
-        self.status.last_error = Some(why);
+        self.status.last_error = Some(why.clone());
         self.next_start = None;
-        self.set_state(State::Fatal);
+        self.set_state(State::Fatal, why);
         self.answer_waiters();
     }
 
@@ -654,7 +727,7 @@ impl Task {
                     }
                     self.status.last_error = None;
                     self.next_probe = Some(self.next_liveness());
-                    self.set_state(State::Running);
+                    self.set_state(State::Running, "ready");
                     self.answer_waiters();
                 }
                 Err(e) if now.duration_since(child.since) >= h.start_deadline => {
@@ -720,8 +793,9 @@ impl Task {
         };
         self.log.note(format!("unhealthy: {why}; {then}"));
         self.fail_waiters(CommandError::Failed(why.clone()));
-        self.status.last_error = Some(why);
-        self.set_state(State::Unhealthy);
+        self.status.last_error = Some(why.clone());
+        self.cause = Cause::Policy(why.clone());
+        self.set_state(State::Unhealthy, why.clone());
         let timeout = self.profile.stop.timeout.min(UNHEALTHY_STOP_CAP);
         let uptime = self
             .child
@@ -737,7 +811,7 @@ impl Task {
         let delay = self
             .tracker
             .next_delay(&self.profile.restart, uptime, fastrand::f64());
-        self.schedule_restart(delay);
+        self.schedule_restart(delay, why);
     }
 
     async fn on_exit(&mut self, exit: Exit) {
@@ -755,7 +829,9 @@ impl Task {
         ));
         tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {exit}");
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
-        self.set_state(State::Stopping);
+        let ended = format!("ended by {exit}");
+        self.cause = Cause::Policy(ended.clone());
+        self.set_state(State::Stopping, ended.clone());
         self.kill_leftovers(Some(child.pid)).await;
         let mut refused = self.refused.take();
         if !child.ready && refused.is_none() {
@@ -789,23 +865,31 @@ impl Task {
             }
             AfterExit::Exited => {
                 self.status.want_running = false;
-                self.set_state(State::Exited);
+                self.set_state(
+                    State::Exited,
+                    format!(
+                        "{ended}; the restart policy ({}) does not restart it",
+                        self.profile.restart.policy.as_str()
+                    ),
+                );
                 self.answer_waiters();
             }
             AfterExit::Restart { delay, error } => {
                 if error.is_some() {
                     self.status.last_error = error;
                 }
-                self.schedule_restart(delay);
+                self.schedule_restart(delay, ended);
             }
         }
     }
 
-    fn schedule_restart(&mut self, delay: Duration) {
+    /// A restart by policy, `delay` from now, after `why` (how the last child ended).
+    fn schedule_restart(&mut self, delay: Duration, why: String) {
         if !self.status.want_running {
-            self.set_state(State::Stopped);
+            self.set_state(State::Stopped, format!("{why}; not meant to run"));
             return;
         }
+        self.cause = Cause::Policy(why.clone());
         if self
             .tracker
             .start_limit_hit(&self.profile.restart, Instant::now())
@@ -817,29 +901,29 @@ impl Task {
         if delay.is_zero() {
             self.publish();
         } else {
-            self.log.note(format!(
-                "restarting in {}",
-                humantime::format_duration(round(delay))
-            ));
-            self.set_state(State::Backoff);
+            let delay = humantime::format_duration(round(delay));
+            self.log.note(format!("restarting in {delay}"));
+            self.set_state(State::Backoff, format!("{why}; restarting in {delay}"));
         }
     }
 
     /// Stops the child, if any, by the stop policy (or `timeout`), and every process of the
-    /// instance with it.
-    async fn stop(&mut self, timeout: Option<Duration>) {
+    /// instance with it, for `why` (what watchers are told).
+    async fn stop(&mut self, timeout: Option<Duration>, why: String) {
         if self.child.is_none() {
             if !matches!(self.status.state, State::Fatal | State::Exited) {
-                self.set_state(State::Stopped);
+                self.set_state(State::Stopped, why);
             }
             return;
         }
-        self.set_state(State::Stopping);
+        self.set_state(State::Stopping, why.clone());
         let timeout = timeout.unwrap_or(self.profile.stop.timeout);
+        let mut done = why;
         if let Some(exit) = self.stop_child(timeout).await {
             self.status.last_exit = Some(exit);
+            done = format!("{done}: gateway ended by {exit}");
         }
-        self.set_state(State::Stopped);
+        self.set_state(State::Stopped, done);
     }
 
     /// The stop signal to the child's process group; after `timeout`, SIGKILL; then whatever is left

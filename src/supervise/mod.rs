@@ -437,7 +437,10 @@ impl Supervisor {
             .collect();
         for c in &leaving {
             if let Some(h) = old.get(&c.name) {
-                h.cancel.cancel();
+                h.cancel_because(match c.action {
+                    ReloadAction::Change => format!("reload: changed {}", c.fields.join(", ")),
+                    _ => "reload: its profile is gone".into(),
+                });
             }
         }
         let waits: Vec<JoinHandle<()>> = {

@@ -210,7 +210,15 @@ pub fn request(p: &Profile) -> Result<SpawnRequest, String> {
         .map(Into::into)
         .or_else(|| std::env::var_os("PATH"));
     let (program, args) = p.command.split_first().ok_or("the command is empty")?;
-    let program = resolve_program(program, path, &here)?;
+    let program = resolve_program(program, path, &here).map_err(|e| {
+        match env_sh(p, &here).filter(|_| program == "openclaw") {
+            Some(env) => format!(
+                "{e}; {env} puts the gateway scripts/install-openclaw installed on PATH: `source {env}` in the shell that starts openclaw-supervisord, then start it again (or set PATH in the profile's env)",
+                env = env.display()
+            ),
+            None => e,
+        }
+    })?;
     Ok(SpawnRequest {
         program,
         args: args.to_vec(),
@@ -218,6 +226,26 @@ pub fn request(p: &Profile) -> Result<SpawnRequest, String> {
         cwd,
         cgroup: None,
     })
+}
+
+/// The `env.sh` that scripts/install-openclaw writes (`PREFIX/env.sh`, `.gateway/env.sh` by
+/// default), if there is one: in `$OPENCLAW_GATEWAY_PREFIX`, in the `.gateway/` of `here` (the
+/// child's working dir, by default the daemon's: the project, under the quick start), or in the
+/// project of the profile's config dir (the directory holding `supervisor.d/`). A few stats, on
+/// the thread of the start's preflight.
+fn env_sh(p: &Profile, here: &Path) -> Option<PathBuf> {
+    let prefix = std::env::var_os("OPENCLAW_GATEWAY_PREFIX").map(PathBuf::from);
+    let project = p
+        .file
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(".gateway"));
+    [prefix, Some(here.join(".gateway")), project]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("env.sh"))
+        .find(|f| f.is_file())
+        .map(|f| std::path::absolute(&f).unwrap_or(f))
 }
 
 /// The variables the child of `p` gets on top of the daemon's environment, in the order they are
@@ -405,5 +433,38 @@ mod tests {
         let p = profile("command: [no-such-gateway]\nenv:\n  PATH: /nonexistent/bin\n");
         let err = request(&p).unwrap_err();
         assert_eq!(err, "`no-such-gateway` not found on PATH: /nonexistent/bin");
+    }
+
+    #[test]
+    fn openclaw_not_on_path_points_at_the_installed_env_sh() {
+        let project = tempfile::tempdir().unwrap();
+        let text = |p: &Profile| request(p).unwrap_err();
+        let yaml = format!(
+            "command: [openclaw, gateway, run]\nworking_dir: {}\nenv:\n  PATH: /nonexistent/bin\n",
+            project.path().display()
+        );
+        // Without the file, the error is the plain one.
+        assert_eq!(
+            text(&profile(&yaml)),
+            "`openclaw` not found on PATH: /nonexistent/bin"
+        );
+        let env = project.path().join(".gateway/env.sh");
+        std::fs::create_dir_all(env.parent().unwrap()).unwrap();
+        std::fs::write(&env, "export PATH=/x:\"$PATH\"\n").unwrap();
+        let err = text(&profile(&yaml));
+        assert!(
+            err.starts_with(&format!(
+                "`openclaw` not found on PATH: /nonexistent/bin; {} puts the gateway",
+                env.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("`source {}`", env.display())),
+            "{err}"
+        );
+        // Another program is not the gateway the script installs.
+        let other = yaml.replace("[openclaw,", "[other-gateway,");
+        assert!(!text(&profile(&other)).contains("env.sh"));
     }
 }

@@ -503,10 +503,13 @@ fn daemon_refuses_to_start_on_a_failed_check() {
     let out = scene.run("openclaw-supervisord", &["--config-dir", "supervisor.d"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(
-        err.contains(&lines(&stdout(&scene.check()))[0].to_string()),
-        "{err}"
+    // The daemon names its config dir absolute: its report is the check's of that dir.
+    let dir = scene.dir().canonicalize().unwrap();
+    let check = scene.run(
+        "openclawctl",
+        &["check", "--config-dir", dir.to_str().unwrap()],
     );
+    assert!(err.contains(lines(&stdout(&check))[0]), "{err}");
     assert!(err.contains("refusing to start"), "{err}");
 }
 

@@ -56,7 +56,10 @@ fn the_daemon_refuses_to_start_on_the_same_openclaw_profile_twice() {
     });
     assert_eq!(status.code(), Some(1));
     let err = std::fs::read_to_string(&d.stderr).unwrap();
-    assert!(err.contains(SHARED), "{err}");
+    // The daemon names its config dir absolute.
+    let dir = scene.dir().canonicalize().unwrap();
+    let shared = SHARED.replace("supervisor.d/", &format!("{}/", dir.display()));
+    assert!(err.contains(&shared), "{err}");
     assert!(err.contains("refusing to start"), "{err}");
 }
 
