@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{alive, bin_path, fake_gateway, free_ports, pids_with_env, stderr, stdout, Scene};
+use common::{
+    alive, bin_path, environ, fake_gateway, free_ports, pids_with_env, stderr, stdout, Scene,
+};
 use openclaw_supervisor::api::v1;
 
 fn pid_of(s: &serde_json::Value) -> u64 {
@@ -493,16 +495,27 @@ fn a_hundred_clients_at_once_never_make_two_children() {
     d.wait_status("crowd1", "running", |s| s["state"] == "running");
     d.wait_status("crowd2", "running", |s| s["state"] == "running");
 
-    // A watcher of the process table: never more than one gateway per instance. (The names are
-    // this test's own: tests run side by side, and the marker carries only the name.)
+    // A watcher of the process table: never more than one gateway per instance. The marker
+    // carries only the name, and another run of this test (another checkout's suite on the same
+    // host) uses the same names: a gateway counts when its state dir is this scene's too.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let state_dirs = ["crowd1", "crowd2"].map(|n| {
+        format!(
+            "OPENCLAW_STATE_DIR={}",
+            scene.home().join("state").join(n).display()
+        )
+    });
     let watcher = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut worst = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for name in ["crowd1", "crowd2"] {
-                    worst = worst.max(pids_with_env("OPENCLAW_SUPERVISOR_INSTANCE", name).len());
+                for (name, state) in ["crowd1", "crowd2"].iter().zip(&state_dirs) {
+                    let ours = pids_with_env("OPENCLAW_SUPERVISOR_INSTANCE", name)
+                        .into_iter()
+                        .filter(|pid| environ(*pid).contains(state))
+                        .count();
+                    worst = worst.max(ours);
                 }
             }
             worst
