@@ -310,6 +310,15 @@ pub enum RestartPolicyKind {
     Never,
 }
 
+/// `gateway_token`: where the gateway's token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayToken {
+    /// A random token the daemon makes once in the state dir (`supervise::token`) and gives the
+    /// gateway as `OPENCLAW_GATEWAY_TOKEN`.
+    Generate,
+}
+
 /// `restart.backoff`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,6 +385,7 @@ pub struct RawProfile {
     pub reserve_ports: Option<Vec<PortRange>>,
     pub openclaw_profile: Option<InstanceName>,
     pub limits: Option<RawLimits>,
+    pub gateway_token: Option<GatewayToken>,
 }
 
 #[cfg(test)]
