@@ -247,10 +247,7 @@ fn exec(target: &remote::Target, name: String, command: Vec<String>) -> ExitCode
         .envs(vars)
         .current_dir(&cwd)
         .exec();
-    eprintln!(
-        "error: cannot run {program} (in {}): {e}",
-        cwd.display()
-    );
+    eprintln!("error: cannot run {program} (in {}): {e}", cwd.display());
     ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
         127
     } else {
@@ -308,9 +305,7 @@ fn main() -> ExitCode {
             config_dir: dir,
             json,
         } => cli::ports(&config_dir(dir, target), json),
-        Command::Status { names, json } => {
-            on_daemon(Box::pin(remote::status(target, names, json)))
-        }
+        Command::Status { names, json } => on_daemon(Box::pin(remote::status(target, names, json))),
         Command::Start { names, all } => on_daemon(Box::pin(remote::act(
             target,
             remote::Lifecycle::Start,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::api::client::Target;
 use crate::api::client::Client;
+pub use crate::api::client::Target;
 use crate::api::v1;
 
 /// Why a command failed.

@@ -470,7 +470,7 @@ impl Resolver<'_> {
                 Ok(v) => *value = v,
                 Err(why) => {
                     let d = self
-                        .error(Kind::UnsetVariable, &["env", key], n, why)
+                        .error(Kind::UnsetVariable, &["env", key], n, format!("the value {why}"))
                         .hint(
                             "set it in the daemon's environment (its unit's `Environment=`), or write `$${` for a literal `${`",
                         );
@@ -970,7 +970,7 @@ pub fn expand(
         out.push_str(home);
         rest = &rest[1..];
     }
-    out.push_str(&expand_vars(rest, lookup)?);
+    out.push_str(&expand_vars(rest, lookup).map_err(|why| format!("{text:?} {why}"))?);
     if out.is_empty() {
         return Err("the path is empty".to_string());
     }
@@ -978,7 +978,8 @@ pub fn expand(
 }
 
 /// `text` with each `${VAR}` replaced by `lookup(VAR)`; `$${` is a literal `${`. The error says
-/// which variable is not set (paths and `env` values share it).
+/// which variable is not set, without quoting `text` (an `env` value may be a secret): "uses
+/// ${VAR}, which is not set" (paths and `env` values share it).
 pub fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
@@ -993,10 +994,9 @@ pub fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
         let after = &rest[i + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("{text:?} has a `${{` without its closing `}}`"))?;
+            .ok_or_else(|| "has a `${` without its closing `}`".to_string())?;
         let var = &after[..end];
-        let value =
-            lookup(var).ok_or_else(|| format!("{text:?} uses ${{{var}}}, which is not set"))?;
+        let value = lookup(var).ok_or_else(|| format!("uses ${{{var}}}, which is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }

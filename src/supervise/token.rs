@@ -78,10 +78,7 @@ fn read_io(file: &Path) -> Result<Option<String>, String> {
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     if !meta.is_file() {
-        return Err(refuse(format!(
-            "it is {}",
-            crate::fsx::kind_of(&meta)
-        )));
+        return Err(refuse(format!("it is {}", crate::fsx::kind_of(&meta))));
     }
     if meta.uid() != nix::unistd::geteuid().as_raw() {
         return Err(refuse(format!(
@@ -147,8 +144,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "abc\n").unwrap();
-        std::fs::set_permissions(path(dir.path()), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        std::fs::set_permissions(path(dir.path()), std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(ensure(dir.path()).unwrap_err().contains("mode is 644"));
     }
 }

@@ -293,14 +293,6 @@ fn real_gateways_main_and_rescue_end_to_end() {
     let ports: [u16; 2] = common::free_ports(2).try_into().unwrap();
     let root = scene.root.path().canonicalize().unwrap();
     let states = NAMES.map(|n| root.join("state").join(n));
-    let token = format!(
-        "e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
     for (i, name) in NAMES.iter().enumerate() {
         scene.profile(
             &format!("{name}.yaml"),
@@ -308,12 +300,12 @@ fn real_gateways_main_and_rescue_end_to_end() {
                 "port: {port}\n\
                  state_dir: {state}\n\
                  command: [openclaw, gateway, run, --bind, loopback, --allow-unconfigured]\n\
-                 env:\n  OPENCLAW_GATEWAY_TOKEN: {token}\n  NO_COLOR: \"1\"\n\
+                 gateway_token: generate\n\
+                 env:\n  NO_COLOR: \"1\"\n\
                  health: {{ start_deadline: 300s }}\n\
                  stop: {{ timeout: 60s }}\n",
                 port = ports[i],
                 state = serde_json::to_string(&states[i]).unwrap(),
-                token = serde_json::to_string(&token).unwrap(),
             ),
         );
     }
