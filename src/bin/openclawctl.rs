@@ -255,40 +255,6 @@ fn exec(target: &remote::Target, name: String, command: Vec<String>) -> ExitCode
     })
 }
 
-/// The bash completion: clap's script, with instance names completed for the commands that take
-/// them (from `openclawctl __complete-names`, asked of the same daemon as the command line names).
-const BASH_NAMES: &str = r#"
-_openclawctl_with_names() {
-    local i w cmd="" opts=() after_dashdash=""
-    for ((i = 1; i < COMP_CWORD; i++)); do
-        w=${COMP_WORDS[i]}
-        case "$w" in
-            --) after_dashdash=1 ;;
-            --socket|--endpoint|--token-file) opts+=("$w" "${COMP_WORDS[i+1]}"); i=$((i + 1)) ;;
-            -*) ;;
-            *) [[ -z $cmd ]] && cmd=$w ;;
-        esac
-    done
-    local cur=${COMP_WORDS[COMP_CWORD]}
-    case "$cmd" in
-        start|stop|restart|logs|status|watch|exec|env|token)
-            if [[ -z $after_dashdash && $cur != -* ]]; then
-                local names
-                names=$("${COMP_WORDS[0]}" "${opts[@]}" __complete-names 2>/dev/null)
-                COMPREPLY=($(compgen -W "$names" -- "$cur"))
-                return 0
-            fi ;;
-    esac
-    _openclawctl "$@"
-}
-complete -F _openclawctl_with_names -o bashdefault -o default openclawctl
-"#;
-
-/// The fish completion's addition: instance names for the commands that take them.
-const FISH_NAMES: &str = r#"
-complete -c openclawctl -n "__fish_seen_subcommand_from start stop restart logs status watch exec env token" -f -a "(openclawctl __complete-names 2>/dev/null)"
-"#;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let target = match target(&args) {
@@ -347,13 +313,16 @@ fn main() -> ExitCode {
             use clap::CommandFactory;
             use std::io::Write;
             let mut out = std::io::stdout();
-            clap_complete::generate(shell, &mut Args::command(), "openclawctl", &mut out);
-            let names = match shell {
-                clap_complete::Shell::Bash => BASH_NAMES,
-                clap_complete::Shell::Fish => FISH_NAMES,
-                _ => "",
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "openclawctl", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            let script = match shell {
+                clap_complete::Shell::Bash => cli::completion::bash_with_names(&script),
+                clap_complete::Shell::Fish => cli::completion::fish_with_names(&script),
+                clap_complete::Shell::Zsh => cli::completion::zsh_with_names(&script),
+                _ => script.into_owned(),
             };
-            let _ = out.write_all(names.as_bytes());
+            let _ = out.write_all(script.as_bytes());
             ExitCode::SUCCESS
         }
     }

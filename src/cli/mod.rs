@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+pub mod completion;
 pub mod remote;
 
 use crate::profile::resolve::ClaimSource;

@@ -28,6 +28,12 @@ pub fn ensure(state_dir: &Path) -> Result<String, String> {
         Ok(None) => {}
         Err(e) => return Err(e),
     }
+    if !state_dir.is_dir() {
+        return Err(format!(
+            "no gateway token yet: it is made in the state dir {} at the instance's first start",
+            state_dir.display()
+        ));
+    }
     let token = generate().map_err(|e| format!("cannot make a gateway token: {e}"))?;
     let created = std::fs::OpenOptions::new()
         .write(true)
@@ -126,6 +132,13 @@ mod tests {
         assert_eq!(mode, 0o600);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(ensure(other.path()).unwrap(), t);
+    }
+
+    #[test]
+    fn none_before_the_state_dir_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ensure(&dir.path().join("never-started")).unwrap_err();
+        assert!(e.contains("first start"), "{e}");
     }
 
     #[test]
