@@ -345,6 +345,19 @@ fn real_gateways_main_and_rescue_end_to_end() {
         eprintln!("{name}: /readyz {ready} /healthz {live}");
     }
 
+    // 4b. Each has a token of its own (`gateway_token: generate`), and OpenClaw's own CLI, run with
+    //     the environment the daemon gave the gateway (`openclawctl exec`), reaches it with it.
+    let tokens = NAMES.map(|n| e.ctl(&["token", n]).trim().to_string());
+    e.ensure(tokens[0] != tokens[1] && !tokens[0].is_empty(), || {
+        format!("main and rescue share a token: {tokens:?}")
+    });
+    for name in NAMES {
+        let health = e.ctl(&["exec", name, "--", "openclaw", "gateway", "health"]);
+        e.ensure(health.contains("OK"), || {
+            format!("`openclaw gateway health` as {name}: {health}")
+        });
+    }
+
     // 5. Each writes only to its own state dir: every file it holds open under the scene lies there
     //    (observed: its sqlite db, the gateway locks in STATE/tmp, a control-UI asset cache in
     //    STATE/cache, its sqlite snapshot staging dirs in STATE/cache/openclaw because the daemon
