@@ -1,5 +1,6 @@
 //! The gateway token of `gateway_token: generate`: 32 random bytes (hex) made once in
-//! `STATE_DIR/.openclaw-supervisor.token` (mode 0600, `O_EXCL|O_NOFOLLOW`) and read again on every
+//! `STATE_DIR/.openclaw-supervisor.token` (mode 0600: written to a new `O_EXCL|O_NOFOLLOW` file,
+//! then linked into place, which never replaces what is there) and read again on every
 //! start, so each gateway keeps its own token across restarts of itself and of the daemon, and no
 //! two gateways share one. A file at that name that is a symlink, not a regular file, not ours, or
 //! readable by others is refused: the instance does not start, and the error names the file.
@@ -35,19 +36,34 @@ pub fn ensure(state_dir: &Path) -> Result<String, String> {
         ));
     }
     let token = generate().map_err(|e| format!("cannot make a gateway token: {e}"))?;
-    let created = std::fs::OpenOptions::new()
+    // Written whole under a name of its own, then linked into place: link(2) never replaces, so a
+    // reader (a start and a GetToken at once) sees no file or the whole token, never a part.
+    let tmp = state_dir.join(format!(
+        "{FILE_NAME}.new-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&file);
-    match created {
-        Ok(mut f) => {
-            f.write_all(format!("{token}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot write the gateway token {}: {e}", file.display()))?;
-            Ok(token)
-        }
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(format!("{token}\n").as_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "cannot write the gateway token {}: {e}",
+            file.display()
+        ));
+    }
+    let linked = std::fs::hard_link(&tmp, &file);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(token),
         // Made meanwhile (or a link planted): read what is there, with its checks.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             read_io(&file)?.ok_or_else(|| format!("{} vanished while read", file.display()))
@@ -132,6 +148,25 @@ mod tests {
         assert_eq!(mode, 0o600);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(ensure(other.path()).unwrap(), t);
+    }
+
+    #[test]
+    fn racing_makers_agree_on_one_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens: Vec<String> = std::thread::scope(|s| {
+            let makers: Vec<_> = (0..8).map(|_| s.spawn(|| ensure(dir.path()))).collect();
+            makers
+                .into_iter()
+                .map(|m| m.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+        // Only the token file is left.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [FILE_NAME]);
     }
 
     #[test]
