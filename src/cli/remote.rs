@@ -489,6 +489,9 @@ pub async fn version(target: &Target) -> Result<(), Error> {
     if !v.containment.is_empty() {
         println!("containment: {}", v.containment);
     }
+    if !v.config_dir.is_empty() {
+        println!("config dir: {}", v.config_dir);
+    }
     Ok(())
 }
 

@@ -294,6 +294,11 @@ fn check_and_ports_use_the_running_daemons_config_dir() {
             stdout(&out)
         );
     }
+    let version = stdout(&d.ctl(&["version"]));
+    assert!(
+        version.contains(&format!("config dir: {}", dir.display())),
+        "{version}"
+    );
     // A --config-dir given wins, and is not announced.
     let out = Command::new(bin_path("openclawctl"))
         .args(["check", "--config-dir"])
