@@ -44,6 +44,10 @@ enum ApiError {
     /// the daemon is shutting down); the same call may work a moment later.
     #[error("{name} was replaced by a reload or the supervisor is shutting down; try again")]
     Gone { name: String },
+    /// FAILED_PRECONDITION: what the call needs of the instance is missing (a `gateway_token`, a
+    /// token file the daemon can trust).
+    #[error("{name}: {why}")]
+    Precondition { name: String, why: String },
     /// The instance task's answer: code by [`CommandError`]'s kind.
     #[error("{name}: {error}")]
     Command { name: String, error: CommandError },
@@ -56,6 +60,7 @@ impl From<ApiError> for GrpcStatus {
             ApiError::BadName { .. } => Code::InvalidArgument,
             ApiError::NotFound { .. } => Code::NotFound,
             ApiError::Gone { .. } => Code::Unavailable,
+            ApiError::Precondition { .. } => Code::FailedPrecondition,
             ApiError::Command { error, .. } => match error {
                 CommandError::ShuttingDown | CommandError::Replaced => Code::Unavailable,
                 CommandError::StoppedBeforeReady | CommandError::RestartedBeforeReady => {
@@ -333,6 +338,9 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             uptime_seconds: self.started.elapsed().as_secs(),
             pid: std::process::id(),
             containment: self.supervisor.containment().describe(),
+            config_dir: crate::profile::paths::absolute(&self.config_dir)
+                .display()
+                .to_string(),
         }))
     }
 
@@ -412,6 +420,72 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                     error: c.error.clone().unwrap_or_default(),
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_environment(
+        &self,
+        req: Request<v1::GetEnvironmentRequest>,
+    ) -> Result<Response<v1::GetEnvironmentResponse>, GrpcStatus> {
+        let name = req.into_inner().name;
+        let profile = self.handle(&name)?.profile;
+        let p = profile.clone();
+        // The token file is on disk: off the runtime.
+        let built = tokio::task::spawn_blocking(move || {
+            let token = match p.gateway_token {
+                Some(_) => Some(supervise::token::ensure(&p.state_dir.value)?),
+                None => None,
+            };
+            let env = supervise::spawn::environment(&p, token.as_deref());
+            Ok::<_, String>((
+                supervise::spawn::without_marker(env),
+                supervise::spawn::working_dir(&p),
+            ))
+        })
+        .await
+        .map_err(|e| GrpcStatus::internal(e.to_string()))?;
+        let (env, cwd) = built.map_err(|why| ApiError::Precondition {
+            name: name.clone(),
+            why,
+        })?;
+        Ok(Response::new(v1::GetEnvironmentResponse {
+            vars: env
+                .into_iter()
+                .map(|(name, value)| v1::EnvVar { name, value })
+                .collect(),
+            cwd: cwd.display().to_string(),
+        }))
+    }
+
+    async fn get_token(
+        &self,
+        req: Request<v1::GetTokenRequest>,
+    ) -> Result<Response<v1::GetTokenResponse>, GrpcStatus> {
+        let name = req.into_inner().name;
+        let profile = self.handle(&name)?.profile;
+        if profile.gateway_token.is_none() {
+            return Err(ApiError::Precondition {
+                name,
+                why: format!(
+                    "its profile {} has no `gateway_token: generate`, so the daemon keeps no token for it",
+                    profile.file.display()
+                ),
+            }
+            .into());
+        }
+        let dir = profile.state_dir.value.clone();
+        let token = tokio::task::spawn_blocking(move || supervise::token::ensure(&dir))
+            .await
+            .map_err(|e| GrpcStatus::internal(e.to_string()))?
+            .map_err(|why| ApiError::Precondition {
+                name: name.clone(),
+                why,
+            })?;
+        Ok(Response::new(v1::GetTokenResponse {
+            token,
+            file: supervise::token::path(&profile.state_dir.value)
+                .display()
+                .to_string(),
         }))
     }
 

@@ -16,6 +16,13 @@ struct Args {
     /// $XDG_RUNTIME_DIR/openclaw-supervisor/supervisor.sock otherwise].
     #[arg(long, global = true, env = "OPENCLAW_SUPERVISOR_SOCKET")]
     socket: Option<PathBuf>,
+    /// Talk to the daemon's TCP listener (its `--tcp`) instead of the socket, e.g.
+    /// http://127.0.0.1:7777; needs --token-file.
+    #[arg(long, global = true, env = "OPENCLAW_SUPERVISOR_ENDPOINT")]
+    endpoint: Option<String>,
+    /// With --endpoint: the file whose first line is the daemon's token (its --token-file).
+    #[arg(long, global = true, env = "OPENCLAW_SUPERVISOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,8 +33,9 @@ enum Command {
     ///
     /// Exit status: 0 clean, 1 with the report otherwise, 2 for usage errors.
     Check {
-        /// The profiles directory [default: /etc/openclaw-supervisor/supervisor.d for root,
-        /// ~/.config/openclaw-supervisor/supervisor.d otherwise].
+        /// The profiles directory [default: the running daemon's, else
+        /// /etc/openclaw-supervisor/supervisor.d for root, ~/.config/openclaw-supervisor/supervisor.d
+        /// otherwise].
         #[arg(long, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
         config_dir: Option<PathBuf>,
     },
@@ -153,6 +161,29 @@ enum Command {
     },
     /// Print this client's version and the daemon's.
     Version,
+    /// Print the gateway token the daemon made for an instance (`gateway_token: generate`).
+    Token {
+        /// The instance.
+        name: String,
+    },
+    /// Print, as shell exports, the environment the daemon gives an instance's gateway:
+    /// `eval "$(openclawctl env rescue)"`.
+    Env {
+        /// The instance.
+        name: String,
+    },
+    /// Run a command with an instance's environment and working directory (as its gateway's),
+    /// e.g. `openclawctl exec rescue -- openclaw doctor`. Exit status: the command's.
+    Exec {
+        /// The instance.
+        name: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The instance names, one a line (for shell completion): the daemon's, else the config dir's.
+    #[command(name = "__complete-names", hide = true)]
+    CompleteNames,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -176,64 +207,164 @@ fn names_or_all(verb: &str, names: &[String], all: bool) {
     }
 }
 
-/// Runs a command that talks to the daemon, and reports how it ended.
-fn on_daemon(f: impl std::future::Future<Output = Result<(), remote::Error>>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
+/// A runtime for the commands that talk to the daemon.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => remote::finish(rt.block_on(f)),
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("error: cannot start a runtime: {e}");
             ExitCode::FAILURE
-        }
+        })
+}
+
+/// Runs a command that talks to the daemon, and reports how it ended.
+fn on_daemon(f: impl std::future::Future<Output = Result<(), remote::Error>>) -> ExitCode {
+    match runtime() {
+        Ok(rt) => remote::finish(rt.block_on(f)),
+        Err(code) => code,
     }
+}
+
+/// Where the daemon answers: --endpoint (with --token-file), else the socket.
+fn target(args: &Args) -> Result<remote::Target, String> {
+    match (&args.endpoint, &args.token_file) {
+        (Some(endpoint), Some(token_file)) => Ok(remote::Target::Tcp {
+            endpoint: endpoint.clone(),
+            token_file: token_file.clone(),
+        }),
+        (Some(endpoint), None) => Err(format!(
+            "--endpoint {endpoint} needs --token-file FILE (or OPENCLAW_SUPERVISOR_TOKEN_FILE): every call over TCP carries the daemon's token"
+        )),
+        (None, _) => Ok(remote::Target::Socket(
+            args.socket.clone().unwrap_or_else(paths::default_socket),
+        )),
+    }
+}
+
+/// The config dir of `check` and `ports`: the one given, else the running daemon's (said on
+/// stderr), else the default.
+fn config_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
+    if let Some(dir) = given {
+        return dir;
+    }
+    let asked = runtime()
+        .ok()
+        .and_then(|rt| rt.block_on(remote::daemon_config_dir(target)));
+    match asked {
+        Some(dir) => {
+            eprintln!(
+                "using the running daemon's config dir {} (--config-dir or OPENCLAW_SUPERVISOR_CONFIG_DIR to choose another)",
+                dir.display()
+            );
+            dir
+        }
+        None => paths::default_config_dir(),
+    }
+}
+
+/// `__complete-names`: the daemon's instance names, else those of the config dir's profiles;
+/// nothing (and exit 0) when neither answers, so a completion never prints an error.
+fn complete_names(target: &remote::Target) -> ExitCode {
+    let from_daemon = runtime()
+        .ok()
+        .and_then(|rt| rt.block_on(remote::instance_names(target)).ok());
+    let names = from_daemon.unwrap_or_else(|| {
+        let dir = std::env::var_os("OPENCLAW_SUPERVISOR_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(paths::default_config_dir);
+        openclaw_supervisor::profile::load(&dir)
+            .profiles
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect()
+    });
+    for n in names {
+        println!("{n}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `exec NAME -- CMD...`: replaces this process with CMD, run with the instance's environment
+/// (on top of this one's) in its working directory. Returns only if that fails.
+fn exec(target: &remote::Target, name: String, command: Vec<String>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let (vars, cwd) = match rt.block_on(remote::environment(target, name)) {
+        Ok(v) => v,
+        Err(e) => return remote::finish(Err(e)),
+    };
+    drop(rt);
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("error: no command given after --");
+        return ExitCode::from(2);
+    };
+    // A PATH among `vars` is the one the program is looked up on (std does so when the child's
+    // PATH is set).
+    let e = std::process::Command::new(program)
+        .args(args)
+        .envs(vars)
+        .current_dir(&cwd)
+        .exec();
+    eprintln!("error: cannot run {program} (in {}): {e}", cwd.display());
+    ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let socket = args.socket.unwrap_or_else(paths::default_socket);
-    match args.command {
-        Command::Check { config_dir } => {
-            cli::check(&config_dir.unwrap_or_else(paths::default_config_dir))
+    let target = match target(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
+    };
+    let target = &target;
+    match args.command {
+        Command::Check { config_dir: dir } => cli::check(&config_dir(dir, target)),
         Command::New {
             name,
             port,
             from_profile,
-            config_dir,
+            config_dir: dir,
             start,
         } => cli::new::run(&cli::new::Options {
             name,
             port,
             from_profile,
-            config_dir: config_dir.unwrap_or_else(paths::default_config_dir),
+            config_dir: dir.unwrap_or_else(paths::default_config_dir),
             start,
-            socket,
+            target: target.clone(),
         }),
-        Command::Ports { config_dir, json } => {
-            cli::ports(&config_dir.unwrap_or_else(paths::default_config_dir), json)
-        }
+        Command::Ports {
+            config_dir: dir,
+            json,
+        } => cli::ports(&config_dir(dir, target), json),
         Command::Import {
             write,
             force,
-            config_dir,
+            config_dir: dir,
             homes,
             system_units,
         } => cli::import::run(&cli::import::Options {
-            config_dir: config_dir.unwrap_or_else(paths::default_config_dir),
+            config_dir: dir.unwrap_or_else(paths::default_config_dir),
             homes,
             system_units,
             write,
             force,
         }),
-        Command::Status { names, json } => {
-            on_daemon(Box::pin(remote::status(&socket, names, json)))
-        }
+        Command::Status { names, json } => on_daemon(Box::pin(remote::status(target, names, json))),
         Command::Start { names, all } => {
             names_or_all("start", &names, all);
             on_daemon(Box::pin(remote::act(
-                &socket,
+                target,
                 remote::Lifecycle::Start,
                 names,
                 all,
@@ -247,7 +378,7 @@ fn main() -> ExitCode {
         } => {
             names_or_all("stop", &names, all);
             on_daemon(Box::pin(remote::act(
-                &socket,
+                target,
                 remote::Lifecycle::Stop,
                 names,
                 all,
@@ -257,7 +388,7 @@ fn main() -> ExitCode {
         Command::Restart { names, all } => {
             names_or_all("restart", &names, all);
             on_daemon(Box::pin(remote::act(
-                &socket,
+                target,
                 remote::Lifecycle::Restart,
                 names,
                 all,
@@ -268,18 +399,28 @@ fn main() -> ExitCode {
             name,
             lines,
             follow,
-        } => on_daemon(Box::pin(remote::logs(&socket, name, lines, follow))),
-        Command::Watch { names, json } => on_daemon(Box::pin(remote::watch(&socket, names, json))),
-        Command::Reload { dry_run } => on_daemon(Box::pin(remote::reload(&socket, dry_run))),
-        Command::Version => on_daemon(Box::pin(remote::version(&socket))),
+        } => on_daemon(Box::pin(remote::logs(target, name, lines, follow))),
+        Command::Watch { names, json } => on_daemon(Box::pin(remote::watch(target, names, json))),
+        Command::Reload { dry_run } => on_daemon(Box::pin(remote::reload(target, dry_run))),
+        Command::Version => on_daemon(Box::pin(remote::version(target))),
+        Command::Token { name } => on_daemon(Box::pin(remote::token(target, name))),
+        Command::Env { name } => on_daemon(Box::pin(remote::env(target, name))),
+        Command::Exec { name, command } => exec(target, name, command),
+        Command::CompleteNames => complete_names(target),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Args::command(),
-                "openclawctl",
-                &mut std::io::stdout(),
-            );
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "openclawctl", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            let script = match shell {
+                clap_complete::Shell::Bash => cli::completion::bash_with_names(&script),
+                clap_complete::Shell::Fish => cli::completion::fish_with_names(&script),
+                clap_complete::Shell::Zsh => cli::completion::zsh_with_names(&script),
+                _ => script.into_owned(),
+            };
+            let _ = out.write_all(script.as_bytes());
             ExitCode::SUCCESS
         }
     }

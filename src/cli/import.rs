@@ -367,6 +367,19 @@ pub struct Setup {
     pub not_copied: Vec<String>,
     /// What could not be read (a config file, an environment file).
     pub problems: Vec<String>,
+    /// The `OPENCLAW_GATEWAY_TOKEN` the unit gives its gateway: `--write` keeps it as the
+    /// instance's token (`STATE_DIR/.openclaw-supervisor.token`, 0600), never in the profile.
+    pub unit_token: Option<Secret>,
+}
+
+/// A value never printed: `Debug` shows only that there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// The variables a unit sets that the profile expresses by its own keys, or that only OpenClaw's
@@ -535,6 +548,7 @@ fn setup_from_dir(home: &Home, profile: Option<String>, dir: &Path, where_: &str
         unit: None,
         other_units: Vec::new(),
         not_copied: Vec::new(),
+        unit_token: None,
         problems,
     }
 }
@@ -653,6 +667,9 @@ fn setup_from_unit(home: &Home, path: &Path, scope: UnitScope) -> Option<Setup> 
             scope,
         }),
         other_units: Vec::new(),
+        unit_token: get("OPENCLAW_GATEWAY_TOKEN")
+            .map(|(t, _)| Secret(t.trim().to_string()))
+            .filter(|t| !t.0.is_empty()),
         not_copied,
         problems,
     })
@@ -676,6 +693,10 @@ pub struct Proposal {
     pub name: String,
     /// The profile's text.
     pub yaml: String,
+    /// The setup's state dir, where a kept unit token goes.
+    pub state_dir: PathBuf,
+    /// The unit's token, kept as the instance's token by `--write`.
+    pub unit_token: Option<Secret>,
 }
 
 /// Instance names for the setups: the OpenClaw profile (`default` for the unnamed one), prefixed
@@ -760,11 +781,19 @@ pub fn profile_yaml(s: &Setup, daemon_home: Option<&Path>) -> String {
         y,
         "health:\n  # Several gateways starting at once on a small machine take a while (about 10-30 s each).\n  start_deadline: 120s"
     );
-    let _ = writeln!(
-        y,
-        "# Each gateway gets its own token from the supervisor; a token of the unit is not copied here."
-    );
-    let _ = writeln!(y, "# gateway_token: generate");
+    if s.unit_token.is_some() {
+        let _ = writeln!(
+            y,
+            "# The token OpenClaw's unit gave this gateway is kept (import --write puts it in the state dir's\n# .openclaw-supervisor.token, mode 0600), so its clients keep working; it is never copied here."
+        );
+        let _ = writeln!(y, "gateway_token: generate");
+    } else {
+        let _ = writeln!(
+            y,
+            "# Until this is uncommented the gateway takes its token from its config file (gateway.auth.token)\n# or makes one at run time; uncommented, the supervisor makes one of its own for it."
+        );
+        let _ = writeln!(y, "# gateway_token: generate");
+    }
     y
 }
 
@@ -908,7 +937,15 @@ pub fn run(opts: &Options) -> ExitCode {
         let _ = writeln!(out, "--- {}", file.display());
         out.push_str(&yaml);
         let _ = writeln!(out, "---");
-        proposals.push((Some(Proposal { name, yaml }), s));
+        proposals.push((
+            Some(Proposal {
+                name,
+                yaml,
+                state_dir: s.state_dir.value.clone(),
+                unit_token: s.unit_token.clone(),
+            }),
+            s,
+        ));
     }
 
     // The check of the existing profiles plus the proposals: what `check` will say once written.
@@ -944,7 +981,7 @@ pub fn run(opts: &Options) -> ExitCode {
 
     let _ = writeln!(
         out,
-        "\nTokens: no token of a unit is copied into a profile (profiles are world-readable); each gateway gets its own token from the supervisor."
+        "\nTokens: no token of a unit is copied into a profile (profiles are world-readable). A unit's OPENCLAW_GATEWAY_TOKEN is kept, with --write, in the setup's state dir (.openclaw-supervisor.token, 0600) and given to that gateway only (gateway_token: generate); a gateway without one keeps its config file's token."
     );
 
     let to_write: Vec<&Proposal> = proposals.iter().filter_map(|(p, _)| p.as_ref()).collect();
@@ -967,6 +1004,26 @@ pub fn run(opts: &Options) -> ExitCode {
                 match write_new(&file, &p.yaml) {
                     Ok(()) => {
                         let _ = writeln!(out, "wrote {}", file.display());
+                        if let Some(t) = &p.unit_token {
+                            let kept = crate::supervise::token::keep(&p.state_dir, &t.0);
+                            let at = crate::supervise::token::path(&p.state_dir);
+                            let _ = match kept {
+                                Ok(true) => writeln!(
+                                    out,
+                                    "  kept the unit's gateway token in {} (mode 0600)",
+                                    at.display()
+                                ),
+                                Ok(false) => writeln!(
+                                    out,
+                                    "  {} exists: the instance keeps the token there, not the unit's",
+                                    at.display()
+                                ),
+                                Err(e) => {
+                                    failed = true;
+                                    writeln!(out, "  error: cannot keep the unit's gateway token: {e}")
+                                }
+                            };
+                        }
                     }
                     Err(e) => {
                         failed = true;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+pub mod completion;
 pub mod import;
 pub mod new;
 pub mod remote;

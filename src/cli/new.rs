@@ -30,8 +30,8 @@ pub struct Options {
     pub config_dir: PathBuf,
     /// Reload the daemon afterwards, so that it starts the instance.
     pub start: bool,
-    /// The daemon's control socket (for `--start`).
-    pub socket: PathBuf,
+    /// Where the daemon answers (for `--start`).
+    pub target: super::remote::Target,
 }
 
 /// A port range some profile claims.
@@ -359,7 +359,7 @@ pub fn run(opts: &Options) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Some(file)) => start(&opts.socket, &opts.name, &file),
+        Ok(Some(file)) => start(&opts.target, &opts.name, &file),
     }
 }
 
@@ -543,7 +543,7 @@ fn gateway_port_of(e: &Existing) -> Result<Option<(u16, String)>, String> {
 }
 
 /// `--start`: the daemon's reload, then the instance's status.
-fn start(socket: &Path, name: &str, file: &Path) -> ExitCode {
+fn start(target: &super::remote::Target, name: &str, file: &Path) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -551,8 +551,8 @@ fn start(socket: &Path, name: &str, file: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return refuse(format!("cannot start a runtime: {e}")),
     };
-    println!("reloading the daemon ({})", socket.display());
-    let r = rt.block_on(super::remote::reload(socket, false));
+    println!("reloading the daemon ({target})");
+    let r = rt.block_on(super::remote::reload(target, false));
     if r.is_err() {
         eprintln!(
             "note: {} stays written; start the daemon, or run `openclawctl reload` once it runs",
@@ -560,7 +560,7 @@ fn start(socket: &Path, name: &str, file: &Path) -> ExitCode {
         );
         return super::remote::finish(r);
     }
-    let r = rt.block_on(super::remote::status(socket, vec![name.to_string()], false));
+    let r = rt.block_on(super::remote::status(target, vec![name.to_string()], false));
     if let Err(super::remote::Error::Call(s)) = &r {
         if s.code() == tonic::Code::NotFound {
             eprintln!(

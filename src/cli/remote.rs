@@ -1,14 +1,13 @@
 //! The commands that talk to a running daemon over its control socket. Each returns a `Result`;
 //! [`finish`] reports its error and chooses the exit status, for all of them.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tonic::transport::Channel;
-
+use crate::api::client::Client;
+pub use crate::api::client::Target;
 use crate::api::v1;
-use crate::api::v1::supervisor_service_client::SupervisorServiceClient;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,22 +66,48 @@ pub fn finish(r: Result<(), Error>) -> ExitCode {
     }
 }
 
-async fn connect(socket: &Path) -> Result<SupervisorServiceClient<Channel>, Error> {
-    // The daemon refuses such a dir; a client refuses it too: the socket there may be anyone's,
-    // and a start, a stop or a reload sent to an impostor would be lied about.
-    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if std::fs::symlink_metadata(dir).is_ok() {
-            if let Err(e) = crate::fsx::check_dir(dir, "socket directory") {
-                return Err(Error::UnsafeSocket(format!(
-                    "refusing the socket {}: {e}; it may not be openclaw-supervisord's",
-                    socket.display()
-                )));
+async fn connect(target: &Target) -> Result<Client, Error> {
+    match target {
+        Target::Socket(socket) => {
+            // The daemon refuses such a dir; a client refuses it too: the socket there may be
+            // anyone's, and a start, a stop or a reload sent to an impostor would be lied about.
+            if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if std::fs::symlink_metadata(dir).is_ok() {
+                    if let Err(e) = crate::fsx::check_dir(dir, "socket directory") {
+                        return Err(Error::UnsafeSocket(format!(
+                            "refusing the socket {}: {e}; it may not be openclaw-supervisord's",
+                            socket.display()
+                        )));
+                    }
+                }
+            }
+            crate::api::client::connect_to(target)
+                .await
+                .map_err(Error::Connect)
+        }
+        Target::Tcp {
+            endpoint,
+            token_file,
+        } => {
+            let mut client = crate::api::client::connect_to(target)
+                .await
+                .map_err(Error::Connect)?;
+            // One cheap call first: a wrong token is then said once, naming its file, whatever
+            // the command (a start of three instances would otherwise fail three times).
+            match client.get_version(v1::GetVersionRequest {}).await {
+                Ok(_) => Ok(client),
+                Err(s) if s.code() == tonic::Code::Unauthenticated => Err(Error::Connect(format!(
+                    "openclaw-supervisord at {endpoint} refused the token of {}: {}\nuse the file the daemon's --token-file names (--token-file / OPENCLAW_SUPERVISOR_TOKEN_FILE)",
+                    token_file.display(),
+                    s.message()
+                ))),
+                Err(s) => Err(Error::Connect(format!(
+                    "cannot reach openclaw-supervisord at {endpoint}: {}",
+                    s.message()
+                ))),
             }
         }
     }
-    crate::api::client::connect(socket)
-        .await
-        .map_err(Error::Connect)
 }
 
 /// Which lifecycle call `start`, `stop` and `restart` make.
@@ -245,8 +270,8 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
 }
 
 /// `status [NAME...] [--json]`.
-pub async fn status(socket: &Path, names: Vec<String>, json: bool) -> Result<(), Error> {
-    let list = connect(socket)
+pub async fn status(target: &Target, names: Vec<String>, json: bool) -> Result<(), Error> {
+    let list = connect(target)
         .await?
         .list_instances(v1::ListInstancesRequest { names })
         .await?
@@ -264,13 +289,13 @@ pub async fn status(socket: &Path, names: Vec<String>, json: bool) -> Result<(),
 /// `start|stop|restart NAME... | --all`: one call each, in order (all instances, sorted by name,
 /// for `--all`); prints each outcome; exits 1 if any failed.
 pub async fn act(
-    socket: &Path,
+    target: &Target,
     call: Lifecycle,
     names: Vec<String>,
     all: bool,
     timeout: Option<Duration>,
 ) -> Result<(), Error> {
-    let mut client = connect(socket).await?;
+    let mut client = connect(target).await?;
     let names: Vec<String> = if all {
         client
             .list_instances(v1::ListInstancesRequest { names: Vec::new() })
@@ -338,9 +363,9 @@ fn time_of(ms: i64) -> String {
 
 /// `logs NAME [-n N] [-f]`: the last lines the daemon keeps, then (with `-f`) new ones until
 /// interrupted.
-pub async fn logs(socket: &Path, name: String, lines: u32, follow: bool) -> Result<(), Error> {
+pub async fn logs(target: &Target, name: String, lines: u32, follow: bool) -> Result<(), Error> {
     use std::io::Write;
-    let mut stream = connect(socket)
+    let mut stream = connect(target)
         .await?
         .tail_logs(v1::TailLogsRequest {
             name,
@@ -369,9 +394,9 @@ pub async fn logs(socket: &Path, name: String, lines: u32, follow: bool) -> Resu
 }
 
 /// `watch [NAME...] [--json]`: every state change, one line each, until interrupted.
-pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> Result<(), Error> {
+pub async fn watch(target: &Target, names: Vec<String>, json: bool) -> Result<(), Error> {
     use std::io::Write;
-    let mut stream = connect(socket)
+    let mut stream = connect(target)
         .await?
         .watch_events(v1::WatchEventsRequest { names })
         .await?
@@ -430,8 +455,8 @@ pub async fn watch(socket: &Path, names: Vec<String>, json: bool) -> Result<(), 
 
 /// `reload [--dry-run]`: what changes; the check's report and exit 1 when the profiles fail it
 /// (then nothing changed).
-pub async fn reload(socket: &Path, dry_run: bool) -> Result<(), Error> {
-    let r = connect(socket)
+pub async fn reload(target: &Target, dry_run: bool) -> Result<(), Error> {
+    let r = connect(target)
         .await?
         .reload(v1::ReloadRequest { dry_run })
         .await?
@@ -485,9 +510,9 @@ pub async fn reload(socket: &Path, dry_run: bool) -> Result<(), Error> {
 }
 
 /// `version`: this client's version, and the daemon's.
-pub async fn version(socket: &Path) -> Result<(), Error> {
+pub async fn version(target: &Target) -> Result<(), Error> {
     println!("openclawctl {}", env!("CARGO_PKG_VERSION"));
-    let v = connect(socket)
+    let v = connect(target)
         .await?
         .get_version(v1::GetVersionRequest {})
         .await?
@@ -502,7 +527,80 @@ pub async fn version(socket: &Path) -> Result<(), Error> {
     if !v.containment.is_empty() {
         println!("containment: {}", v.containment);
     }
+    if !v.config_dir.is_empty() {
+        println!("config dir: {}", v.config_dir);
+    }
     Ok(())
+}
+
+/// The running daemon's config dir (absolute), if a daemon answers at `target` and tells it; for
+/// `check` and `ports` given no `--config-dir`. Quiet: any failure is `None`.
+pub async fn daemon_config_dir(target: &Target) -> Option<PathBuf> {
+    let mut client = connect(target).await.ok()?;
+    let v = client
+        .get_version(v1::GetVersionRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    (!v.config_dir.is_empty()).then(|| PathBuf::from(v.config_dir))
+}
+
+/// The instance names the daemon at `target` knows, for shell completion.
+pub async fn instance_names(target: &Target) -> Result<Vec<String>, Error> {
+    Ok(connect(target)
+        .await?
+        .list_instances(v1::ListInstancesRequest { names: Vec::new() })
+        .await?
+        .into_inner()
+        .instances
+        .into_iter()
+        .map(|i| i.name)
+        .collect())
+}
+
+/// `token NAME`: the gateway token the daemon made for the instance, on stdout; its file on stderr.
+pub async fn token(target: &Target, name: String) -> Result<(), Error> {
+    let t = connect(target)
+        .await?
+        .get_token(v1::GetTokenRequest { name })
+        .await?
+        .into_inner();
+    println!("{}", t.token);
+    Ok(())
+}
+
+/// The environment and working directory the daemon gives the instance's gateway (without the
+/// supervisor's instance marker: see `spawn::without_marker`).
+pub async fn environment(
+    target: &Target,
+    name: String,
+) -> Result<(Vec<(String, String)>, PathBuf), Error> {
+    let r = connect(target)
+        .await?
+        .get_environment(v1::GetEnvironmentRequest { name })
+        .await?
+        .into_inner();
+    Ok((
+        r.vars.into_iter().map(|v| (v.name, v.value)).collect(),
+        PathBuf::from(r.cwd),
+    ))
+}
+
+/// `env NAME`: the instance's environment as `export K='v'` lines for `eval "$(openclawctl env
+/// NAME)"`; a later line wins, as in the gateway's.
+pub async fn env(target: &Target, name: String) -> Result<(), Error> {
+    let (vars, _) = environment(target, name).await?;
+    print!("{}", exports(&vars));
+    Ok(())
+}
+
+/// `export K='v'` lines, each value quoted for any POSIX shell (a `'` inside as `'\''`).
+pub fn exports(vars: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in vars {
+        out.push_str(&format!("export {k}='{}'\n", v.replace('\'', "'\\''")));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -535,6 +633,24 @@ mod tests {
         assert_eq!(
             (json["restarts"].clone(), json["operator_restarts"].clone()),
             (2.into(), 3.into())
+        );
+    }
+
+    #[test]
+    fn exports_survive_any_value() {
+        let vars = vec![
+            ("A".to_string(), "it's $HOME `x` \"y\"\nz".to_string()),
+            ("B".to_string(), String::new()),
+        ];
+        let script = format!("{}printf '%s|%s' \"$A\" \"$B\"", exports(&vars));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's $HOME `x` \"y\"\nz|"
         );
     }
 }

@@ -73,7 +73,9 @@ pub fn read_dir(dir: &Path) -> DirContents {
                     Location::file(dir),
                     format!("cannot read the config directory: {e}"),
                 )
-                .hint("pass the directory that holds the *.yaml profiles with --config-dir"),
+                .hint(
+                    "pass the directory that holds the *.yaml profiles with --config-dir or OPENCLAW_SUPERVISOR_CONFIG_DIR",
+                ),
             );
             return DirContents {
                 diagnostics: diags,

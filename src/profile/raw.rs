@@ -321,6 +321,29 @@ impl RestartPolicyKind {
     }
 }
 
+/// `gateway_token`: where the gateway's token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayToken {
+    /// A random token the daemon makes once in the state dir (`supervise::token`) and gives the
+    /// gateway as `OPENCLAW_GATEWAY_TOKEN`.
+    Generate,
+}
+
+impl<'de> Deserialize<'de> for GatewayToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A string, so that a map or a list is told what is expected, not serde's enum internals.
+        let s = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("takes `generate` (a token of its own, made by the daemon)")
+        })?;
+        match s.as_str() {
+            "generate" => Ok(GatewayToken::Generate),
+            _ => Err(serde::de::Error::custom(
+                "takes `generate` (a token of its own, made by the daemon); to give a token yourself, set `env: { OPENCLAW_GATEWAY_TOKEN: ... }` or the config file's gateway.auth.token",
+            )),
+        }
+    }
+}
+
 /// `restart.backoff`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,6 +410,7 @@ pub struct RawProfile {
     pub reserve_ports: Option<Vec<PortRange>>,
     pub openclaw_profile: Option<InstanceName>,
     pub limits: Option<RawLimits>,
+    pub gateway_token: Option<GatewayToken>,
 }
 
 #[cfg(test)]
@@ -419,6 +443,21 @@ mod tests {
         ] {
             assert!(bad.parse::<InstanceName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gateway_token_takes_generate_and_never_echoes_a_value() {
+        let t: GatewayToken = serde_yaml::from_str("generate").unwrap();
+        assert_eq!(t, GatewayToken::Generate);
+        // Someone may write the token itself there.
+        let e = serde_yaml::from_str::<GatewayToken>("s3cret-token")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("takes `generate`") && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert!(serde_yaml::from_str::<GatewayToken>("{ file: /x }").is_err());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const MANAGED_ENV: [(&str, &str); 5] = [
     ("OPENCLAW_WORKSPACE_DIR", "workspace"),
 ];
 
+/// The variable the gateway reads its token from, which `gateway_token` sets.
+pub const TOKEN_VAR: &str = "OPENCLAW_GATEWAY_TOKEN";
+
 /// Where a resolved value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -219,6 +222,9 @@ pub struct Profile {
     pub ports: Vec<PortClaim>,
     /// Resource limits, applied through the instance's cgroup.
     pub limits: Limits,
+    /// `gateway_token: generate`: the daemon gives the gateway a token of its own, made once in
+    /// the state dir (`supervise::token`), as `OPENCLAW_GATEWAY_TOKEN`.
+    pub gateway_token: Option<super::raw::GatewayToken>,
 }
 
 /// Looks up an environment variable of the daemon.
@@ -411,6 +417,7 @@ impl Resolver<'_> {
             health: health?,
             ports,
             limits: self.limits(),
+            gateway_token: self.pf.raw.gateway_token,
         })
     }
 
@@ -456,7 +463,34 @@ impl Resolver<'_> {
     /// Checks the profile's `env` and gathers what the later steps share.
     fn scope(&mut self, name: &InstanceName, name_at: Location) -> Scope {
         let n = name.as_str();
-        let env = self.pf.raw.env.clone().unwrap_or_default();
+        let mut env = self.pf.raw.env.clone().unwrap_or_default();
+        for (key, value) in env.iter_mut() {
+            // `${VAR}` from the daemon's environment, as in paths; `$${` stands for `${`.
+            match expand_vars(value, self.daemon_env) {
+                Ok(v) => *value = v,
+                Err(why) => {
+                    let d = self
+                        .error(Kind::UnsetVariable, &["env", key], n, format!("the value {why}"))
+                        .hint(
+                            "set it in the daemon's environment (its unit's `Environment=`), or write `$${` for a literal `${`",
+                        );
+                    self.errors.push(d);
+                }
+            }
+        }
+        if self.pf.raw.gateway_token.is_some() && env.contains_key(TOKEN_VAR) {
+            let d = self
+                .error(
+                    Kind::InvalidValue,
+                    &["env", TOKEN_VAR],
+                    n,
+                    format!("{TOKEN_VAR} is set both here and by `gateway_token`"),
+                )
+                .hint(format!(
+                    "keep one: remove `{TOKEN_VAR}` from `env`, or `gateway_token:`"
+                ));
+            self.errors.push(d);
+        }
         for key in env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 let d = self.error(
@@ -936,28 +970,51 @@ pub fn expand(
         out.push_str(home);
         rest = &rest[1..];
     }
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("{text:?} has a `${{` without its closing `}}`"))?;
-        let var = &after[..end];
-        let value =
-            lookup(var).ok_or_else(|| format!("{text:?} uses ${{{var}}}, which is not set"))?;
-        out.push_str(&value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
+    out.push_str(&expand_vars(rest, lookup).map_err(|why| format!("{text:?} {why}"))?);
     if out.is_empty() {
         return Err("the path is empty".to_string());
     }
     Ok(PathBuf::from(out))
 }
 
+/// `text` with each `${VAR}` replaced by `lookup(VAR)`; `$${` is a literal `${`. The error says
+/// which variable is not set, without quoting `text` (an `env` value may be a secret): "uses
+/// ${VAR}, which is not set" (paths and `env` values share it).
+pub fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "has a `${` without its closing `}`".to_string())?;
+        let var = &after[..end];
+        let value = lookup(var).ok_or_else(|| format!("uses ${{{var}}}, which is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_doubled_dollar_is_a_literal() {
+        let vars = |v: &str| (v == "A").then(|| "x".to_string());
+        assert_eq!(expand_vars("$${A}-${A}", &vars).unwrap(), "${A}-x");
+        assert_eq!(expand_vars("$A ${A}$", &vars).unwrap(), "$A x$");
+        assert!(expand_vars("${B}", &vars).unwrap_err().contains("${B}"));
+    }
 
     #[test]
     fn tilde_and_variables_expand() {

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod reaper;
 pub mod sample;
 pub mod spawn;
+pub mod token;
 pub mod tree;
 
 use std::collections::BTreeMap;
@@ -585,6 +586,7 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
         health,
         ports,
         limits,
+        gateway_token,
     } = old;
     let mut out = Vec::new();
     // The third argument: whether the running child depends on the field.
@@ -611,6 +613,7 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
     diff("workspace", workspace.value != new.workspace.value, true);
     diff("command", *command != new.command, true);
     diff("env", *env != new.env, true);
+    diff("gateway_token", *gateway_token != new.gateway_token, true);
     diff("working_dir", *working_dir != new.working_dir, true);
     diff("autostart", *autostart != new.autostart, false);
     diff("restart", *restart != new.restart, true);

@@ -403,7 +403,14 @@ pub fn preflight(
         let why = message(&holder);
         return Preflight::Blocked(holder, why);
     }
-    match super::spawn::request(profile) {
+    let token = match profile.gateway_token {
+        Some(_) => match super::token::ensure(state_dir) {
+            Ok(t) => Some(t),
+            Err(e) => return Preflight::Failed(e),
+        },
+        None => None,
+    };
+    match super::spawn::request(profile, token.as_deref()) {
         Ok(request) => Preflight::Ready {
             request,
             lock,

@@ -197,13 +197,11 @@ pub fn resolve_program(
 
 /// What the child of `p` is started with: its command resolved on its PATH (the profile's, else
 /// the daemon's) from its working directory, and [`environment`]. The error says why it cannot
-/// start (an empty command, a program not found).
-pub fn request(p: &Profile) -> Result<SpawnRequest, String> {
+/// start (an empty command, a program not found). `token`: the gateway token of `gateway_token`
+/// (`super::token`), read by the caller.
+pub fn request(p: &Profile, token: Option<&str>) -> Result<SpawnRequest, String> {
     let cwd = p.working_dir.clone();
-    let here = cwd
-        .clone()
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let here = working_dir(p);
     let path = p
         .env
         .get("PATH")
@@ -222,7 +220,7 @@ pub fn request(p: &Profile) -> Result<SpawnRequest, String> {
     Ok(SpawnRequest {
         program,
         args: args.to_vec(),
-        env: environment(p),
+        env: environment(p, token),
         cwd,
         cgroup: None,
     })
@@ -248,13 +246,30 @@ fn env_sh(p: &Profile, here: &Path) -> Option<PathBuf> {
         .map(|f| std::path::absolute(&f).unwrap_or(f))
 }
 
+/// Where the child of `p` runs: its profile's `working_dir`, else the daemon's.
+pub fn working_dir(p: &Profile) -> PathBuf {
+    p.working_dir
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
 /// The variables the child of `p` gets on top of the daemon's environment, in the order they are
-/// set (a later one wins): the profile's `env`, then the OPENCLAW_* variables the gateway reads
-/// its places from (so the profile cannot contradict the checked ones), the per-instance caches
-/// (`OWN_CACHES`), and the instance marker the stop's process walk looks for.
-pub fn environment(p: &Profile) -> Vec<(String, String)> {
+/// set (a later one wins): the profile's `env` (and the daemon's PATH unless it names one), then the OPENCLAW_* variables the gateway reads
+/// its places from (so the profile cannot contradict the checked ones), its own gateway token
+/// (`gateway_token`), the per-instance caches (`OWN_CACHES`), and the instance marker the stop's
+/// process walk looks for (always last: `openclawctl env` leaves it out, see
+/// [`without_marker`]).
+pub fn environment(p: &Profile, token: Option<&str>) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // The child inherits the daemon's PATH anyway; named here so that `openclawctl env`/`exec`
+    // find the programs the gateway finds.
+    if !p.env.contains_key("PATH") {
+        if let Some(path) = std::env::var_os("PATH") {
+            env.push(("PATH".into(), path.to_string_lossy().into_owned()));
+        }
+    }
     env.push((
         "OPENCLAW_CONFIG_PATH".into(),
         p.config_path.value.display().to_string(),
@@ -274,6 +289,9 @@ pub fn environment(p: &Profile) -> Vec<(String, String)> {
             .clone()
             .unwrap_or_else(|| "default".into()),
     ));
+    if let Some(t) = token {
+        env.push((crate::profile::resolve::TOKEN_VAR.into(), t.to_string()));
+    }
     for (var, dir) in OWN_CACHES {
         let named = p
             .env
@@ -287,6 +305,16 @@ pub fn environment(p: &Profile) -> Vec<(String, String)> {
         }
     }
     env.push((tree::MARKER_VAR.into(), p.name.to_string()));
+    env
+}
+
+/// `env` without the instance marker: what a process run by an operator "as" the instance gets
+/// (`openclawctl env`/`exec`). With the marker it would be taken for the instance's own: counted
+/// in its tree, ended at its stop, and (left running) ended as a leftover at the next start.
+/// Without it, such a process that uses the state dir while the instance starts is a stranger
+/// that holds it (the start is refused, naming it) rather than something silently killed.
+pub fn without_marker(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != tree::MARKER_VAR);
     env
 }
 
@@ -323,6 +351,10 @@ mod tests {
         plan.profiles.into_iter().next().unwrap()
     }
 
+    fn environment_of(p: &Profile) -> Vec<(String, String)> {
+        environment(p, None)
+    }
+
     fn get<'a>(env: &'a [(String, String)], var: &str) -> Vec<&'a str> {
         env.iter()
             .filter(|(k, _)| k == var)
@@ -333,7 +365,7 @@ mod tests {
     #[test]
     fn a_child_learns_its_places_port_profile_and_marker() {
         let p = profile("command: [/bin/true]\n");
-        let env = environment(&p);
+        let env = environment(&p, None);
         let one = |var| get(&env, var);
         assert_eq!(one("OPENCLAW_STATE_DIR"), ["/srv/bots/main"]);
         assert_eq!(
@@ -351,17 +383,28 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_given_and_the_marker_can_be_left_out() {
+        let p = profile("command: [/bin/true]\ngateway_token: generate\n");
+        let env = environment(&p, Some("abc"));
+        assert_eq!(get(&env, "OPENCLAW_GATEWAY_TOKEN"), ["abc"]);
+        assert_eq!(env.last().map(|(k, _)| k.as_str()), Some(tree::MARKER_VAR));
+        let env = without_marker(env);
+        assert!(get(&env, tree::MARKER_VAR).is_empty());
+        assert_eq!(get(&env, "OPENCLAW_STATE_DIR"), ["/srv/bots/main"]);
+    }
+
+    #[test]
     fn a_named_openclaw_profile_is_passed_on() {
         let p = profile("openclaw_profile: work\ncommand: [/bin/true]\n");
-        assert_eq!(get(&environment(&p), "OPENCLAW_PROFILE"), ["work"]);
+        assert_eq!(get(&environment(&p, None), "OPENCLAW_PROFILE"), ["work"]);
         // OpenClaw's unnamed profile is passed as its name.
         let p = profile("openclaw_profile: default\ncommand: [/bin/true]\n");
-        assert_eq!(get(&environment(&p), "OPENCLAW_PROFILE"), ["default"]);
+        assert_eq!(get(&environment(&p, None), "OPENCLAW_PROFILE"), ["default"]);
     }
 
     #[test]
     fn caches_default_to_the_state_dir() {
-        let env = environment(&profile("command: [/bin/true]\n"));
+        let env = environment_of(&profile("command: [/bin/true]\n"));
         assert_eq!(get(&env, "XDG_CACHE_HOME"), ["/srv/bots/main/cache"]);
         assert_eq!(get(&env, "npm_config_cache"), ["/srv/bots/main/cache/npm"]);
     }
@@ -369,7 +412,7 @@ mod tests {
     #[test]
     fn a_profile_naming_a_cache_keeps_its_own_and_gets_no_default() {
         for var in ["npm_config_cache", "NPM_CONFIG_CACHE", "Npm_Config_Cache"] {
-            let env = environment(&profile(&format!(
+            let env = environment_of(&profile(&format!(
                 "command: [/bin/true]\nenv:\n  {var}: /var/cache/npm\n"
             )));
             let npm: Vec<_> = env
@@ -388,7 +431,7 @@ mod tests {
                 "{var}"
             );
         }
-        let env = environment(&profile(
+        let env = environment_of(&profile(
             "command: [/bin/true]\nenv:\n  XDG_CACHE_HOME: /var/cache/bot\n",
         ));
         assert_eq!(get(&env, "XDG_CACHE_HOME"), ["/var/cache/bot"]);
@@ -398,7 +441,7 @@ mod tests {
     #[test]
     fn only_the_exact_xdg_name_counts_as_the_profiles_own() {
         // Nothing reads a lower-case xdg_cache_home: the child still needs its own XDG_CACHE_HOME.
-        let env = environment(&profile(
+        let env = environment_of(&profile(
             "command: [/bin/true]\nenv:\n  xdg_cache_home: /var/cache/bot\n",
         ));
         assert_eq!(get(&env, "XDG_CACHE_HOME"), ["/srv/bots/main/cache"]);
@@ -407,7 +450,7 @@ mod tests {
 
     #[test]
     fn the_profiles_env_comes_first_so_the_checked_places_win() {
-        let env = environment(&profile("command: [/bin/true]\nenv:\n  LANG: C.UTF-8\n"));
+        let env = environment_of(&profile("command: [/bin/true]\nenv:\n  LANG: C.UTF-8\n"));
         assert_eq!(env[0], ("LANG".to_string(), "C.UTF-8".to_string()));
         assert_eq!(env.last().map(|(k, _)| k.as_str()), Some(tree::MARKER_VAR));
     }
@@ -422,7 +465,7 @@ mod tests {
             "command: [openclaw, gateway, run]\nenv:\n  PATH: {}\n",
             bin.path().display()
         ));
-        let req = request(&p).unwrap();
+        let req = request(&p, None).unwrap();
         assert_eq!(req.program, gw);
         assert_eq!(req.args, ["gateway", "run"]);
         assert_eq!(get(&req.env, "PATH"), [bin.path().to_str().unwrap()]);
@@ -431,14 +474,14 @@ mod tests {
     #[test]
     fn a_program_not_on_path_is_refused_with_the_path_searched() {
         let p = profile("command: [no-such-gateway]\nenv:\n  PATH: /nonexistent/bin\n");
-        let err = request(&p).unwrap_err();
+        let err = request(&p, None).unwrap_err();
         assert_eq!(err, "`no-such-gateway` not found on PATH: /nonexistent/bin");
     }
 
     #[test]
     fn openclaw_not_on_path_points_at_the_installed_env_sh() {
         let project = tempfile::tempdir().unwrap();
-        let text = |p: &Profile| request(p).unwrap_err();
+        let text = |p: &Profile| request(p, None).unwrap_err();
         let yaml = format!(
             "command: [openclaw, gateway, run]\nworking_dir: {}\nenv:\n  PATH: /nonexistent/bin\n",
             project.path().display()

@@ -293,14 +293,6 @@ fn real_gateways_main_and_rescue_end_to_end() {
     let ports: [u16; 2] = common::free_ports(2).try_into().unwrap();
     let root = scene.root.path().canonicalize().unwrap();
     let states = NAMES.map(|n| root.join("state").join(n));
-    let token = format!(
-        "e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
     for (i, name) in NAMES.iter().enumerate() {
         scene.profile(
             &format!("{name}.yaml"),
@@ -308,12 +300,12 @@ fn real_gateways_main_and_rescue_end_to_end() {
                 "port: {port}\n\
                  state_dir: {state}\n\
                  command: [openclaw, gateway, run, --bind, loopback, --allow-unconfigured]\n\
-                 env:\n  OPENCLAW_GATEWAY_TOKEN: {token}\n  NO_COLOR: \"1\"\n\
+                 gateway_token: generate\n\
+                 env:\n  NO_COLOR: \"1\"\n\
                  health: {{ start_deadline: 300s }}\n\
                  stop: {{ timeout: 60s }}\n",
                 port = ports[i],
                 state = serde_json::to_string(&states[i]).unwrap(),
-                token = serde_json::to_string(&token).unwrap(),
             ),
         );
     }
@@ -351,6 +343,19 @@ fn real_gateways_main_and_rescue_end_to_end() {
         let ready = e.wait_http(name, "/readyz", "\"ready\":true");
         let live = e.wait_http(name, "/healthz", "\"ok\":true");
         eprintln!("{name}: /readyz {ready} /healthz {live}");
+    }
+
+    // 4b. Each has a token of its own (`gateway_token: generate`), and OpenClaw's own CLI, run with
+    //     the environment the daemon gave the gateway (`openclawctl exec`), reaches it with it.
+    let tokens = NAMES.map(|n| e.ctl(&["token", n]).trim().to_string());
+    e.ensure(tokens[0] != tokens[1] && !tokens[0].is_empty(), || {
+        format!("main and rescue share a token: {tokens:?}")
+    });
+    for name in NAMES {
+        let health = e.ctl(&["exec", name, "--", "openclaw", "gateway", "health"]);
+        e.ensure(health.contains("OK"), || {
+            format!("`openclaw gateway health` as {name}: {health}")
+        });
     }
 
     // 5. Each writes only to its own state dir: every file it holds open under the scene lies there

@@ -16,6 +16,7 @@ mod hostile_files;
 mod hostile_own;
 mod hostile_tree;
 mod onboard_edges;
+mod onboard_everywhere;
 mod onboard_import;
 mod onboard_new;
 mod supervise;

@@ -118,7 +118,7 @@ fn import_write_then_start_runs_both_setups() {
     for f in ["main.yaml", "rescue.yaml"] {
         let y = std::fs::read_to_string(s.dir().join(f)).unwrap();
         assert!(!y.contains("shared-token"), "{f}:\n{y}");
-        assert!(y.contains("# gateway_token: generate"), "{f}:\n{y}");
+        assert!(y.contains("\ngateway_token: generate"), "{f}:\n{y}");
     }
     assert!(s.check().status.success(), "{}", stdout(&s.check()));
 
