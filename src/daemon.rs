@@ -275,7 +275,12 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
             tonic::transport::Server::builder()
                 .add_routes(services.clone())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(socket),
+                    // grpc-core's clients (Python) send the socket's path as :authority; h2 would
+                    // refuse every call (api::authority).
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::UnixListenerStream::new(socket),
+                        |accepted| accepted.map(api::authority::Normalized::new),
+                    ),
                     async move { stop.cancelled().await },
                 ),
         ));
@@ -395,14 +400,18 @@ async fn services(
     health
         .set_serving::<SupervisorServiceServer<api::server::Api>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
+    // Reflection in both versions: grpcio-reflection, Postman and older grpcurl ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| e.to_string())?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
     let routes = tonic::service::Routes::new(SupervisorServiceServer::from_arc(api))
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     Ok((routes, health))
 }
 
