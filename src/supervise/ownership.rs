@@ -161,7 +161,11 @@ fn held(state_dir: &Path, text: &str) -> LockError {
 
 /// The operator's message for a process found on an instance's place.
 pub fn message(h: &Holder) -> String {
-    match h.what.strip_prefix("listens on port ") {
+    match h
+        .what
+        .strip_prefix("listens on port ")
+        .filter(|port| !port.contains(' '))
+    {
         Some(port) if h.pid == 0 => format!(
             "port {port} is held by a process this daemon cannot see (another user's?), not by this instance"
         ),
