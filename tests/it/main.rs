@@ -15,5 +15,6 @@ mod hostile_claim;
 mod hostile_files;
 mod hostile_own;
 mod hostile_tree;
+mod onboard_grpc;
 mod supervise;
 mod systemd;
