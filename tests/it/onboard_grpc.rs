@@ -143,7 +143,10 @@ fn the_daemon_log_names_pids_as_numbers() {
         "{log}"
     );
     for wrong in ["Some(", "None"] {
-        assert!(!log.contains(wrong), "{wrong:?} in the daemon's log:\n{log}");
+        assert!(
+            !log.contains(wrong),
+            "{wrong:?} in the daemon's log:\n{log}"
+        );
     }
 }
 
@@ -208,7 +211,10 @@ fn each_process_on_an_instance_place_is_reported_once_under_one_name() {
     );
     let line = leftover_lines[0];
     assert!(line.contains("left by an earlier run"), "{line}");
-    assert!(line.contains(&format!("listens on port {}", ports[1])), "{line}");
+    assert!(
+        line.contains(&format!("listens on port {}", ports[1])),
+        "{line}"
+    );
     assert!(!line.contains("not started by this supervisor"), "{line}");
     let _ = stranger.kill();
     let _ = stranger.wait();
@@ -252,8 +258,9 @@ fn sighup_logs_what_the_reload_did() {
     scene.fake_profile("main", ports[0], "env: { A: b }\n");
     hup();
     assert!(
-        reload_lines(2)[1]
-            .ends_with("reload applied: added ops; removed rescue; changed and restarted main (env)"),
+        reload_lines(2)[1].ends_with(
+            "reload applied: added ops; removed rescue; changed and restarted main (env)"
+        ),
         "{}",
         daemon_log(&d)
     );
@@ -261,7 +268,10 @@ fn sighup_logs_what_the_reload_did() {
     scene.profile("bad.yaml", "port: [\n");
     hup();
     let refused = reload_lines(3)[2].clone();
-    assert!(refused.contains("reload refused, nothing changed"), "{refused}");
+    assert!(
+        refused.contains("reload refused, nothing changed"),
+        "{refused}"
+    );
     // The check's errors follow in the same entry, naming the file.
     let log = daemon_log(&d);
     let after = &log[log.find("reload refused").unwrap()..];
