@@ -156,11 +156,16 @@ enum Stage {
     Blind,
 }
 
-/// A header block being gathered: the HEADERS frame and its CONTINUATIONs so far.
-struct Pending {
+/// What a header block's HEADERS frame says besides the block.
+struct Head {
     stream: [u8; 4],
     end_stream: bool,
     priority: Option<[u8; 5]>,
+}
+
+/// A header block being gathered: the HEADERS frame and its CONTINUATIONs so far.
+struct Pending {
+    head: Head,
     block: Vec<u8>,
     /// The frames as they came, to pass on when nothing needs changing.
     raw: Vec<u8>,
@@ -173,6 +178,10 @@ struct Conn {
     pending: Option<Pending>,
     /// Whether header blocks are re-encoded (since the first bad authority).
     reencoding: bool,
+    /// The fields of the block being read: name and value bytes, one after the other, and
+    /// (start, name length, value length) of each.
+    scratch: Vec<u8>,
+    fields: Vec<(usize, usize, usize)>,
 }
 
 impl Conn {
@@ -184,6 +193,8 @@ impl Conn {
             decoder,
             pending: None,
             reencoding: false,
+            scratch: Vec::new(),
+            fields: Vec::new(),
         }
     }
 
@@ -282,72 +293,101 @@ impl Conn {
             let Some((priority, fragment)) = headers_fragment(flags, payload) else {
                 return self.unchanged(frame, out);
             };
-            self.pending = Some(Pending {
+            let head = Head {
                 stream,
                 end_stream: flags & END_STREAM != 0,
                 priority,
+            };
+            if flags & END_HEADERS != 0 {
+                // The usual request: one frame, read where it lies.
+                return self.finish(&head, fragment, frame, out);
+            }
+            self.pending = Some(Pending {
+                head,
                 block: fragment.to_vec(),
                 raw: frame.to_vec(),
             });
-        } else if let Some(p) = self.pending.as_mut().filter(|p| p.stream == stream) {
-            p.block.extend_from_slice(payload);
-            p.raw.extend_from_slice(frame);
-        } else {
+            return Ok(());
+        }
+        let Some(p) = self.pending.as_mut().filter(|p| p.head.stream == stream) else {
             // A CONTINUATION of another stream: a protocol error h2 will name.
             self.abandon(out)?;
             out.extend_from_slice(frame);
             return Ok(());
-        }
+        };
+        p.block.extend_from_slice(payload);
+        p.raw.extend_from_slice(frame);
         if flags & END_HEADERS != 0 {
             if let Some(p) = self.pending.take() {
-                self.finish(p, out)?;
+                self.finish(&p.head, &p.block, &p.raw, out)?;
             }
         }
         Ok(())
     }
 
-    /// A whole header block: passed on as it came, or written again with a good authority.
-    fn finish(&mut self, p: Pending, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut fields = Vec::new();
-        let decoded = self.decoder.decode_with_cb(&p.block, |name, value| {
-            fields.push((name.into_owned(), value.into_owned()))
+    /// A whole header block (`raw`: its frames as they came): passed on as it came, or written
+    /// again with a good authority.
+    fn finish(
+        &mut self,
+        head: &Head,
+        block: &[u8],
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        // The fields go into one reused buffer: a block passed on costs no allocation per field.
+        let Conn {
+            decoder,
+            scratch,
+            fields,
+            ..
+        } = self;
+        scratch.clear();
+        fields.clear();
+        let mut bad = None;
+        let decoded = decoder.decode_with_cb(block, |name, value| {
+            let at = scratch.len();
+            scratch.extend_from_slice(&name);
+            scratch.extend_from_slice(&value);
+            fields.push((at, name.len(), value.len()));
+            if &*name == b":authority"
+                && bad.is_none()
+                && http::uri::Authority::try_from(&*value).is_err()
+            {
+                bad = Some(String::from_utf8_lossy(&value).into_owned());
+            }
         });
         if let Err(e) = decoded {
             if self.reencoding {
                 return Err(invalid(format!("a header block does not decode: {e:?}")));
             }
-            out.extend_from_slice(&p.raw);
+            out.extend_from_slice(raw);
             self.stage = Stage::Blind;
             return Ok(());
         }
-        let mut bad = false;
-        for (name, value) in &mut fields {
-            if name == b":authority" && http::uri::Authority::try_from(value.as_slice()).is_err() {
-                if !self.reencoding {
-                    tracing::debug!(
-                        authority = %String::from_utf8_lossy(value),
-                        "a client sent an :authority h2 refuses; its connection's are read as localhost"
-                    );
-                }
-                *value = LOCALHOST.to_vec();
-                bad = true;
-            }
-        }
-        if !bad && !self.reencoding {
-            out.extend_from_slice(&p.raw);
+        if bad.is_none() && !self.reencoding {
+            out.extend_from_slice(raw);
             return Ok(());
         }
-        let mut block = Vec::new();
+        let mut again = Vec::with_capacity(block.len() * 2);
         if !self.reencoding {
+            tracing::debug!(
+                authority = bad.as_deref().unwrap_or_default(),
+                "a client sent an :authority h2 refuses; its connection's are read as localhost"
+            );
             // A dynamic table size update to 0 empties h2's table: nothing sent from now on refers
             // to what the client had indexed.
-            block.push(0x20);
+            again.push(0x20);
             self.reencoding = true;
         }
-        for (name, value) in &fields {
-            encode_literal(name, value, &mut block);
+        for &(at, n, v) in &self.fields {
+            let name = &self.scratch[at..at + n];
+            let mut value = &self.scratch[at + n..at + n + v];
+            if name == b":authority" && http::uri::Authority::try_from(value).is_err() {
+                value = LOCALHOST;
+            }
+            encode_literal(name, value, &mut again);
         }
-        write_block(&p, &block, out);
+        write_block(head, &again, out);
         Ok(())
     }
 
@@ -399,7 +439,7 @@ fn headers_fragment(flags: u8, payload: &[u8]) -> Option<(Option<[u8; 5]>, &[u8]
 
 /// Writes `block` as a HEADERS frame (with the block's stream, END_STREAM and priority; no
 /// padding) and as many CONTINUATIONs as it needs.
-fn write_block(p: &Pending, block: &[u8], out: &mut Vec<u8>) {
+fn write_block(p: &Head, block: &[u8], out: &mut Vec<u8>) {
     let lead = if p.priority.is_some() { 5 } else { 0 };
     let first = block.len().min(MAX_FRAME - lead);
     let mut flags = 0;
