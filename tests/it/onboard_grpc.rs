@@ -277,3 +277,62 @@ fn sighup_logs_what_the_reload_did() {
     let after = &log[log.find("reload refused").unwrap()..];
     assert!(after.contains("bad.yaml"), "{after}");
 }
+
+#[test]
+fn reflection_v1alpha_is_served_on_tcp_too() {
+    use std::os::unix::fs::PermissionsExt;
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    scene.fake_profile("main", ports[0], "autostart: false\n");
+    let token = scene.write("token", "s3cret-token\n");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let addr = format!("127.0.0.1:{}", ports[1]);
+    let _d = scene.daemon_with(&["--tcp", &addr, "--token-file", token.to_str().unwrap()]);
+    let names = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let token: tonic::metadata::MetadataValue<_> = "Bearer s3cret-token".parse().unwrap();
+            let mut refl = ServerReflectionClient::with_interceptor(
+                channel,
+                move |mut r: tonic::Request<()>| {
+                    r.metadata_mut().insert("authorization", token.clone());
+                    Ok(r)
+                },
+            );
+            let req = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut resp = refl
+                .server_reflection_info(tokio_stream::iter(vec![req]))
+                .await
+                .unwrap()
+                .into_inner();
+            let msg = resp.message().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+                panic!("not a service list: {msg:?}");
+            };
+            list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        });
+    for service in [
+        "openclaw.supervisor.v1.SupervisorService",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} not in {names:?}"
+        );
+    }
+}
