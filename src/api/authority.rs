@@ -96,6 +96,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Normalized<S> {
             if read.filled().is_empty() {
                 // The client hung up: what is left of a unit goes on as it came.
                 this.eof = true;
+                if let Some(p) = this.conn.pending.take() {
+                    this.out.extend_from_slice(&p.raw);
+                }
                 this.out.append(&mut this.input);
                 continue;
             }
