@@ -611,7 +611,16 @@ mod tests {
 
     #[test]
     fn a_socket_path_authority_is_read_as_localhost_in_every_request() {
-        let path = b"%2Frun%2Fopenclaw-supervisor%2Fsupervisor.sock";
+        // grpc-core's percent-encoded path, and grpc-java's path as it is.
+        for path in [
+            &b"%2Frun%2Fopenclaw-supervisor%2Fsupervisor.sock"[..],
+            b"/run/openclaw-supervisor/supervisor.sock",
+        ] {
+            socket_path_requests(path);
+        }
+    }
+
+    fn socket_path_requests(path: &[u8]) {
         let mut input = PREFACE.to_vec();
         input.extend(SETTINGS);
         input.extend(frame(
