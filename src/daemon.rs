@@ -275,7 +275,12 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
             tonic::transport::Server::builder()
                 .add_routes(services.clone())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(socket),
+                    // grpc-core's clients (Python) send the socket's path as :authority; h2 would
+                    // refuse every call (api::authority).
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::UnixListenerStream::new(socket),
+                        |accepted| accepted.map(api::authority::Normalized::new),
+                    ),
                     async move { stop.cancelled().await },
                 ),
         ));
@@ -283,7 +288,9 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
     tracing::info!(socket = %opts.socket.display(), "serving the control API");
     if let (Some(tcp), Some(token_file)) = (tcp, opts.token_file.clone()) {
         let stop = server_stop.clone();
-        let addr = tcp.local_addr().ok();
+        let addr = tcp
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()
                 .layer(tonic::service::InterceptorLayer::new(
@@ -295,7 +302,7 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
                     async move { stop.cancelled().await },
                 ),
         ));
-        tracing::info!(address = ?addr, "serving the control API on TCP (token required)");
+        tracing::info!(address = %addr, "serving the control API on TCP (token required)");
     }
 
     // Wishes for instances whose profiles are gone are forgotten.
@@ -380,10 +387,50 @@ async fn reload(supervisor: &Supervisor, dir: &std::path::Path) {
         );
         return;
     }
-    for c in outcome.changes {
-        if c.action != ReloadAction::Keep {
-            tracing::info!(instance = %c.name, fields = ?c.fields, error = ?c.error, "reload: {:?}", c.action);
+    tracing::info!("{}", reload_applied(&outcome.changes));
+    for c in &outcome.changes {
+        if let Some(e) = &c.error {
+            tracing::error!(instance = %c.name, "reload: {e}");
         }
+    }
+}
+
+/// The outcome of an applied reload in one line: which instances were added, removed, changed
+/// (restarted, with the fields) and updated without a restart.
+fn reload_applied(changes: &[crate::supervise::Change]) -> String {
+    let names = |action: ReloadAction, with_fields: bool| -> Vec<String> {
+        changes
+            .iter()
+            .filter(|c| {
+                c.action == action && (action != ReloadAction::Keep || !c.fields.is_empty())
+            })
+            .map(|c| {
+                if with_fields && !c.fields.is_empty() {
+                    format!("{} ({})", c.name, c.fields.join(", "))
+                } else {
+                    c.name.clone()
+                }
+            })
+            .collect()
+    };
+    let parts: Vec<String> = [
+        ("added", names(ReloadAction::Add, false)),
+        ("removed", names(ReloadAction::Remove, false)),
+        ("changed and restarted", names(ReloadAction::Change, true)),
+        ("updated without a restart", names(ReloadAction::Keep, true)),
+    ]
+    .into_iter()
+    .filter(|(_, n)| !n.is_empty())
+    .map(|(what, n)| format!("{what} {}", n.join(", ")))
+    .collect();
+    if parts.is_empty() {
+        let n = changes.len();
+        format!(
+            "reload applied: nothing changed ({n} instance{})",
+            if n == 1 { "" } else { "s" }
+        )
+    } else {
+        format!("reload applied: {}", parts.join("; "))
     }
 }
 
@@ -395,14 +442,18 @@ async fn services(
     health
         .set_serving::<SupervisorServiceServer<api::server::Api>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
+    // Reflection in both versions: grpcio-reflection, Postman and older grpcurl ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| e.to_string())?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
     let routes = tonic::service::Routes::new(SupervisorServiceServer::from_arc(api))
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     Ok((routes, health))
 }
 
@@ -451,5 +502,40 @@ fn raise_fd_limit() {
                 tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::Change;
+
+    fn change(name: &str, action: ReloadAction, fields: &[&'static str]) -> Change {
+        Change {
+            name: name.into(),
+            action,
+            fields: fields.to_vec(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn an_applied_reload_says_what_it_did_in_one_line() {
+        let changes = [
+            change("main", ReloadAction::Keep, &[]),
+            change("ops", ReloadAction::Add, &[]),
+            change("old", ReloadAction::Remove, &[]),
+            change("rescue", ReloadAction::Change, &["port", "ports"]),
+            change("spare", ReloadAction::Keep, &["autostart"]),
+        ];
+        assert_eq!(
+            reload_applied(&changes),
+            "reload applied: added ops; removed old; changed and restarted rescue (port, ports); \
+             updated without a restart spare (autostart)"
+        );
+        assert_eq!(
+            reload_applied(&changes[..1]),
+            "reload applied: nothing changed (1 instance)"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC contract compiled from `proto/openclaw/supervisor/v1/supervisor.proto`, and the
 //! conversions between the library's own types and its messages.
 
+pub mod authority;
 pub mod client;
 pub mod server;
 pub mod socket;

@@ -476,7 +476,15 @@ impl Task {
         }
         self.publish();
         if previous != state {
-            tracing::info!(instance = %self.profile.name, pid = ?self.child.as_ref().map(|c| c.pid), "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason);
+            // The pid as a number, left out when no child runs.
+            match self.child.as_ref().map(|c| c.pid) {
+                Some(pid) => {
+                    tracing::info!(instance = %self.profile.name, pid, "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason)
+                }
+                None => {
+                    tracing::info!(instance = %self.profile.name, "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason)
+                }
+            }
             let _ = self.shared.events.send(Event {
                 time: SystemTime::now(),
                 status: self.status.clone(),

@@ -692,18 +692,18 @@ pub async fn clear_leftovers(profiles: &[crate::profile::Profile], me: &ownershi
             Some(Err(ownership::LockError::Io(why))) => Some(why.clone()),
             _ => None,
         };
-        let what = match (h.ours, &held) {
-            (true, None) => "left by an earlier run; ending it".to_string(),
-            (true, Some(why)) => format!("its supervisor is alive: {why}; leaving it alone"),
-            (false, _) => {
-                "not started by this supervisor; the instance waits until it is gone".into()
-            }
+        if !h.ours {
+            // Not started by a supervisor: the instance reports it once, as what blocks it.
+            scan.found.entry(h.instance.clone()).or_default().push(h);
+            continue;
+        }
+        let what = match &held {
+            None => "left by an earlier run; ending it".to_string(),
+            Some(why) => format!("its supervisor is alive: {why}; leaving it alone"),
         };
         tracing::warn!(instance = %h.instance, pid = h.proc_.pid, "a process {} ({what}): {}", h.why, h.cmdline);
-        match (h.ours, held) {
-            (true, None) => ours.push(h.proc_),
-            (true, Some(_)) => {}
-            (false, _) => scan.found.entry(h.instance.clone()).or_default().push(h),
+        if held.is_none() {
+            ours.push(h.proc_);
         }
     }
     end_leftovers(ours).await;

@@ -324,7 +324,11 @@ pub fn message(h: &Holder) -> String {
 }
 
 fn who_holds(h: &Holder) -> String {
-    match h.what.strip_prefix("listens on port ") {
+    match h
+        .what
+        .strip_prefix("listens on port ")
+        .filter(|port| !port.contains(' '))
+    {
         Some(port) if h.pid == 0 => format!(
             "port {port} is held by a process this daemon cannot see (another user's?), not by this instance"
         ),

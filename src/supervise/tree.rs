@@ -429,13 +429,16 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
                     continue;
                 };
                 let marker = format!("{MARKER_VAR}={}", k.name);
-                out.push(Holder {
-                    instance: k.name.clone(),
-                    proc_: p,
-                    cmdline: cmdline(p.pid),
-                    why: format!("uses state dir {}", k.state_dir),
-                    ours: vars.contains(&marker.as_bytes()),
-                });
+                add_holder(
+                    &mut out,
+                    Holder {
+                        instance: k.name.clone(),
+                        proc_: p,
+                        cmdline: cmdline(p.pid),
+                        why: format!("uses state dir {}", k.state_dir),
+                        ours: vars.contains(&marker.as_bytes()),
+                    },
+                );
             }
         }
         if listening.is_empty() {
@@ -450,18 +453,41 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
             };
             if let Some(port) = listening.get(link.to_string_lossy().as_ref()) {
                 if let Some(k) = by_port.get(port) {
-                    out.push(Holder {
-                        instance: k.name.clone(),
-                        proc_: p,
-                        cmdline: cmdline(p.pid),
-                        why: format!("listens on port {port}"),
-                        ours: false,
-                    });
+                    add_holder(
+                        &mut out,
+                        Holder {
+                            instance: k.name.clone(),
+                            proc_: p,
+                            cmdline: cmdline(p.pid),
+                            why: format!("listens on port {port}"),
+                            // The marker alone does not make it ours: only its state dir says
+                            // which supervisor's lock covers it.
+                            ours: false,
+                        },
+                    );
                 }
             }
         }
     }
     out
+}
+
+/// Adds `h` to `out`, one holder per process and instance: a process found again (its state dir
+/// and its port, or a port on IPv4 and IPv6) adds what else it holds to the first finding, and is
+/// ours if any finding says so. So each process is reported once, under one name.
+fn add_holder(out: &mut Vec<Holder>, h: Holder) {
+    match out
+        .iter_mut()
+        .find(|o| o.instance == h.instance && o.proc_.pid == h.proc_.pid)
+    {
+        Some(o) => {
+            if !o.why.split(" and ").any(|w| w == h.why) {
+                o.why = format!("{} and {}", o.why, h.why);
+            }
+            o.ours |= h.ours;
+        }
+        None => out.push(h),
+    }
 }
 
 /// `socket:[inode]` -> port, for the TCP sockets listening on one of `ports`.
@@ -539,6 +565,35 @@ mod tests {
         pgid: 4242,
         start: 98765,
     };
+
+    #[test]
+    fn a_process_found_twice_is_one_holder_under_one_name() {
+        let holder = |why: &str, ours: bool| Holder {
+            instance: "main".into(),
+            proc_: PARSED,
+            cmdline: "node gateway".into(),
+            why: why.into(),
+            ours,
+        };
+        let mut out = Vec::new();
+        add_holder(&mut out, holder("uses state dir /s", true));
+        add_holder(&mut out, holder("listens on port 18789", false));
+        // The same port again, on IPv6.
+        add_holder(&mut out, holder("listens on port 18789", false));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].why, "uses state dir /s and listens on port 18789");
+        assert!(out[0].ours);
+        // Another instance's finding of the same process stays its own.
+        add_holder(
+            &mut out,
+            Holder {
+                instance: "rescue".into(),
+                ..holder("listens on port 19001", false)
+            },
+        );
+        assert_eq!(out.len(), 2);
+        assert!(!out[1].ours);
+    }
 
     #[test]
     fn stat_of_a_plain_name() {

@@ -17,6 +17,7 @@ mod hostile_own;
 mod hostile_tree;
 mod onboard_edges;
 mod onboard_everywhere;
+mod onboard_grpc;
 mod onboard_import;
 mod onboard_new;
 mod supervise;
