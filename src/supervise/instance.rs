@@ -476,12 +476,17 @@ impl Task {
         }
         self.publish();
         if previous != state {
-            // The pid as a number, left out when no child runs.
-            match self.child.as_ref().map(|c| c.pid) {
-                Some(pid) => {
+            // The pid as a number, left out when no child runs; a holder in the way is a warning
+            // naming its pid (the one line that reports it).
+            let holder = self.status.holder.as_ref().map(|h| h.pid);
+            match (self.child.as_ref().map(|c| c.pid), holder) {
+                (_, Some(holder)) if state == State::Blocked => {
+                    tracing::warn!(instance = %self.profile.name, holder, "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason)
+                }
+                (Some(pid), _) => {
                     tracing::info!(instance = %self.profile.name, pid, "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason)
                 }
-                None => {
+                (None, _) => {
                     tracing::info!(instance = %self.profile.name, "{} -> {}: {}", previous.as_str(), state.as_str(), self.status.reason)
                 }
             }
@@ -673,7 +678,10 @@ impl Task {
             return;
         }
         if self.status.holder.as_ref() != Some(&holder) || self.status.state != State::Blocked {
-            tracing::warn!(instance = %self.profile.name, holder = holder.pid, "blocked: {why}");
+            if self.status.state == State::Blocked {
+                // Still blocked, by another holder: no transition line will say it.
+                tracing::warn!(instance = %self.profile.name, holder = holder.pid, "blocked: {why}");
+            }
             self.log.note(format!(
                 "blocked: {why}; looking again every {}",
                 humantime::format_duration(BLOCKED_RECHECK)

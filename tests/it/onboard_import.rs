@@ -93,8 +93,8 @@ fn yaml_files(dir: &Path) -> Vec<String> {
 fn import_write_then_start_runs_both_setups() {
     let s = Scene::new();
     let ports = free_ports(2);
-    setup(&s, "main", ports[0], Some(ports[0]), "shared-token");
-    setup(&s, "rescue", ports[1], Some(ports[1]), "shared-token");
+    setup(&s, "main", ports[0], Some(ports[0]), "main-unit-token");
+    setup(&s, "rescue", ports[1], Some(ports[1]), "rescue-unit-token");
 
     let out = import(&s, &["--write"]);
     let text = stdout(&out);
@@ -114,11 +114,22 @@ fn import_write_then_start_runs_both_setups() {
             "{text}"
         );
     }
-    // No token of the units lands in a profile.
-    for f in ["main.yaml", "rescue.yaml"] {
-        let y = std::fs::read_to_string(s.dir().join(f)).unwrap();
-        assert!(!y.contains("shared-token"), "{f}:\n{y}");
-        assert!(y.contains("\ngateway_token: generate"), "{f}:\n{y}");
+    // No token of the units lands in a profile: each is kept in its state dir, owner-only, and
+    // the profile has the gateway take it from there.
+    for p in ["main", "rescue"] {
+        let y = std::fs::read_to_string(s.dir().join(format!("{p}.yaml"))).unwrap();
+        assert!(!y.contains("unit-token"), "{p}.yaml:\n{y}");
+        assert!(y.contains("\ngateway_token: generate"), "{p}.yaml:\n{y}");
+        let kept = s
+            .home()
+            .join(format!(".openclaw-{p}/.openclaw-supervisor.token"));
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap().trim(),
+            format!("{p}-unit-token")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", kept.display());
     }
     assert!(s.check().status.success(), "{}", stdout(&s.check()));
 
@@ -135,6 +146,13 @@ fn import_write_then_start_runs_both_setups() {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
             "{name} listens on {port}"
+        );
+        // The gateway keeps the token its unit gave it: its clients keep working.
+        let pid = st["pid"].as_u64().unwrap() as u32;
+        let want = format!("OPENCLAW_GATEWAY_TOKEN={name}-unit-token");
+        assert!(
+            crate::common::environ(pid).contains(&want),
+            "{name}'s gateway lacks {want}"
         );
     }
     let daemon_log = std::fs::read_to_string(&d.stderr).unwrap_or_default();
