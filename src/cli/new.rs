@@ -326,13 +326,23 @@ pub fn profile_text(
         )),
     }
     t.push_str(
-        "# Loopback only; --allow-unconfigured lets a gateway without a config file start. Give it a\n\
-         # token of its own (gateway.auth.token in its config file, or OPENCLAW_GATEWAY_TOKEN in `env:`)\n\
-         # before you open it to others.\n\
+        "# Loopback only; --allow-unconfigured lets a gateway without a config file start.\n\
          command: [openclaw, gateway, run, --bind, loopback, --allow-unconfigured]\n\
          env:\n  NO_COLOR: \"1\"\n\
          health:\n  # A Node gateway takes a while to start on a small machine (about 10-30 s).\n  start_deadline: 120s\n",
     );
+    match existing {
+        // Its clients know the token of its config file (gateway.auth.token): keep that one.
+        Some(_) => t.push_str(
+            "# Until this is uncommented the gateway takes its token from its config file (gateway.auth.token)\n\
+             # or makes one at run time; uncommented, the supervisor makes one of its own for it.\n\
+             # gateway_token: generate\n",
+        ),
+        None => t.push_str(
+            "# A token of its own, made once by the supervisor in the state dir (`openclawctl token NAME`).\n\
+             gateway_token: generate\n",
+        ),
+    }
     t
 }
 
@@ -560,16 +570,26 @@ fn start(target: &super::remote::Target, name: &str, file: &Path) -> ExitCode {
         );
         return super::remote::finish(r);
     }
-    let r = rt.block_on(super::remote::status(target, vec![name.to_string()], false));
-    if let Err(super::remote::Error::Call(s)) = &r {
-        if s.code() == tonic::Code::NotFound {
+    match rt.block_on(super::remote::instance_names(target)) {
+        Ok(names) if !names.iter().any(|n| n == name) => {
             eprintln!(
                 "error: the daemon did not take {name}: it reads another config dir than {} (see `openclawctl version` and its --config-dir)",
                 file.parent().map_or_else(String::new, |d| d.display().to_string())
             );
             return ExitCode::from(super::EXIT_CHECK_FAILED);
         }
+        Ok(_) => {}
+        Err(e) => return super::remote::finish(Err(e)),
     }
+    // The reload added the instance and its task starts it; a start waits until it is ready (or
+    // says why not), as `openclawctl start` does.
+    let r = rt.block_on(super::remote::act(
+        target,
+        super::remote::Lifecycle::Start,
+        vec![name.to_string()],
+        false,
+        None,
+    ));
     super::remote::finish(r)
 }
 

@@ -321,8 +321,17 @@ fn new_with_start_has_the_running_daemon_start_it() {
         "{}",
         stdout(&out)
     );
+    // `new --start` returns once the instance is ready, as `start` does.
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("ops: running")),
+        "{}",
+        stdout(&out)
+    );
     let st = d.wait_status("ops", "running", |s| s["state"] == "running");
     assert_eq!(st["port"], p.parse::<u32>().unwrap());
+    // It has a token of its own, made by the supervisor.
+    let y = std::fs::read_to_string(scene.dir().join("ops.yaml")).unwrap();
+    assert!(y.contains("\ngateway_token: generate\n"), "{y}");
 }
 
 #[test]
