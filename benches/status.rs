@@ -15,18 +15,18 @@
 //! instances. The daemon samples CPU and RSS at most once a second in the background, so the first
 //! call after a quiet spell can be slower; that is what the warm-up calls absorb.
 //!
-//! 4. The authority layer (`api::authority::Normalized`, which reads every header block a client
-//!    sends on the socket before h2 does): the bytes a tonic client (set up as
-//!    `api::client::channel`) writes for 2,002 `ListInstances` calls on one connection to the real
-//!    daemon (2 instances) are recorded, write by write, then read back from memory through
-//!    `Normalized` and, as the peer, bare; the thread CPU time per request of each and their
-//!    difference, median of 7 rounds of 10 readings. Beside it, the daemon's process CPU per round
-//!    trip over the recorded calls and their median wall time, with the difference's share of
-//!    each. Then the same for grpc-core-style requests built here (grpcio's field order and HPACK
+//! 4. The authority layer (`api::authority::Normalized`, which reads a client's header blocks on
+//!    the socket before h2 does, until the first valid `:authority` settles the connection): the
+//!    bytes a tonic client (set up as `api::client::channel`) writes for 2,002 `ListInstances`
+//!    calls on one connection to the real daemon (2 instances) are recorded, write by write, then
+//!    read back from memory through `Normalized` and, as the peer, bare; the thread CPU time per
+//!    request of each and their difference, median of 7 rounds of 10 readings. Beside it, the
+//!    daemon's process CPU per round trip over the recorded calls and their median wall time, with
+//!    the difference's share of each; then a connection of one call (the writes up to the end of
+//!    the first request, what `openclawctl` makes), where the layer's one authority decode falls.
+//!    Then the same for grpc-core-style requests built here (grpcio's field order and HPACK
 //!    pattern), once with `localhost` (passed on) and once with the percent-encoded socket path
-//!    (re-encoded). tonic (h2's encoder) sends `:path` Huffman-coded in every request, and
-//!    loona-hpack builds its Huffman code table anew for each Huffman-coded string: that, not the
-//!    frame reading, is most of what a tonic request costs here.
+//!    (re-encoded, every block decoded).
 //!
 //! `cargo bench --bench status -- authority` (or `status`) runs one part: 4 (or 1 to 3).
 //! `cargo test --bench status` runs a short version (2 and 10 instances, 5 timed calls each; 52
@@ -433,6 +433,34 @@ mod authority {
         (median(bare), median(wrapped), median(diff))
     }
 
+    /// How many of a connection's recorded writes hold its first request: up to the first DATA
+    /// frame that ends a stream (after the 24-byte preface, frame by frame).
+    fn first_request_writes(writes: &[Vec<u8>]) -> usize {
+        let all = writes.concat();
+        let mut at = 24;
+        let mut end = all.len();
+        while at + 9 <= all.len() {
+            let len = (usize::from(all[at]) << 16)
+                | (usize::from(all[at + 1]) << 8)
+                | usize::from(all[at + 2]);
+            let (kind, flags) = (all[at + 3], all[at + 4]);
+            at += 9 + len;
+            if kind == 0 && flags & 1 != 0 {
+                end = at;
+                break;
+            }
+        }
+        let mut sum = 0;
+        writes
+            .iter()
+            .take_while(|w| {
+                let before = sum;
+                sum += w.len();
+                before < end
+            })
+            .count()
+    }
+
     fn us(d: Duration) -> f64 {
         d.as_secs_f64() * 1e6
     }
@@ -574,6 +602,10 @@ mod authority {
         assert!(out.windows(9).any(|w| w == b"localhost"));
 
         let (tb, tn, td) = replay_cost(&tonic_writes, requests, rounds, times);
+        // A connection of one call, as `openclawctl status` makes: the writes up to the end of
+        // the first request (its DATA frame with END_STREAM), where the layer decodes once.
+        let first = first_request_writes(&tonic_writes);
+        let (_, _, fd) = replay_cost(&tonic_writes[..first], 1, rounds, times * 20);
         let (gb, gn, gd) = replay_cost(&good, requests, rounds, times);
         let (bb, bn, bd) = replay_cost(&bad, requests, rounds, times);
         println!(
@@ -592,6 +624,11 @@ mod authority {
             us(wall),
             100.0 * td.as_secs_f64() / daemon_cpu.as_secs_f64(),
             100.0 * td.as_secs_f64() / wall.as_secs_f64()
+        );
+        println!(
+            "  a connection of one call (the first request's {first} writes): {:.2} µs more through it; {:.1}% of the daemon's CPU per round trip above",
+            us(fd),
+            100.0 * fd.as_secs_f64() / daemon_cpu.as_secs_f64()
         );
         println!(
             "  grpc-core-style requests (built here), :authority localhost, passed on: {:.3} µs vs {:.3} µs bare, difference {:.3} µs",

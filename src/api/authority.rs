@@ -339,6 +339,14 @@ impl Conn {
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
+        if !self.reencoding && scan_authority(block) == Some(true) {
+            // A valid authority, found without decoding the rest of the block (tonic Huffman-codes
+            // `:path`, and decoding it costs more than the whole call): the connection is settled
+            // and passes unread from here; the HPACK decoder is never needed for it.
+            out.extend_from_slice(raw);
+            self.stage = Stage::Blind;
+            return Ok(());
+        }
         // The fields go into one reused buffer: a block passed on costs no allocation per field.
         let Conn {
             decoder,
@@ -515,11 +523,141 @@ fn encode_integer(mut value: usize, prefix: u8, high: u8, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
+/// Whether the `:authority` of a header block parses (`Some(true)`), does not (`Some(false)`), or
+/// cannot be told without the connection's dynamic table (`None`: no authority, a reference to
+/// the dynamic table, or a block that does not parse). Reads the field representations (RFC 7541
+/// §6) and skips every string but the authority's name and value, so a block is read without
+/// decoding its other strings.
+fn scan_authority(block: &[u8]) -> Option<bool> {
+    const AUTHORITY: &[u8] = b":authority";
+    // The static table's entry 1 is `:authority`; entries above 61 are the dynamic table's.
+    const STATIC_AUTHORITY: usize = 1;
+    const STATIC_LEN: usize = 61;
+    let mut at = 0;
+    while at < block.len() {
+        let first = block[at];
+        if first & 0x80 != 0 {
+            // An indexed field: the static table's `:authority` has an empty value, and a
+            // dynamic entry is not known here.
+            let index = integer(block, &mut at, 7)?;
+            if index == STATIC_AUTHORITY || index == 0 || index > STATIC_LEN {
+                return None;
+            }
+            continue;
+        }
+        if first & 0xe0 == 0x20 {
+            // A dynamic table size update.
+            integer(block, &mut at, 5)?;
+            continue;
+        }
+        let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+        let index = integer(block, &mut at, prefix)?;
+        let is_authority = match index {
+            0 => {
+                let (huffman, name) = string(block, &mut at)?;
+                decoded(huffman, name)?.as_slice() == AUTHORITY
+            }
+            i if i > STATIC_LEN => return None,
+            i => i == STATIC_AUTHORITY,
+        };
+        let (huffman, value) = string(block, &mut at)?;
+        if is_authority {
+            let value = decoded(huffman, value)?;
+            return Some(http::uri::Authority::try_from(value.as_slice()).is_ok());
+        }
+    }
+    None
+}
+
+/// An HPACK integer with an `prefix`-bit prefix at `*at` (RFC 7541 §5.1), `*at` moved past it.
+fn integer(block: &[u8], at: &mut usize, prefix: u8) -> Option<usize> {
+    let max = (1usize << prefix) - 1;
+    let mut value = usize::from(*block.get(*at)?) & max;
+    *at += 1;
+    if value < max {
+        return Some(value);
+    }
+    let mut shift = 0u32;
+    loop {
+        let b = *block.get(*at)?;
+        *at += 1;
+        value = value.checked_add(usize::from(b & 0x7f).checked_shl(shift)?)?;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+    }
+}
+
+/// An HPACK string at `*at` (RFC 7541 §5.2): whether it is Huffman-coded, and its bytes.
+fn string<'b>(block: &'b [u8], at: &mut usize) -> Option<(bool, &'b [u8])> {
+    let huffman = *block.get(*at)? & 0x80 != 0;
+    let len = integer(block, at, 7)?;
+    let bytes = block.get(*at..at.checked_add(len)?)?;
+    *at += len;
+    Some((huffman, bytes))
+}
+
+/// A string's bytes, Huffman-decoded if they are coded, with one decoder table per thread
+/// (loona-hpack builds its table anew for every `HuffmanDecoder`).
+fn decoded(huffman: bool, bytes: &[u8]) -> Option<Vec<u8>> {
+    if !huffman {
+        return Some(bytes.to_vec());
+    }
+    thread_local! {
+        static HUFFMAN: std::cell::RefCell<loona_hpack::huffman::HuffmanDecoder> =
+            std::cell::RefCell::new(loona_hpack::huffman::HuffmanDecoder::new());
+    }
+    HUFFMAN.with(|d| d.try_borrow_mut().ok()?.decode(bytes).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SETTINGS: &[u8] = &[0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_authority_is_told_without_decoding_the_block() {
+        // RFC 7541 C.3.1 and C.4.1: `www.example.com` as a plain literal and Huffman-coded.
+        let plain = hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d");
+        let huffman = hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff");
+        assert_eq!(scan_authority(&plain), Some(true));
+        assert_eq!(scan_authority(&huffman), Some(true));
+        // grpc-core's socket path, with an indexed name and with a literal one.
+        let mut path = vec![0x41, 15];
+        path.extend_from_slice(b"%2Frun%2Fx.sock");
+        assert_eq!(scan_authority(&path), Some(false));
+        let mut literal = vec![0x00, 10];
+        literal.extend_from_slice(b":authority");
+        literal.push(11);
+        literal.extend_from_slice(b"/run/x.sock");
+        assert_eq!(scan_authority(&literal), Some(false));
+        // Not known here: a dynamic entry (C.3.2's `be`), the static entry's empty value, no
+        // authority at all, a cut block.
+        assert_eq!(
+            scan_authority(&hex("8286 84be 5808 6e6f 2d63 6163 6865")),
+            None
+        );
+        assert_eq!(scan_authority(&[0x82, 0x81]), None);
+        assert_eq!(scan_authority(&[0x82, 0x86, 0x84]), None);
+        assert_eq!(scan_authority(&plain[..6]), None);
+        assert_eq!(
+            scan_authority(&[0x41, 0x7f, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            None
+        );
+    }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
