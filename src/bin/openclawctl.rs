@@ -207,6 +207,23 @@ fn names_or_all(verb: &str, names: &[String], all: bool) {
     }
 }
 
+/// `start`, `stop` or `restart` of the names (or `--all`).
+fn lifecycle(
+    target: &remote::Target,
+    call: remote::Lifecycle,
+    names: Vec<String>,
+    all: bool,
+    timeout: Option<std::time::Duration>,
+) -> ExitCode {
+    let verb = match call {
+        remote::Lifecycle::Start => "start",
+        remote::Lifecycle::Stop => "stop",
+        remote::Lifecycle::Restart => "restart",
+    };
+    names_or_all(verb, &names, all);
+    on_daemon(Box::pin(remote::act(target, call, names, all, timeout)))
+}
+
 /// A runtime for the commands that talk to the daemon.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
@@ -362,38 +379,15 @@ fn main() -> ExitCode {
         }),
         Command::Status { names, json } => on_daemon(Box::pin(remote::status(target, names, json))),
         Command::Start { names, all } => {
-            names_or_all("start", &names, all);
-            on_daemon(Box::pin(remote::act(
-                target,
-                remote::Lifecycle::Start,
-                names,
-                all,
-                None,
-            )))
+            lifecycle(target, remote::Lifecycle::Start, names, all, None)
         }
         Command::Stop {
             names,
             all,
             timeout,
-        } => {
-            names_or_all("stop", &names, all);
-            on_daemon(Box::pin(remote::act(
-                target,
-                remote::Lifecycle::Stop,
-                names,
-                all,
-                timeout,
-            )))
-        }
+        } => lifecycle(target, remote::Lifecycle::Stop, names, all, timeout),
         Command::Restart { names, all } => {
-            names_or_all("restart", &names, all);
-            on_daemon(Box::pin(remote::act(
-                target,
-                remote::Lifecycle::Restart,
-                names,
-                all,
-                None,
-            )))
+            lifecycle(target, remote::Lifecycle::Restart, names, all, None)
         }
         Command::Logs {
             name,

@@ -297,14 +297,7 @@ pub async fn act(
 ) -> Result<(), Error> {
     let mut client = connect(target).await?;
     let names: Vec<String> = if all {
-        client
-            .list_instances(v1::ListInstancesRequest { names: Vec::new() })
-            .await?
-            .into_inner()
-            .instances
-            .into_iter()
-            .map(|i| i.name)
-            .collect()
+        all_names(&mut client).await?
     } else {
         names
     };
@@ -547,8 +540,12 @@ pub async fn daemon_config_dir(target: &Target) -> Option<PathBuf> {
 
 /// The instance names the daemon at `target` knows, for shell completion.
 pub async fn instance_names(target: &Target) -> Result<Vec<String>, Error> {
-    Ok(connect(target)
-        .await?
+    all_names(&mut connect(target).await?).await
+}
+
+/// Every instance name the daemon knows, in its order.
+async fn all_names(client: &mut Client) -> Result<Vec<String>, Error> {
+    Ok(client
         .list_instances(v1::ListInstancesRequest { names: Vec::new() })
         .await?
         .into_inner()

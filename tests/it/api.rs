@@ -3,14 +3,12 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use common::{
-    alive, bin_path, environ, fake_gateway, free_ports, pids_with_env, stderr, stdout, Scene,
+    alive, bin_path, environ, fake_gateway, free_ports, pids_with_env, stderr, stdout, Follower,
+    Scene,
 };
 use openclaw_supervisor::api::v1;
 
@@ -23,52 +21,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// A running `openclawctl` whose stdout lines arrive on a channel.
-struct Follower {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Follower {
-    fn start(socket: &std::path::Path, args: &[&str]) -> Follower {
-        let mut child = Command::new(bin_path("openclawctl"))
-            .args(args)
-            .env("OPENCLAW_SUPERVISOR_SOCKET", socket)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Follower { child, lines }
-    }
-
-    /// Lines until one satisfies `pred` (which is returned); fails after 60 s of silence.
-    fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> (Vec<String>, String) {
-        let mut seen = Vec::new();
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if pred(&l) => return (seen, l),
-                Ok(l) => seen.push(l),
-                Err(_) => panic!("no line {what}; saw:\n{}", seen.join("\n")),
-            }
-        }
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

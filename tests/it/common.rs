@@ -351,3 +351,49 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A running `openclawctl` whose stdout lines arrive on a channel.
+pub struct Follower {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follower {
+    pub fn start(socket: &std::path::Path, args: &[&str]) -> Follower {
+        let mut child = std::process::Command::new(bin_path("openclawctl"))
+            .args(args)
+            .env("OPENCLAW_SUPERVISOR_SOCKET", socket)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// Lines until one satisfies `pred` (which is returned); fails after 60 s of silence.
+    pub fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> (Vec<String>, String) {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(l) if pred(&l) => return (seen, l),
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no line {what}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

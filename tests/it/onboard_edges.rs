@@ -4,63 +4,21 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use common::{free_ports, stderr, stdout, wait_for, Daemon, Follower, Scene};
 
-use common::{bin_path, free_ports, stderr, stdout, wait_for, Daemon, Scene};
-
-/// `openclawctl watch ARGS` running against `d`, its stdout lines on a channel.
-struct Watch {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// `openclawctl watch ARGS` running against `d`.
+fn watch(d: &Daemon, args: &[&str]) -> Follower {
+    let all: Vec<&str> = std::iter::once("watch")
+        .chain(args.iter().copied())
+        .collect();
+    Follower::start(&d.socket, &all)
 }
 
-impl Watch {
-    fn start(d: &Daemon, args: &[&str]) -> Watch {
-        let mut child = Command::new(bin_path("openclawctl"))
-            .arg("watch")
-            .args(args)
-            .env("OPENCLAW_SUPERVISOR_SOCKET", &d.socket)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch { child, lines }
-    }
-
-    /// Every line up to and including the first that satisfies `pred`; fails after 60 s of silence.
-    fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) => {
-                    let done = pred(&l);
-                    seen.push(l);
-                    if done {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no line {what}; saw:\n{}", seen.join("\n")),
-            }
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Every line up to and including the first that satisfies `pred`.
+fn through(f: &Follower, what: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let (mut seen, last) = f.until(what, pred);
+    seen.push(last);
+    seen
 }
 
 fn sigkill(pid: u64) {
@@ -113,13 +71,13 @@ fn watch_gives_every_transition_after_a_crash_its_reason() {
     scene.fake_profile("main", free_ports(1)[0], "");
     let d = scene.daemon();
     let s = d.wait_status("main", "running", |s| s["state"] == "running");
-    let json = Watch::start(&d, &["--json", "main"]);
-    let text = Watch::start(&d, &["main"]);
-    json.until("with main's state", |l| l.contains("\"running\""));
-    text.until("with main's state", |l| l.contains("running"));
+    let json = watch(&d, &["--json", "main"]);
+    let text = watch(&d, &["main"]);
+    through(&json, "with main's state", |l| l.contains("\"running\""));
+    through(&text, "with main's state", |l| l.contains("running"));
 
     sigkill(s["pid"].as_u64().unwrap());
-    let lines = json.until("main running again", |l| {
+    let lines = through(&json, "main running again", |l| {
         l.contains("\"state\":\"running\"") && l.contains("\"previous_state\":\"starting\"")
     });
     let events: Vec<serde_json::Value> = lines
@@ -159,7 +117,7 @@ fn watch_gives_every_transition_after_a_crash_its_reason() {
     );
 
     // The plain form says it after the arrow.
-    let plain = text.until("main stopping", |l| l.contains("-> stopping"));
+    let plain = through(&text, "main stopping", |l| l.contains("-> stopping"));
     let last = plain.last().unwrap();
     assert!(
         last.ends_with("main running -> stopping: ended by signal SIGKILL"),
@@ -168,7 +126,9 @@ fn watch_gives_every_transition_after_a_crash_its_reason() {
 
     // An operator's stop says so.
     ok(d.ctl(&["stop", "main"]));
-    let lines = json.until("main stopped", |l| l.contains("\"state\":\"stopped\""));
+    let lines = through(&json, "main stopped", |l| {
+        l.contains("\"state\":\"stopped\"")
+    });
     let stopping: serde_json::Value = serde_json::from_str(&lines[lines.len() - 2]).unwrap();
     assert_eq!(stopping["reason"], "operator stop (socket)", "{lines:#?}");
 }
@@ -313,12 +273,14 @@ fn a_reload_that_changes_an_instance_says_what_changed() {
     scene.fake_profile("main", ports[0], "");
     let d = scene.daemon();
     d.wait_status("main", "running", |s| s["state"] == "running");
-    let json = Watch::start(&d, &["--json", "main"]);
-    json.until("with main's state", |l| l.contains("\"running\""));
+    let json = watch(&d, &["--json", "main"]);
+    through(&json, "with main's state", |l| l.contains("\"running\""));
 
     scene.fake_profile("main", ports[1], "");
     ok(d.ctl(&["reload"]));
-    let lines = json.until("main stopping", |l| l.contains("\"state\":\"stopping\""));
+    let lines = through(&json, "main stopping", |l| {
+        l.contains("\"state\":\"stopping\"")
+    });
     let stopping: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     // The fields `reload` lists for it (a new port moves its probes' URLs and derived ports too).
     let why = stopping["reason"].as_str().unwrap();
@@ -342,8 +304,8 @@ fn an_operators_stop_over_tcp_says_so_and_from_where() {
     let addr = format!("127.0.0.1:{}", ports[1]);
     let d = scene.daemon_with(&["--tcp", &addr, "--token-file", token.to_str().unwrap()]);
     d.wait_status("main", "running", |s| s["state"] == "running");
-    let json = Watch::start(&d, &["--json", "main"]);
-    json.until("with main's state", |l| l.contains("\"running\""));
+    let json = watch(&d, &["--json", "main"]);
+    through(&json, "with main's state", |l| l.contains("\"running\""));
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -364,7 +326,9 @@ fn an_operators_stop_over_tcp_says_so_and_from_where() {
             .insert("authorization", "Bearer s3cret-token".parse().unwrap());
         client.stop_instance(req).await.unwrap();
     });
-    let lines = json.until("main stopping", |l| l.contains("\"state\":\"stopping\""));
+    let lines = through(&json, "main stopping", |l| {
+        l.contains("\"state\":\"stopping\"")
+    });
     let stopping: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     let why = stopping["reason"].as_str().unwrap();
     assert!(why.starts_with("operator stop (TCP 127.0.0.1:"), "{why}");
