@@ -288,14 +288,22 @@ pub fn spawn(
     adopted: Option<Adopted>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
+    // A gateway being adopted shows as such from the first status on, not as `stopped`.
+    let adopting = adopted.as_ref().map(|a| (a.pid, a.started_at));
     let status = Status {
         name: profile.name.to_string(),
-        state: State::Stopped,
-        pid: None,
-        started_at: None,
+        state: if adopting.is_some() {
+            State::Starting
+        } else {
+            State::Stopped
+        },
+        pid: adopting.map(|(pid, _)| pid),
+        started_at: adopting.map(|(_, at)| at),
         restarts: 0,
         operator_restarts: 0,
-        reason: if start {
+        reason: if let Some((pid, _)) = adopting {
+            format!("adopting pid {pid}")
+        } else if start {
             "new instance".into()
         } else {
             "new instance, not meant to run".into()

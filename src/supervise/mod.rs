@@ -836,6 +836,29 @@ pub async fn end_leftovers(procs: Vec<tree::Proc>) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_digest_names_the_restart_fields_that_changed_and_only_those() {
+        let base = "port: 18789\nstate_dir: /srv/main\ncommand: [/bin/true]\n";
+        let before = digest(&profile(base));
+        assert!(!before.contains_key("autostart"));
+        assert_eq!(changed_since(&before, &profile(base)), Vec::<&str>::new());
+        // Autostart alone does not restart a child; the port (and what follows from it) does.
+        let later = profile(&format!("{base}autostart: false\n"));
+        assert_eq!(changed_since(&before, &later), Vec::<&str>::new());
+        let moved = profile("port: 18999\nstate_dir: /srv/main\ncommand: [/bin/true]\n");
+        assert_eq!(
+            changed_since(&before, &moved),
+            changed_fields(&profile(base), &moved)
+                .iter()
+                .filter(|f| f.restart)
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(changed_since(&before, &moved).first(), Some(&"port"));
+        // A record without digests (written by hand, say): every field changed, never kept as is.
+        assert!(changed_since(&BTreeMap::new(), &moved).contains(&"command"));
+    }
+
     /// The profile `main` as `yaml` reads, from a temp dir; HOME is the same for every call.
     fn profile(yaml: &str) -> Profile {
         let dir = tempfile::tempdir().expect("tempdir");

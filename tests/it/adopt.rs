@@ -60,8 +60,11 @@ fn a_sigkilled_daemon_s_gateways_are_adopted_by_the_next_one() {
     assert!(alive(pid_of(&main)) && alive(pid_of(&rescue)));
     let d = scene.daemon_with_env(&[], &KEEP);
     for (name, before) in [("main", &main), ("rescue", &rescue)] {
+        // From the daemon's first answer on, the gateway is the one that ran: never `stopped`.
         let s = d.status(name);
-        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["pid"], before["pid"], "{s}");
+        assert_ne!(s["state"], "stopped", "{s}");
+        let s = running(&d, name);
         assert_eq!(s["pid"], before["pid"], "{s}");
         assert_eq!(s["restarts"], 0, "{s}");
         let log = stdout(&d.ctl(&["logs", name]));
@@ -245,4 +248,29 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
         let _ = s.kill();
         let _ = s.wait();
     }
+}
+
+#[test]
+fn a_gateway_an_operator_had_stopped_is_adopted_and_stopped() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    let (mut d, main, rescue) = two_running(&scene, &ports);
+    crash(&mut d);
+    // The operator's stop reached the disk, not the gateway: the daemon died in between.
+    scene.write(
+        "daemon-state/desired-state.json",
+        r#"{"version": 1, "instances": {"main": "stopped"}}"#,
+    );
+    let d = scene.daemon_with_env(&[], &KEEP);
+    let s = d.wait_status("main", "stopped", |s| s["state"] == "stopped");
+    assert_eq!(s["want_running"], false, "{s}");
+    wait_for("the adopted gateway to end", || {
+        (!alive(pid_of(&main))).then_some(())
+    });
+    let log = stdout(&d.ctl(&["logs", "main"]));
+    assert!(
+        log.contains("an operator had stopped it (desired state): stopping it"),
+        "{log}"
+    );
+    assert_eq!(d.status("rescue")["pid"], rescue["pid"]);
 }

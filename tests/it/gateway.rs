@@ -451,7 +451,10 @@ fn real_gateways_main_and_rescue_end_to_end() {
     let t = Instant::now();
     e.daemon = e.scene.daemon_with_env(&[], &env);
     for (i, name) in NAMES.iter().enumerate() {
-        let st = e.status(name);
+        let st = e.wait(&format!("{name} adopted and running"), || {
+            let st = e.status(name);
+            (st["state"] != "starting").then_some(st)
+        });
         e.ensure(
             st["state"] == "running"
                 && st["pid"].as_u64() == Some(u64::from(before[i]))
