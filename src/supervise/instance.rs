@@ -498,14 +498,6 @@ impl Task {
                 "output not captured since adoption (its stdout and stderr went to the daemon that started it)",
             ),
         }
-        // This daemon's record of it: the same child, its new keeper.
-        self.shared.records.write(adopt::Record::new(
-            &self.profile,
-            pid,
-            a.start,
-            self.shared.containment.dir(self.profile.name.as_str()),
-            a.started_at,
-        ));
         self.child = Some(Child {
             pid,
             exit: adopt::watch_exit(pid, a.pidfd),
@@ -541,6 +533,15 @@ impl Task {
             self.next_start = Some(Instant::now());
             return;
         }
+        // This daemon's record of it: the same child, its new keeper (only now: a gateway about to
+        // be stopped keeps the record that says why, should this daemon crash first).
+        self.shared.records.write(adopt::Record::new(
+            &self.profile,
+            pid,
+            a.start,
+            self.shared.containment.dir(self.profile.name.as_str()),
+            a.started_at,
+        ));
         // Running at once if it answers now; else starting, polled as a start is.
         self.next_probe = Some(now);
         if self.ready_now().await {
