@@ -218,15 +218,17 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
     scene.fake_profile("main", ports[0], "");
     scene.fake_profile("rescue", ports[1], "");
     // Two strangers: one with another start time than its record says, one without the marker.
-    let mut strangers: Vec<std::process::Child> = (0..2)
-        .map(|_| {
-            std::process::Command::new(fake_gateway())
-                .args(["--port", "0"])
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let (a, b) = (strangers[0].id(), strangers[1].id());
+    let strangers = Strangers(
+        (0..2)
+            .map(|_| {
+                std::process::Command::new(fake_gateway())
+                    .args(["--port", "0"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let (a, b) = (strangers.0[0].id(), strangers.0[1].id());
     plant_record(&scene, "main", a, start_time(a) + 1);
     plant_record(&scene, "rescue", b, start_time(b));
     let d = scene.daemon_with_env(&[], &KEEP);
@@ -244,9 +246,17 @@ fn a_recycled_pid_is_neither_adopted_nor_signalled() {
         log.contains(&format!("pid {b} does not carry the marker of rescue")),
         "{log}"
     );
-    for s in &mut strangers {
-        let _ = s.kill();
-        let _ = s.wait();
+}
+
+/// Processes a test started, SIGKILLed when it ends, passed or not.
+struct Strangers(Vec<std::process::Child>);
+
+impl Drop for Strangers {
+    fn drop(&mut self) {
+        for s in &mut self.0 {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
     }
 }
 
