@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, v1::supervisor_service_server::SupervisorServiceServer};
 use crate::profile;
 use crate::supervise::cgroup::Containment;
+use crate::supervise::spawn::OnCrash;
 use crate::supervise::{desired::DesiredState, logs::LogConfig, ReloadAction, Supervisor};
 use crate::systemd::Notifier;
 
@@ -43,6 +44,8 @@ pub struct Options {
     pub token_file: Option<PathBuf>,
     /// Contain instances by their process trees even where cgroups could be had (`--no-cgroups`).
     pub no_cgroups: bool,
+    /// What becomes of the gateways if the daemon dies without stopping them (`--on-crash`).
+    pub on_crash: OnCrash,
 }
 
 /// How long API connections get to close at shutdown.
@@ -175,12 +178,33 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         tracing::warn!("{w}");
     }
     let me = crate::supervise::ownership::Owner::me(&opts.socket);
-    let scan = crate::supervise::clear_leftovers(&plan.profiles, &me).await;
-    tracing::info!("containment: {}", containment.describe());
+    let records = match crate::supervise::adopt::Records::start(&opts.state_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            systemd.fail(&format!("cannot start: {e}"));
+            let _ = std::fs::remove_file(&opts.socket);
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    // Before leftovers are ended: the gateways a crashed daemon left, that are exactly the ones
+    // it recorded, are adopted, not ended.
+    let adopted =
+        crate::supervise::adopt_all(&plan.profiles, &opts.state_dir, &containment, &me).await;
+    let names: Vec<String> = adopted.keys().cloned().collect();
+    let scan = crate::supervise::clear_leftovers(&plan.profiles, &me, &names).await;
+    tracing::info!(
+        "containment: {}; on a crash the gateways are {}",
+        containment.describe(),
+        match opts.on_crash {
+            OnCrash::Kill => "killed (--on-crash kill)",
+            OnCrash::Keep => "kept for the next daemon to adopt (--on-crash keep)",
+        }
+    );
     if let Some(c) = containment.cgroups().cloned() {
         // Only one live daemon holds the socket, taken above: what is in its cgroups now was left
-        // by an earlier run.
-        let ended = tokio::task::spawn_blocking(move || c.sweep())
+        // by an earlier run, except the cgroups of the gateways being adopted.
+        let keep: Vec<PathBuf> = names.iter().filter_map(|n| containment.dir(n)).collect();
+        let ended = tokio::task::spawn_blocking(move || c.sweep(&keep))
             .await
             .unwrap_or_default();
         for (dir, pids) in ended {
@@ -194,7 +218,12 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         containment,
         CancellationToken::new(),
         me,
-        scan,
+        crate::supervise::Running {
+            on_crash: opts.on_crash,
+            records,
+            adopted,
+            scan,
+        },
     ) {
         Ok(s) => Arc::new(s),
         Err(e) => {

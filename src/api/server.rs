@@ -182,7 +182,14 @@ fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
         started_at_unix_ms: s.started_at.filter(|_| s.pid.is_some()).map_or(0, unix_ms),
         restarts: s.restarts,
         operator_restarts: s.operator_restarts,
-        last_exit: s.last_exit.map(exit_status),
+        last_exit: s.last_exit.map(|e| {
+            let mut e = exit_status(e);
+            if s.last_exit_adopted && e.how.is_none() {
+                // Not the daemon's child: its parent got the code.
+                e.text = "exit code unknown (adopted)".into();
+            }
+            e
+        }),
         last_error: s.last_error.clone().unwrap_or_default(),
         port: u32::from(s.port),
         cpu_percent: r.cpu_percent,

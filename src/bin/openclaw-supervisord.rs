@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use openclaw_supervisor::supervise::spawn::OnCrash;
 use openclaw_supervisor::{cli, daemon, paths};
 
 /// Supervise the OpenClaw gateways described by the profiles in a config directory.
@@ -59,6 +60,12 @@ struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     no_cgroups: bool,
+    /// What becomes of the gateways if the daemon dies without stopping them (SIGKILL, a panic, the
+    /// OOM killer, the watchdog): `kill` ends them with it (PR_SET_PDEATHSIG); `keep` leaves them
+    /// running, and the next daemon adopts them. A stop (SIGTERM, Ctrl-C) stops them either way
+    /// [default: keep under systemd (NOTIFY_SOCKET set), kill otherwise].
+    #[arg(long, env = "OPENCLAW_SUPERVISOR_ON_CRASH", value_enum)]
+    on_crash: Option<OnCrash>,
     /// The daemon's own log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -108,6 +115,9 @@ fn main() -> ExitCode {
         tcp_allow_remote: args.tcp_allow_remote,
         token_file: args.token_file,
         no_cgroups: args.no_cgroups,
+        on_crash: args
+            .on_crash
+            .unwrap_or_else(|| OnCrash::default_for(std::env::var_os("NOTIFY_SOCKET").is_some())),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         // /proc walks run on blocking threads; a few are enough, and each costs memory.

@@ -221,15 +221,16 @@ impl Cgroups {
 
     /// Ends what earlier runs of this daemon left in its instances' cgroups (a SIGKILLed daemon's
     /// setsid'd descendants, say) and removes those cgroups. Blocking; at the start, after the
-    /// control socket is taken (so no live daemon shares the base).
-    pub fn sweep(&self) -> Vec<(PathBuf, Vec<i32>)> {
+    /// control socket is taken (so no live daemon shares the base). The cgroups in `keep` (those of
+    /// adopted gateways) are left as they are.
+    pub fn sweep(&self, keep: &[PathBuf]) -> Vec<(PathBuf, Vec<i32>)> {
         let mut ended = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.base) else {
             return ended;
         };
         for e in entries.filter_map(|e| e.ok()) {
             let dir = e.path();
-            if !dir.join("cgroup.procs").exists() {
+            if !dir.join("cgroup.procs").exists() || keep.contains(&dir) {
                 continue;
             }
             let members = members(&dir);

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::adopt::{self, Adopted};
 use super::backoff::RestartTracker;
 use super::cgroup::Containment;
 use super::decide::{self, AfterExit};
@@ -87,6 +88,8 @@ pub struct Status {
     pub reason: String,
     /// How the last child ended.
     pub last_exit: Option<Exit>,
+    /// Whether that child was adopted (not the daemon's child: its exit code is not known).
+    pub last_exit_adopted: bool,
     /// The last thing that went wrong, in words.
     pub last_error: Option<String>,
     /// The gateway port.
@@ -182,6 +185,8 @@ pub struct Shared {
     pub containment: Arc<Containment>,
     /// Without cgroups: the processes seen in each instance's tree while its gateway lived.
     pub known: tree::Seen,
+    /// The records of running children, for the next daemon's adoption.
+    pub records: adopt::Records,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -242,6 +247,9 @@ enum Cause {
     Operator(String),
     /// The restart policy, after what is said.
     Policy(String),
+    /// An adopted gateway was stopped for the reason said (its profile changed while no daemon
+    /// ran): a first start of the new profile, as a reload's.
+    Adoption(String),
 }
 
 impl Cause {
@@ -250,6 +258,7 @@ impl Cause {
             Cause::First => "started by the supervisor".into(),
             Cause::Operator(what) => format!("operator {what}"),
             Cause::Policy(after) => format!("restart by policy after: {after}"),
+            Cause::Adoption(why) => why.clone(),
         }
     }
 }
@@ -260,12 +269,15 @@ struct Child {
     since: Instant,
     ready: bool,
     liveness_failures: u32,
+    /// Adopted, not spawned: its exit comes from a pidfd, without its code.
+    adopted: bool,
 }
 
 /// Starts the task of one instance, which starts its child at once if `start`. The task ends when
 /// `cancel` fires, after stopping its child. `scanned`: what the daemon's start-up scan of the host
 /// found on the instance's places (processes that are not its own), which its first start uses
-/// instead of a scan of its own.
+/// instead of a scan of its own. `adopted`: a gateway already running for the instance (left by a
+/// daemon that crashed, or handed over), which the task takes as its child instead of starting one.
 pub fn spawn(
     profile: Profile,
     start: bool,
@@ -273,21 +285,31 @@ pub fn spawn(
     log: InstanceLog,
     cancel: CancellationToken,
     scanned: Option<Vec<tree::Holder>>,
+    adopted: Option<Adopted>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
+    // A gateway being adopted shows as such from the first status on, not as `stopped`.
+    let adopting = adopted.as_ref().map(|a| (a.pid, a.started_at));
     let status = Status {
         name: profile.name.to_string(),
-        state: State::Stopped,
-        pid: None,
-        started_at: None,
+        state: if adopting.is_some() {
+            State::Starting
+        } else {
+            State::Stopped
+        },
+        pid: adopting.map(|(pid, _)| pid),
+        started_at: adopting.map(|(_, at)| at),
         restarts: 0,
         operator_restarts: 0,
-        reason: if start {
+        reason: if let Some((pid, _)) = adopting {
+            format!("adopting pid {pid}")
+        } else if start {
             "new instance".into()
         } else {
             "new instance, not meant to run".into()
         },
         last_exit: None,
+        last_exit_adopted: false,
         last_error: None,
         port: profile.port.value,
         want_running: start,
@@ -323,6 +345,7 @@ pub fn spawn(
         verified: Verified::default(),
         refused: None,
         scanned,
+        adopted,
     };
     let cancelled_because = Arc::new(std::sync::OnceLock::new());
     let join = tokio::spawn(task.run(rx, cancel.clone(), cancelled_because.clone()));
@@ -369,6 +392,8 @@ struct Task {
     refused: Option<(Holder, String)>,
     /// The daemon's start-up scan, for the first start.
     scanned: Option<Vec<tree::Holder>>,
+    /// A gateway to adopt before anything else.
+    adopted: Option<Adopted>,
 }
 
 impl Task {
@@ -385,6 +410,9 @@ impl Task {
         let start_timer = tokio::time::sleep_until(Instant::now());
         let probe_timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(cancelled, start_timer, probe_timer);
+        if let Some(a) = self.adopted.take() {
+            self.adopt(a).await;
+        }
         loop {
             if self.child.is_none() {
                 if let Some(at) = self.next_start {
@@ -448,6 +476,110 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Takes over a gateway that runs already: watched through its pidfd, probed at once (running
+    /// if its readiness probe answers at the first try, else starting), not counted as a restart.
+    /// An operator's stop (the desired state) or a profile changed since it started stops it.
+    async fn adopt(&mut self, a: Adopted) {
+        let now = Instant::now();
+        let pid = a.pid;
+        self.lock = Some(a.lock);
+        let since = humantime::format_rfc3339_seconds(a.started_at);
+        let note = format!("adopted pid {pid}, running since {since}");
+        self.log.note(note.clone());
+        tracing::info!(instance = %self.profile.name, pid, "{note}");
+        match a.pipes {
+            Some((stdout, stderr)) => {
+                self.log.capture(stdout, Stream::Stdout);
+                self.log.capture(stderr, Stream::Stderr);
+            }
+            None => self.log.note(
+                "output not captured since adoption (its stdout and stderr went to the daemon that started it)",
+            ),
+        }
+        self.child = Some(Child {
+            pid,
+            exit: adopt::watch_exit(pid, a.pidfd),
+            since: now,
+            ready: false,
+            liveness_failures: 0,
+            adopted: true,
+        });
+        self.started_once = true;
+        self.next_start = None;
+        self.verified.clear();
+        self.refused = None;
+        self.status.started_at = Some(a.started_at);
+        if !self.status.want_running {
+            let why = format!("{note}; an operator had stopped it (desired state): stopping it");
+            self.log.note(why.clone());
+            self.stop(None, why).await;
+            return;
+        }
+        if !a.changed.is_empty() {
+            let why = format!(
+                "profile changed while no daemon ran: {}",
+                a.changed.join(", ")
+            );
+            self.log.note(format!("{why}; restarting it"));
+            self.set_state(State::Stopping, format!("{note}; {why}: restarting it"));
+            if let Some(exit) = self.stop_child(self.profile.stop.timeout).await {
+                self.status.last_exit = Some(exit);
+            }
+            // A start of the new profile, as a reload's: no restart is counted.
+            self.started_once = false;
+            self.cause = Cause::Adoption(why);
+            self.next_start = Some(Instant::now());
+            return;
+        }
+        // This daemon's record of it: the same child, its new keeper (only now: a gateway about to
+        // be stopped keeps the record that says why, should this daemon crash first).
+        self.shared.records.write(adopt::Record::new(
+            &self.profile,
+            pid,
+            a.start,
+            self.shared.containment.dir(self.profile.name.as_str()),
+            a.started_at,
+        ));
+        // Running at once if it answers now; else starting, polled as a start is.
+        self.next_probe = Some(now);
+        if self.ready_now().await {
+            self.next_probe = Some(self.next_liveness());
+            self.set_state(State::Running, note);
+        } else {
+            self.next_probe = Some(now + READY_POLL);
+            self.set_state(State::Starting, note);
+        }
+    }
+
+    /// One readiness probe of the child, with its identity check: whether it passed. Marks the
+    /// child ready if so.
+    async fn ready_now(&mut self) -> bool {
+        let Some(child) = self.child.as_ref() else {
+            return false;
+        };
+        let mut identity = Identity {
+            diag: &self.shared.diag,
+            verified: &mut self.verified,
+            refused: &mut self.refused,
+            root: child.pid,
+            name: self.profile.name.as_str(),
+            state_dir: &self.profile.state_dir.value,
+            reaper: &self.shared.reaper,
+        };
+        let h = &self.profile.health;
+        let ok = self
+            .prober
+            .ready(h.timeout.min(READY_POLL * 5), &mut identity)
+            .await
+            .is_ok();
+        if ok {
+            if let Some(c) = self.child.as_mut() {
+                c.ready = true;
+            }
+        }
+        ok
     }
 
     fn publish(&mut self) {
@@ -636,11 +768,22 @@ impl Task {
                 if self.started_once {
                     match self.cause {
                         Cause::Operator(_) => self.status.operator_restarts += 1,
-                        Cause::First | Cause::Policy(_) => self.status.restarts += 1,
+                        Cause::First | Cause::Policy(_) | Cause::Adoption(_) => {
+                            self.status.restarts += 1
+                        }
                     }
                 }
                 self.started_once = true;
                 let exit = self.shared.reaper.watch(child.pid);
+                if let Some(start) = child.start {
+                    self.shared.records.write(adopt::Record::new(
+                        &self.profile,
+                        child.pid,
+                        start,
+                        self.shared.containment.dir(self.profile.name.as_str()),
+                        SystemTime::now(),
+                    ));
+                }
                 self.log.capture(child.stdout, Stream::Stdout);
                 self.log.capture(child.stderr, Stream::Stderr);
                 self.log.note(format!(
@@ -654,6 +797,7 @@ impl Task {
                     since: now,
                     ready: false,
                     liveness_failures: 0,
+                    adopted: false,
                 });
                 self.status.started_at = Some(SystemTime::now());
                 self.next_probe = Some(now);
@@ -836,16 +980,22 @@ impl Task {
         };
         let uptime = child.since.elapsed();
         self.status.last_exit = Some(exit);
+        self.status.last_exit_adopted = child.adopted;
         self.next_probe = None;
         self.prober.reset();
+        let how = exit_text(exit, child.adopted);
         self.log.note(format!(
-            "pid {} ended: {exit} after {}",
+            "pid {} ended: {how} after {}",
             child.pid,
             humantime::format_duration(round(uptime))
         ));
-        tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {exit}");
+        tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {how}");
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
-        let ended = format!("ended by {exit}");
+        let ended = if child.adopted {
+            format!("ended: {how}")
+        } else {
+            format!("ended by {exit}")
+        };
         self.cause = Cause::Policy(ended.clone());
         self.set_state(State::Stopping, ended.clone());
         self.kill_leftovers(Some(child.pid)).await;
@@ -937,7 +1087,11 @@ impl Task {
         let mut done = why;
         if let Some(exit) = self.stop_child(timeout).await {
             self.status.last_exit = Some(exit);
-            done = format!("{done}: gateway ended by {exit}");
+            done = if self.status.last_exit_adopted {
+                format!("{done}: gateway ended ({})", exit_text(exit, true))
+            } else {
+                format!("{done}: gateway ended by {exit}")
+            };
         }
         self.set_state(State::Stopped, done);
     }
@@ -947,6 +1101,7 @@ impl Task {
     /// or `None` when there was no child.
     async fn stop_child(&mut self, timeout: Duration) -> Option<Exit> {
         let mut child = self.child.take()?;
+        self.status.last_exit_adopted = child.adopted;
         self.next_probe = None;
         self.prober.reset();
         let sig = self.profile.stop.signal.signal();
@@ -978,7 +1133,11 @@ impl Task {
             }
         };
         if let Some(e) = exit {
-            self.log.note(format!("pid {} ended: {e}", child.pid));
+            self.log.note(format!(
+                "pid {} ended: {}",
+                child.pid,
+                exit_text(e, child.adopted)
+            ));
         }
         self.kill_leftovers(Some(child.pid)).await;
         // Whatever the last exit was, it is not this child's: say it is not known rather than
@@ -1049,6 +1208,17 @@ impl Task {
             }
         }
         self.shared.known.forget(self.profile.name.as_str());
+        // The instance's tree is gone: no child of it for a next daemon to adopt.
+        self.shared.records.clear(self.profile.name.as_str());
+    }
+}
+
+/// How a child ended, in words: an adopted child's exit code is not known (it is not the
+/// daemon's child), and says so.
+fn exit_text(exit: Exit, adopted: bool) -> String {
+    match exit {
+        Exit::Unknown if adopted => "exit code unknown (adopted)".to_string(),
+        e => e.to_string(),
     }
 }
 

@@ -3,10 +3,12 @@
 //! or inherits (`reaper.rs`), the probe client (`probe.rs`), per-instance logs (`logs.rs`), the
 //! process-tree walk (`tree.rs`), the CPU/RSS figures of the trees (`sample.rs`), who owns an
 //! instance's state dir and port (`ownership.rs`: the lock, the host scan, the probes' identity
-//! check). The [`Supervisor`]
+//! check), the records of running children and the adoption of those a crashed daemon left
+//! (`adopt.rs`). The [`Supervisor`]
 //! owns the set of instances: it applies reloads, and stops them all, in parallel, when its
 //! cancellation token fires.
 
+pub mod adopt;
 pub mod backoff;
 pub mod cgroup;
 pub mod decide;
@@ -120,7 +122,8 @@ const FLUSH_WAIT: Duration = Duration::from_secs(5);
 impl Supervisor {
     /// Starts one task per profile of `plan` (which must have passed its check); an instance starts
     /// at once if an operator last started it, or if it has `autostart` and no operator stopped it
-    /// (`desired`).
+    /// (`desired`). `run.adopted`: the gateways found running for their instances ([`adopt`]),
+    /// which those instances take over instead of starting one.
     pub fn start(
         plan: Plan,
         log_cfg: &logs::LogConfig,
@@ -128,12 +131,13 @@ impl Supervisor {
         containment: cgroup::Containment,
         cancel: CancellationToken,
         owner: ownership::Owner,
-        mut scan: Scan,
+        mut run: Running,
     ) -> std::io::Result<Supervisor> {
         // The reaper outlives the instances: their stops wait for exits it delivers.
         let reaper = reaper::Reaper::start(CancellationToken::new())?;
         let shared = instance::Shared {
-            spawner: spawn::Spawner::start(reaper.clone())?,
+            spawner: spawn::Spawner::start(reaper.clone(), run.on_crash)?,
+            records: run.records,
             reaper,
             probe_grid: tokio::time::Instant::now(),
             events: broadcast::channel(1024).0,
@@ -172,11 +176,12 @@ impl Supervisor {
                 );
             }
             // The scan is fresh only for a start that follows at once; a later one scans again.
-            let scanned = scan.found.remove(name).unwrap_or_default();
-            let scanned = (scan.done && start).then_some(scanned);
+            let scanned = run.scan.found.remove(name).unwrap_or_default();
+            let scanned = (run.scan.done && start).then_some(scanned);
+            let adopted = run.adopted.remove(name);
             instances.insert(
                 profile.name.to_string(),
-                sup.launch(profile, start, log, scanned),
+                sup.launch(profile, start, log, scanned, adopted),
             );
         }
         *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);
@@ -243,6 +248,7 @@ impl Supervisor {
         start: bool,
         log: logs::InstanceLog,
         scanned: Option<Vec<tree::Holder>>,
+        adopted: Option<adopt::Adopted>,
     ) -> Handle {
         let name = profile.name.to_string();
         let (handle, task) = instance::spawn(
@@ -252,6 +258,7 @@ impl Supervisor {
             log,
             self.cancel.child_token(),
             scanned,
+            adopted,
         );
         self.tasks
             .lock()
@@ -490,7 +497,10 @@ impl Supervisor {
                     };
                     match log {
                         Ok(log) => {
-                            next.insert(c.name.clone(), self.launch(p.clone(), start, log, None));
+                            next.insert(
+                                c.name.clone(),
+                                self.launch(p.clone(), start, log, None, None),
+                            );
                         }
                         Err(e) => {
                             c.error = Some(format!(
@@ -524,7 +534,8 @@ impl Supervisor {
         // The last lines and wishes reach the disk, unless it hangs.
         tokio::join!(
             self.log_disk.flush(FLUSH_WAIT),
-            self.shared.desired.flush(FLUSH_WAIT)
+            self.shared.desired.flush(FLUSH_WAIT),
+            self.shared.records.flush(FLUSH_WAIT)
         );
         if let Some(c) = self.shared.containment.cgroups() {
             c.close();
@@ -557,6 +568,18 @@ pub struct FieldChange {
 /// The fields that differ between two profiles of one instance, as a reload sees them: the values
 /// the child runs with and the supervisor's policies, not where they were written (file, lines).
 pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
+    field_keys(old)
+        .into_iter()
+        .zip(field_keys(new))
+        .filter(|((_, _, a), (_, _, b))| a != b)
+        .map(|((name, restart, _), _)| FieldChange { name, restart })
+        .collect()
+}
+
+/// Every compared field of `p`: its name, whether the running child depends on it, and its value
+/// as text (what is compared). One list for a reload ([`changed_fields`]) and for the records of
+/// running children ([`digest`]), so that both mean the same by "changed".
+fn field_keys(p: &Profile) -> Vec<(&'static str, bool, String)> {
     // Exhaustive on purpose: a field added to `Profile` does not compile here until it is either
     // compared or given a reason to be ignored, so reload cannot forget it.
     let Profile {
@@ -587,51 +610,117 @@ pub fn changed_fields(old: &Profile, new: &Profile) -> Vec<FieldChange> {
         ports,
         limits,
         gateway_token,
-    } = old;
-    let mut out = Vec::new();
-    // The third argument: whether the running child depends on the field.
-    let mut diff = |name: &'static str, differ: bool, child_uses_it: bool| {
-        if differ {
-            out.push(FieldChange {
-                name,
-                restart: child_uses_it,
-            });
-        }
-    };
-    diff("port", port.value != new.port.value, true);
-    diff(
-        "openclaw_profile",
-        *openclaw_profile != new.openclaw_profile,
-        true,
-    );
-    diff(
-        "config_path",
-        config_path.value != new.config_path.value,
-        true,
-    );
-    diff("state_dir", state_dir.value != new.state_dir.value, true);
-    diff("workspace", workspace.value != new.workspace.value, true);
-    diff("command", *command != new.command, true);
-    diff("env", *env != new.env, true);
-    diff("gateway_token", *gateway_token != new.gateway_token, true);
-    diff("working_dir", *working_dir != new.working_dir, true);
-    diff("autostart", *autostart != new.autostart, false);
-    diff("restart", *restart != new.restart, true);
-    diff("stop", *stop != new.stop, true);
-    diff("health", *health != new.health, true);
-    let spans = |claims: &[crate::profile::PortClaim]| -> Vec<(u32, u32)> {
-        claims.iter().map(|c| (c.start, c.end)).collect()
-    };
-    diff("ports", spans(ports) != spans(&new.ports), true);
+    } = p;
+    let spans: Vec<(u32, u32)> = ports.iter().map(|c| (c.start, c.end)).collect();
     // Applied when the child's cgroup is made, before it starts: a change restarts it.
-    let values = |l: &crate::profile::resolve::Limits| {
-        (
-            l.memory.as_ref().map(|m| m.value),
-            l.cpu.as_ref().map(|c| c.value),
-        )
-    };
-    diff("limits", values(limits) != values(&new.limits), true);
-    out
+    let limits = (
+        limits.memory.as_ref().map(|m| m.value),
+        limits.cpu.as_ref().map(|c| c.value),
+    );
+    // The second value: whether the running child depends on the field.
+    vec![
+        ("port", true, format!("{:?}", port.value)),
+        ("openclaw_profile", true, format!("{openclaw_profile:?}")),
+        ("config_path", true, format!("{:?}", config_path.value)),
+        ("state_dir", true, format!("{:?}", state_dir.value)),
+        ("workspace", true, format!("{:?}", workspace.value)),
+        ("command", true, format!("{command:?}")),
+        ("env", true, format!("{env:?}")),
+        ("gateway_token", true, format!("{gateway_token:?}")),
+        ("working_dir", true, format!("{working_dir:?}")),
+        ("autostart", false, format!("{autostart:?}")),
+        ("restart", true, format!("{restart:?}")),
+        ("stop", true, format!("{stop:?}")),
+        ("health", true, format!("{health:?}")),
+        ("ports", true, format!("{spans:?}")),
+        ("limits", true, format!("{limits:?}")),
+    ]
+}
+
+/// A digest of each field of `p` that forces a restart when it changes (as a reload decides it):
+/// field name to a 64-bit FNV-1a of its value, in hex. What a record of a running child keeps, so
+/// that the next daemon can tell which fields changed while none ran without keeping the values
+/// themselves (`env` may hold secrets).
+pub fn digest(p: &Profile) -> BTreeMap<String, String> {
+    field_keys(p)
+        .into_iter()
+        .filter(|(_, restart, _)| *restart)
+        .map(|(name, _, value)| {
+            (
+                name.to_string(),
+                format!("{:016x}", fnv1a64(value.as_bytes())),
+            )
+        })
+        .collect()
+}
+
+/// The fields of `p` that force a restart and differ from `recorded` (a [`digest`]), in the order
+/// a reload names them.
+pub fn changed_since(recorded: &BTreeMap<String, String>, p: &Profile) -> Vec<&'static str> {
+    let now = digest(p);
+    field_keys(p)
+        .into_iter()
+        .filter(|(name, restart, _)| *restart && recorded.get(*name) != now.get(*name))
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// How the children run and what runs already, for [`Supervisor::start`].
+pub struct Running {
+    /// What becomes of the children if the daemon dies without stopping them.
+    pub on_crash: spawn::OnCrash,
+    /// The writer of the children's records.
+    pub records: adopt::Records,
+    /// The gateways to adopt, by instance name ([`adopt_all`]).
+    pub adopted: BTreeMap<String, adopt::Adopted>,
+    /// What the start-up scan found on the instances' places ([`clear_leftovers`]).
+    pub scan: Scan,
+}
+
+/// At start, before leftovers are ended: the gateways of `profiles` that the records in
+/// `state_dir` (the daemon's) name and that are exactly the ones recorded, with their locks taken
+/// ([`adopt::examine`], on a blocking thread). A record that does not match is dropped, and said
+/// so once; nothing is signalled here.
+pub async fn adopt_all(
+    profiles: &[Profile],
+    state_dir: &std::path::Path,
+    containment: &cgroup::Containment,
+    me: &ownership::Owner,
+) -> BTreeMap<String, adopt::Adopted> {
+    let work: Vec<(Profile, Option<std::path::PathBuf>)> = profiles
+        .iter()
+        .map(|p| (p.clone(), containment.dir(p.name.as_str())))
+        .collect();
+    let (dir, me) = (state_dir.to_path_buf(), me.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        work.into_iter()
+            .map(|(p, cgroup)| {
+                let found = adopt::examine(&dir, &p, cgroup.as_deref(), &me);
+                (p.name.to_string(), found)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut adopted = BTreeMap::new();
+    for (name, found) in found {
+        match found {
+            adopt::Found::Nothing => {}
+            adopt::Found::Dropped(why) => {
+                tracing::warn!(instance = %name, "not adopting its recorded gateway: {why}; starting it as usual")
+            }
+            adopt::Found::Adopt(a) => {
+                adopted.insert(name, a);
+            }
+        }
+    }
+    adopted
 }
 
 /// What the daemon's start-up scan found on each instance's places: processes that are not the
@@ -649,8 +738,18 @@ pub struct Scan {
 /// a supervisor; they are ended (the stop signal, SIGKILL 2 s later) only when the instance's state
 /// dir lock can be taken, that is when no live supervisor owns them. Anything else is left alone
 /// and returned: the instance waits, `blocked`, until it is gone.
-pub async fn clear_leftovers(profiles: &[crate::profile::Profile], me: &ownership::Owner) -> Scan {
-    let known: Vec<tree::Known> = profiles.iter().flat_map(ownership::known).collect();
+///
+/// `adopted`: the instances whose gateways are being adopted; their processes are left alone.
+pub async fn clear_leftovers(
+    profiles: &[crate::profile::Profile],
+    me: &ownership::Owner,
+    adopted: &[String],
+) -> Scan {
+    let known: Vec<tree::Known> = profiles
+        .iter()
+        .filter(|p| !adopted.iter().any(|a| a == p.name.as_str()))
+        .flat_map(ownership::known)
+        .collect();
     let dirs: BTreeMap<String, std::path::PathBuf> = profiles
         .iter()
         .map(|p| (p.name.to_string(), p.state_dir.value.clone()))
@@ -736,6 +835,29 @@ pub async fn end_leftovers(procs: Vec<tree::Proc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_names_the_restart_fields_that_changed_and_only_those() {
+        let base = "port: 18789\nstate_dir: /srv/main\ncommand: [/bin/true]\n";
+        let before = digest(&profile(base));
+        assert!(!before.contains_key("autostart"));
+        assert_eq!(changed_since(&before, &profile(base)), Vec::<&str>::new());
+        // Autostart alone does not restart a child; the port (and what follows from it) does.
+        let later = profile(&format!("{base}autostart: false\n"));
+        assert_eq!(changed_since(&before, &later), Vec::<&str>::new());
+        let moved = profile("port: 18999\nstate_dir: /srv/main\ncommand: [/bin/true]\n");
+        assert_eq!(
+            changed_since(&before, &moved),
+            changed_fields(&profile(base), &moved)
+                .iter()
+                .filter(|f| f.restart)
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(changed_since(&before, &moved).first(), Some(&"port"));
+        // A record without digests (written by hand, say): every field changed, never kept as is.
+        assert!(changed_since(&BTreeMap::new(), &moved).contains(&"command"));
+    }
 
     /// The profile `main` as `yaml` reads, from a temp dir; HOME is the same for every call.
     fn profile(yaml: &str) -> Profile {

@@ -1,8 +1,9 @@
 //! Starting children. Every fork happens on one dedicated thread that lives as long as the daemon:
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked exits, so forking from a short-lived tokio
 //! blocking thread would kill gateways at random. Each child gets its own process group, a SIGKILL
-//! death signal (so a SIGKILLed daemon leaves no gateway behind), /dev/null for stdin and pipes for
-//! stdout and stderr. What a child is started with (program, arguments, environment, working
+//! death signal under `--on-crash kill` (so a SIGKILLed daemon leaves no gateway behind; under
+//! `keep` none, and the next daemon adopts them: `super::adopt`), /dev/null for stdin and pipes
+//! for stdout and stderr. What a child is started with (program, arguments, environment, working
 //! directory) is built here from its profile ([`request`]), so it can be tested without a fork.
 
 use std::ffi::OsString;
@@ -56,6 +57,40 @@ pub struct Spawned {
     pub stdout: OwnedFd,
     /// The read end of its stderr.
     pub stderr: OwnedFd,
+    /// Its start time (`/proc/PID/stat` field 22), read before the reaper could reap it: what its
+    /// record names it by (`super::adopt`). None if it ended at once.
+    pub start: Option<u64>,
+}
+
+/// What becomes of the gateways when the daemon dies without stopping them (SIGKILL, a panic, the
+/// OOM killer, the watchdog); a stop (SIGTERM, Ctrl-C) stops them in either case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnCrash {
+    /// They die with it (`PR_SET_PDEATHSIG` SIGKILL).
+    Kill,
+    /// They run on, and the next daemon adopts them.
+    Keep,
+}
+
+impl OnCrash {
+    /// The default: `keep` under systemd (`NOTIFY_SOCKET` set: a service manager starts the daemon
+    /// again, which adopts them), `kill` elsewhere (nothing may start a daemon again, and a gateway
+    /// nobody supervises, with nobody reading its output, would run on unseen).
+    pub fn default_for(notify_socket: bool) -> OnCrash {
+        if notify_socket {
+            OnCrash::Keep
+        } else {
+            OnCrash::Kill
+        }
+    }
+
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnCrash::Kill => "kill",
+            OnCrash::Keep => "keep",
+        }
+    }
 }
 
 type Job = (SpawnRequest, oneshot::Sender<io::Result<Spawned>>);
@@ -69,13 +104,13 @@ pub struct Spawner {
 impl Spawner {
     /// Starts the spawning thread. It ends when the last `Spawner` is dropped, which in the daemon is
     /// at exit: children are never orphaned by it.
-    pub fn start(reaper: Reaper) -> io::Result<Spawner> {
+    pub fn start(reaper: Reaper, on_crash: OnCrash) -> io::Result<Spawner> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("spawner".into())
             .spawn(move || {
                 for (req, reply) in rx {
-                    let _ = reply.send(spawn_now(&req, &reaper));
+                    let _ = reply.send(spawn_now(&req, &reaper, on_crash));
                 }
             })?;
         Ok(Spawner { tx })
@@ -103,7 +138,7 @@ const SERVICE_MANAGER_VARS: [&str; 7] = [
     "JOURNAL_STREAM",
 ];
 
-fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
+fn spawn_now(req: &SpawnRequest, reaper: &Reaper, on_crash: OnCrash) -> io::Result<Spawned> {
     let parent = std::process::id() as i32;
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args);
@@ -121,6 +156,7 @@ fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
     }
     // The fd stays open (the request holds it) until the spawn returns.
     let cgroup = req.cgroup.as_ref().map(|fd| fd.as_raw_fd());
+    let die_with_us = on_crash == OnCrash::Kill;
     // SAFETY: only async-signal-safe system calls run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -132,6 +168,9 @@ fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
                 nix::unistd::write(fd, b"0").map_err(|e| io::Error::from_raw_os_error(e as i32))?;
             }
             nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            if !die_with_us {
+                return Ok(());
+            }
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             // The daemon may have died between fork and prctl: then nobody would kill us later.
             if nix::unistd::getppid().as_raw() != parent {
@@ -142,9 +181,12 @@ fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
             Ok(())
         });
     }
-    let mut child = {
+    let (mut child, start) = {
         let _guard = reaper.spawn_lock();
-        cmd.spawn()?
+        let child = cmd.spawn()?;
+        // Under the lock the reaper cannot reap it: the pid is still this child's.
+        let start = tree::read_stat(child.id() as i32).map(|p| p.start);
+        (child, start)
     };
     let pid = child.id() as i32;
     let stdout = child.stdout.take().map(OwnedFd::from);
@@ -156,6 +198,7 @@ fn spawn_now(req: &SpawnRequest, reaper: &Reaper) -> io::Result<Spawned> {
             pid,
             stdout,
             stderr,
+            start,
         }),
         _ => Err(io::Error::other("the child's pipes are missing")),
     }

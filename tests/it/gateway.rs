@@ -317,7 +317,12 @@ fn real_gateways_main_and_rescue_end_to_end() {
         common::stderr(&check)
     );
     let path = format!("{dirs}:{}", std::env::var("PATH").unwrap_or_default());
-    let daemon = scene.daemon_with_env(&[], &[("PATH", &path)]);
+    // Kept through a crash of the daemon (step 5b).
+    let env = [
+        ("PATH", path.as_str()),
+        ("OPENCLAW_SUPERVISOR_ON_CRASH", "keep"),
+    ];
+    let daemon = scene.daemon_with_env(&[], &env);
     let mut e = E2e {
         scene,
         daemon,
@@ -419,6 +424,49 @@ fn real_gateways_main_and_rescue_end_to_end() {
     e.ensure(fallback.is_empty(), || {
         format!("the gateways fell back to a default state dir in HOME: {fallback:?}")
     });
+
+    // 5b. SIGKILL the daemon: both gateways run on and answer /readyz while no daemon runs, and a
+    //     new daemon on the same dirs adopts them: the same pids, `running`, no restart.
+    let before = NAMES.map(|n| e.running_pid(n));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(e.daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    e.daemon.wait_exit("the SIGKILLed daemon to be gone");
+    let ready_now = |e: &E2e, when: &str| {
+        for (i, name) in NAMES.iter().enumerate() {
+            let got = http_get(e.ports[i], "/readyz");
+            e.ensure(
+                matches!(&got, Ok((200, body)) if body.contains("\"ready\":true")),
+                || format!("{name}'s /readyz {when}: {got:?}"),
+            );
+        }
+    };
+    // Long enough for the gateways to log a line or two to their pipes, which nobody reads now.
+    for _ in 0..5 {
+        ready_now(&e, "while no daemon runs");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let t = Instant::now();
+    e.daemon = e.scene.daemon_with_env(&[], &env);
+    for (i, name) in NAMES.iter().enumerate() {
+        let st = e.wait(&format!("{name} adopted and running"), || {
+            let st = e.status(name);
+            (st["state"] != "starting").then_some(st)
+        });
+        e.ensure(
+            st["state"] == "running"
+                && st["pid"].as_u64() == Some(u64::from(before[i]))
+                && st["restarts"] == 0,
+            || format!("{name} was not adopted as it ran (pid {}): {st}", before[i]),
+        );
+    }
+    eprintln!(
+        "daemon SIGKILLed; a new one adopted main and rescue in {:.1?}",
+        t.elapsed()
+    );
+    ready_now(&e, "after the adoption");
 
     // 6. SIGKILL main's gateway: it comes back with a new pid; rescue is not touched.
     let rescue_pid = e.running_pid("rescue");

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod adopt;
 mod api;
 mod check;
 mod desired_state;
