@@ -24,6 +24,23 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 
+/// A line to stdout, like `println!`, but a write that fails (no reader left: the supervisor died)
+/// is dropped instead of panicking, so the stand-in keeps serving and still honours SIGTERM. (The
+/// real gateway dies at its first console line with no reader; see README "When the daemon
+/// crashes".)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// The same for stderr.
+macro_rules! esay {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Default)]
 struct Opts {
     port: Option<u16>,
@@ -63,7 +80,7 @@ fn parse() -> Opts {
 /// The setsid'd helper: leaves the gateway's session and process group, then idles until killed.
 fn grandchild() -> ! {
     let _ = nix::unistd::setsid();
-    println!("grandchild pid={} left the session", std::process::id());
+    say!("grandchild pid={} left the session", std::process::id());
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -82,21 +99,21 @@ fn main() {
         .or_else(|| std::env::var("OPENCLAW_GATEWAY_PORT").ok()?.parse().ok())
         .unwrap_or(18789);
     if let (Some(code), None) = (o.exit_code, o.crash_after) {
-        println!("fake-gateway exiting at once with code {code}");
+        say!("fake-gateway exiting at once with code {code}");
         std::process::exit(code);
     }
     if let Some(line) = &o.stderr_line {
-        eprintln!("{line}");
+        esay!("{line}");
     }
     let listener = match TcpListener::bind(("127.0.0.1", port)) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("fake-gateway: cannot bind 127.0.0.1:{port}: {e}");
+            esay!("fake-gateway: cannot bind 127.0.0.1:{port}: {e}");
             std::process::exit(1);
         }
     };
     let started = Instant::now();
-    println!(
+    say!(
         "fake-gateway listening on 127.0.0.1:{port} pid={} state_dir={}",
         std::process::id(),
         std::env::var("OPENCLAW_STATE_DIR").unwrap_or_default()
@@ -107,7 +124,7 @@ fn main() {
             .arg("--as-grandchild")
             .spawn()
             .expect("spawn grandchild");
-        println!("spawned setsid grandchild pid={}", child.id());
+        say!("spawned setsid grandchild pid={}", child.id());
         std::mem::forget(child);
     }
     if o.flood > 0 {
@@ -116,17 +133,17 @@ fn main() {
             let _ = writeln!(out, "flood line {i}");
         }
         let _ = out.flush();
-        println!("flood done: {} lines", o.flood);
+        say!("flood done: {} lines", o.flood);
     }
 
     let ignore = o.ignore_sigterm;
     std::thread::spawn(move || loop {
         if let Ok(sig) = set.wait() {
             if ignore {
-                println!("received {sig:?}; ignoring it");
+                say!("received {sig:?}; ignoring it");
                 continue;
             }
-            println!("received {sig:?}; shutting down");
+            say!("received {sig:?}; shutting down");
             std::process::exit(0);
         }
     });
@@ -134,7 +151,7 @@ fn main() {
         let code = o.exit_code.unwrap_or(1);
         std::thread::spawn(move || {
             std::thread::sleep(after);
-            println!("fake-gateway crashing with code {code}");
+            say!("fake-gateway crashing with code {code}");
             std::process::exit(code);
         });
     }
@@ -144,7 +161,7 @@ fn main() {
         let hung = hung.clone();
         std::thread::spawn(move || {
             std::thread::sleep(after);
-            println!("fake-gateway hanging: probes will get no answer");
+            say!("fake-gateway hanging: probes will get no answer");
             hung.store(true, Ordering::SeqCst);
         });
     }

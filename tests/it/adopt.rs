@@ -36,15 +36,10 @@ fn running(d: &Daemon, name: &str) -> serde_json::Value {
     d.wait_status(name, "running", |s| s["state"] == "running")
 }
 
-/// The stand-in's stop policy here: an adopted stand-in never exits on SIGTERM (it says so on its
-/// stdout, which has no reader any more: Rust's `println!` panics on EPIPE, in its signal thread),
-/// so its stop ends with SIGKILL after this.
-const STOP: &str = "stop: { timeout: 2s }\n";
-
 /// Two stand-in instances, `main` and `rescue`, running under a daemon that keeps them on a crash.
 fn two_running(scene: &Scene, ports: &[u16]) -> (Daemon, serde_json::Value, serde_json::Value) {
-    scene.fake_profile("main", ports[0], STOP);
-    scene.fake_profile("rescue", ports[1], STOP);
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("rescue", ports[1], "");
     let d = scene.daemon_with_env(&[], &KEEP);
     let main = running(&d, "main");
     let rescue = running(&d, "rescue");
@@ -124,7 +119,7 @@ fn a_profile_changed_while_no_daemon_ran_restarts_that_instance_only() {
     let ports = free_ports(3);
     let (mut d, main, rescue) = two_running(&scene, &ports);
     crash(&mut d);
-    scene.fake_profile("main", ports[2], STOP);
+    scene.fake_profile("main", ports[2], "");
     let d = scene.daemon_with_env(&[], &KEEP);
     let s = d.wait_status("main", "running on its new port", |s| {
         s["state"] == "running" && s["pid"] != main["pid"]
