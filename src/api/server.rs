@@ -435,8 +435,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         req: Request<v1::GetEnvironmentRequest>,
     ) -> Result<Response<v1::GetEnvironmentResponse>, GrpcStatus> {
         let name = req.into_inner().name;
-        let profile = self.handle(&name)?.profile;
-        let p = profile.clone();
+        let p = self.handle(&name)?.profile;
         // The token file is on disk: off the runtime.
         let built = tokio::task::spawn_blocking(move || {
             let token = match p.gateway_token {

@@ -693,10 +693,6 @@ pub struct Proposal {
     pub name: String,
     /// The profile's text.
     pub yaml: String,
-    /// The setup's state dir, where a kept unit token goes.
-    pub state_dir: PathBuf,
-    /// The unit's token, kept as the instance's token by `--write`.
-    pub unit_token: Option<Secret>,
 }
 
 /// Instance names for the setups: the OpenClaw profile (`default` for the unnamed one), prefixed
@@ -937,15 +933,7 @@ pub fn run(opts: &Options) -> ExitCode {
         let _ = writeln!(out, "--- {}", file.display());
         out.push_str(&yaml);
         let _ = writeln!(out, "---");
-        proposals.push((
-            Some(Proposal {
-                name,
-                yaml,
-                state_dir: s.state_dir.value.clone(),
-                unit_token: s.unit_token.clone(),
-            }),
-            s,
-        ));
+        proposals.push((Some(Proposal { name, yaml }), s));
     }
 
     // The check of the existing profiles plus the proposals: what `check` will say once written.
@@ -984,7 +972,10 @@ pub fn run(opts: &Options) -> ExitCode {
         "\nTokens: no token of a unit is copied into a profile (profiles are world-readable). A unit's OPENCLAW_GATEWAY_TOKEN is kept, with --write, in the setup's state dir (.openclaw-supervisor.token, 0600) and given to that gateway only (gateway_token: generate); a gateway without one keeps its config file's token."
     );
 
-    let to_write: Vec<&Proposal> = proposals.iter().filter_map(|(p, _)| p.as_ref()).collect();
+    let to_write: Vec<(&Proposal, &Setup)> = proposals
+        .iter()
+        .filter_map(|(p, s)| Some((p.as_ref()?, s)))
+        .collect();
     let mut failed = !report.ok();
     if opts.write {
         if failed && !opts.force {
@@ -999,14 +990,15 @@ pub fn run(opts: &Options) -> ExitCode {
                 return ExitCode::from(super::EXIT_CHECK_FAILED);
             }
             let _ = writeln!(out);
-            for p in &to_write {
+            for (p, setup) in &to_write {
                 let file = dir.join(format!("{}.yaml", p.name));
                 match write_new(&file, &p.yaml) {
                     Ok(()) => {
                         let _ = writeln!(out, "wrote {}", file.display());
-                        if let Some(t) = &p.unit_token {
-                            let kept = crate::supervise::token::keep(&p.state_dir, &t.0);
-                            let at = crate::supervise::token::path(&p.state_dir);
+                        if let Some(t) = &setup.unit_token {
+                            let state_dir = &setup.state_dir.value;
+                            let kept = crate::supervise::token::keep(state_dir, &t.0);
+                            let at = crate::supervise::token::path(state_dir);
                             let _ = match kept {
                                 Ok(true) => writeln!(
                                     out,

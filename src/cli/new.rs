@@ -154,7 +154,7 @@ fn describe(r: &Refusal, g: u16, eph: Option<&Ephemeral>) -> String {
             c.at
         ),
         Refusal::Listening(l) => {
-            let holder = holder(&l.socket);
+            let holder = holder(l);
             format!("{holder} listens on port {} of its block {lo}-{hi}", l.port)
         }
         Refusal::Ephemeral(o) => format!(
@@ -188,19 +188,15 @@ fn refusal_lines(all: &[Refusal], g: u16, eph: Option<&Ephemeral>) -> Vec<String
 }
 
 /// `process 4242 (node server.js)`, or `a process` when it cannot be found (another user's, gone).
-fn holder(socket: &str) -> String {
-    let me = std::process::id() as i32;
-    let pids = crate::supervise::tree::snapshot()
-        .into_iter()
-        .map(|p| p.pid)
-        .filter(|&p| p != me);
-    let inode = socket
+fn holder(l: &Listener) -> String {
+    let inode = l
+        .socket
         .strip_prefix("socket:[")
         .and_then(|s| s.strip_suffix(']'))
         .and_then(|s| s.parse::<u64>().ok());
-    match inode.and_then(|i| crate::supervise::ownership::owner_among(pids, i)) {
-        Some(pid) => format!("process {pid} ({})", crate::supervise::tree::cmdline(pid)),
-        None => "a process".to_string(),
+    match inode.map(|i| crate::supervise::ownership::holder_of(i, l.port)) {
+        Some(h) if h.pid > 0 => format!("process {} ({})", h.pid, h.command),
+        _ => "a process".to_string(),
     }
 }
 

@@ -555,7 +555,7 @@ async fn all_names(client: &mut Client) -> Result<Vec<String>, Error> {
         .collect())
 }
 
-/// `token NAME`: the gateway token the daemon made for the instance, on stdout; its file on stderr.
+/// `token NAME`: the gateway token the daemon made for the instance, one line on stdout.
 pub async fn token(target: &Target, name: String) -> Result<(), Error> {
     let t = connect(target)
         .await?

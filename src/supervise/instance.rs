@@ -559,15 +559,13 @@ impl Task {
         let Some(child) = self.child.as_ref() else {
             return false;
         };
-        let mut identity = Identity {
-            diag: &self.shared.diag,
-            verified: &mut self.verified,
-            refused: &mut self.refused,
-            root: child.pid,
-            name: self.profile.name.as_str(),
-            state_dir: &self.profile.state_dir.value,
-            reaper: &self.shared.reaper,
-        };
+        let mut identity = Identity::of(
+            &self.shared,
+            &self.profile,
+            &mut self.verified,
+            &mut self.refused,
+            child.pid,
+        );
         let h = &self.profile.health;
         let ok = self
             .prober
@@ -866,15 +864,13 @@ impl Task {
         let now = Instant::now();
         // What this probe finds on the port, not what an earlier one did.
         self.refused = None;
-        let mut identity = Identity {
-            diag: &self.shared.diag,
-            verified: &mut self.verified,
-            refused: &mut self.refused,
-            root: child.pid,
-            name: self.profile.name.as_str(),
-            state_dir: &self.profile.state_dir.value,
-            reaper: &self.shared.reaper,
-        };
+        let mut identity = Identity::of(
+            &self.shared,
+            &self.profile,
+            &mut self.verified,
+            &mut self.refused,
+            child.pid,
+        );
         if !child.ready {
             match self
                 .prober
@@ -1236,6 +1232,28 @@ struct Identity<'a> {
     name: &'a str,
     state_dir: &'a std::path::Path,
     reaper: &'a Reaper,
+}
+
+impl<'a> Identity<'a> {
+    /// The check of the tree rooted at `root` (the instance's child), with what the instance task
+    /// keeps between probes.
+    fn of(
+        shared: &'a Shared,
+        profile: &'a Profile,
+        verified: &'a mut Verified,
+        refused: &'a mut Option<(Holder, String)>,
+        root: i32,
+    ) -> Self {
+        Identity {
+            diag: &shared.diag,
+            verified,
+            refused,
+            root,
+            name: profile.name.as_str(),
+            state_dir: &profile.state_dir.value,
+            reaper: &shared.reaper,
+        }
+    }
 }
 
 impl Verify for Identity<'_> {

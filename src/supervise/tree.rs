@@ -422,6 +422,8 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for p in snapshot().into_iter().filter(|p| p.pid != me) {
+        // Read once, for the first finding: the findings of one process merge into one holder.
+        let mut command: Option<String> = None;
         if let Ok(env) = std::fs::read(format!("/proc/{}/environ", p.pid)) {
             let vars: Vec<&[u8]> = env_vars(&env).collect();
             for v in &vars {
@@ -434,7 +436,7 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
                     Holder {
                         instance: k.name.clone(),
                         proc_: p,
-                        cmdline: cmdline(p.pid),
+                        cmdline: command.get_or_insert_with(|| cmdline(p.pid)).clone(),
                         why: format!("uses state dir {}", k.state_dir),
                         ours: vars.contains(&marker.as_bytes()),
                     },
@@ -458,7 +460,7 @@ pub fn host_scan(known: &[Known]) -> Vec<Holder> {
                         Holder {
                             instance: k.name.clone(),
                             proc_: p,
-                            cmdline: cmdline(p.pid),
+                            cmdline: command.get_or_insert_with(|| cmdline(p.pid)).clone(),
                             why: format!("listens on port {port}"),
                             // The marker alone does not make it ours: only its state dir says
                             // which supervisor's lock covers it.
