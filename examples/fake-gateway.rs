@@ -12,6 +12,8 @@
 //!   broker does; it is not cleaned up on exit, so only the supervisor's tree walk can end it
 //! - `--flood N`           write N numbered lines to stdout as fast as possible, then carry on
 //! - `--stderr-line TEXT`  write TEXT to stderr once at start
+//! - `--tick-ms N`         write `tick K` (K = 1, 2, ...) to stdout every N ms, for ever: the tests
+//!   count them in the log to prove no line was lost or written twice
 
 // A test stand-in: it may panic on what its test set up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -52,6 +54,7 @@ struct Opts {
     grandchild: bool,
     flood: u64,
     stderr_line: Option<String>,
+    tick: Option<Duration>,
 }
 
 fn parse() -> Opts {
@@ -69,6 +72,7 @@ fn parse() -> Opts {
             "--spawn-setsid-grandchild" => o.grandchild = true,
             "--flood" => o.flood = args.next().and_then(|s| s.parse().ok()).unwrap_or(0),
             "--stderr-line" => o.stderr_line = args.next(),
+            "--tick-ms" => o.tick = Some(ms(args.next())),
             "--as-grandchild" => grandchild(),
             // The real gateway's flags are accepted and ignored, so profiles can share a command line.
             _ => {}
@@ -153,6 +157,16 @@ fn main() {
             std::thread::sleep(after);
             say!("fake-gateway crashing with code {code}");
             std::process::exit(code);
+        });
+    }
+
+    if let Some(every) = o.tick {
+        // A write blocks while the pipe is full (no reader drains it), as the real gateway's would.
+        std::thread::spawn(move || {
+            for k in 1u64.. {
+                std::thread::sleep(every);
+                say!("tick {k}");
+            }
         });
     }
 
