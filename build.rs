@@ -14,5 +14,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;
+    // The state a daemon hands to the program it execs in its place: messages only, and not in
+    // the API's descriptor set (reflection does not list it).
+    let handover = protox::compile(
+        ["proto/openclaw/supervisor/handover/v1/handover.proto"],
+        ["proto"],
+    )?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(false)
+        .compile_fds(handover)?;
     Ok(())
 }

@@ -1,18 +1,23 @@
 //! The daemon's life: check the profiles, take the control socket, become a child subreaper, start
 //! the instances (as the operators' persisted starts and stops say), serve the API (on the socket,
 //! and on TCP with a token if configured), tell systemd it is ready, reload on SIGHUP, and on
-//! SIGTERM/SIGINT stop everything in parallel and exit 0.
+//! SIGTERM/SIGINT stop everything in parallel and exit 0. On `Reexec` (or SIGUSR2) it replaces its
+//! program in place, handing everything over (`crate::handover`); started by such an exec, it takes
+//! what was handed over instead of binding and starting afresh.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, v1::supervisor_service_server::SupervisorServiceServer};
+use crate::api::{self, server::ReexecAsk, v1::supervisor_service_server::SupervisorServiceServer};
+use crate::handover::{self, Inherited};
 use crate::profile;
 use crate::supervise::cgroup::Containment;
 use crate::supervise::spawn::OnCrash;
@@ -46,15 +51,35 @@ pub struct Options {
     pub no_cgroups: bool,
     /// What becomes of the gateways if the daemon dies without stopping them (`--on-crash`).
     pub on_crash: OnCrash,
+    /// The program a re-exec runs (`--binary`, else the daemon's own path).
+    pub binary: PathBuf,
 }
 
 /// How long API connections get to close at shutdown.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the daemon until SIGTERM or SIGINT: prepare (or refuse to start), serve, shut down.
-pub async fn run(opts: Options) -> ExitCode {
+/// `jobs`: the queue of the thread that forks every child and runs the re-exec (the main thread;
+/// see `spawn::JobQueue::run`).
+pub async fn run(opts: Options, jobs: crate::supervise::spawn::Jobs) -> ExitCode {
     let systemd = Notifier::from_env();
-    let prepared = match prepare(&opts, &systemd).await {
+    let inherited = match handover::inherited() {
+        None => None,
+        Some(Ok(i)) => {
+            tracing::info!(
+                "re-executed (exec {} of this process, from version {}): taking over {} instances",
+                i.execs,
+                i.from_version,
+                i.instances.len()
+            );
+            Some(i)
+        }
+        Some(Err(e)) => {
+            tracing::error!("re-executed, but the handover does not read ({e}): starting as after a crash (the records adopt the gateways, without their output)");
+            None
+        }
+    };
+    let prepared = match prepare(&opts, &systemd, inherited, jobs).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -62,16 +87,43 @@ pub async fn run(opts: Options) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    serving.until_stopped(&opts.config_dir, &systemd).await;
+    loop {
+        match serving.until_stopped(&opts.config_dir, &systemd).await {
+            Next::Stop => break,
+            // Returns only if the program was not replaced.
+            Next::Reexec(ask) => reexec(&opts, &systemd, &mut serving, ask).await,
+        }
+    }
     shut_down(&opts, &systemd, serving).await
 }
 
-/// SIGTERM and SIGINT end the daemon, SIGHUP reloads it. Caught from before the first instance
-/// starts, so none of them kills the daemon with its gateways half started.
+/// SIGTERM and SIGINT end the daemon, SIGHUP reloads it, SIGUSR2 re-executes it. Caught from
+/// before the first instance starts, so none of them kills the daemon with its gateways half
+/// started.
 struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr2: Signal,
+}
+
+/// What the signal loop ends with.
+enum Next {
+    /// Stop every instance and exit.
+    Stop,
+    /// Replace the program; the API's caller, if it came from the API.
+    Reexec(Option<ReexecAsk>),
+}
+
+/// The listeners as the next program gets them: descriptors of the same sockets, kept by the
+/// daemon for its whole life (the servers own their own).
+struct Kept {
+    socket: OwnedFd,
+    tcp: Option<OwnedFd>,
+    /// The execs so far.
+    execs: u32,
+    /// When the process first started.
+    started: SystemTime,
 }
 
 /// What `prepare` hands to `serve`: the listeners taken, the signals caught, the instances started.
@@ -81,6 +133,7 @@ struct Prepared {
     signals: Signals,
     supervisor: Arc<Supervisor>,
     desired: DesiredState,
+    kept: Kept,
 }
 
 /// The running daemon, for the signal loop and the shutdown.
@@ -94,6 +147,12 @@ struct Serving {
     server_stop: CancellationToken,
     notifier_stop: CancellationToken,
     watchdog_stop: CancellationToken,
+    /// Re-execs asked over the API.
+    reexecs: tokio::sync::mpsc::Receiver<ReexecAsk>,
+    /// Set while a re-exec is under way: every call gets UNAVAILABLE.
+    refusing: Arc<AtomicBool>,
+    kept: Kept,
+    routes: Routes,
 }
 
 /// Everything before serving, in an order that matters: the check (refuse to start unless the
@@ -101,7 +160,12 @@ struct Serving {
 /// the listeners (the control socket before anything starts: a second daemon
 /// stops there), the process settings, the signals, then the instances. On failure, systemd and
 /// stderr have heard why, and the exit code is returned.
-async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCode> {
+async fn prepare(
+    opts: &Options,
+    systemd: &Notifier,
+    inherited: Option<Inherited>,
+    jobs: crate::supervise::spawn::Jobs,
+) -> Result<Prepared, ExitCode> {
     // Before the check: a profile's `limits` need what the mode offers.
     let containment = {
         let (off, socket) = (opts.no_cgroups, opts.socket.clone());
@@ -139,14 +203,40 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
             return Err(ExitCode::FAILURE);
         }
     }
-    let tcp = tcp_listener(opts).await.map_err(|e| {
-        systemd.fail(&e);
-        ExitCode::FAILURE
-    })?;
-    let socket = api::socket::bind(&opts.socket, opts.socket_group.as_deref()).map_err(|e| {
-        systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
-        ExitCode::FAILURE
-    })?;
+    let (mut inherited, socket_kept, tcp_kept) = match inherited {
+        Some(mut i) => {
+            let (s, t) = (i.socket.take(), i.tcp.take());
+            (Some(i), s, t)
+        }
+        None => (None, None, None),
+    };
+    let tcp = match tcp_kept.and_then(|fd| same_tcp(fd, opts.tcp)) {
+        Some(t) => Some(t),
+        None => tcp_listener(opts).await.map_err(|e| {
+            systemd.fail(&e);
+            ExitCode::FAILURE
+        })?,
+    };
+    let socket = match socket_kept.and_then(|fd| same_socket(fd, &opts.socket)) {
+        Some(s) => s,
+        None => api::socket::bind(&opts.socket, opts.socket_group.as_deref()).map_err(|e| {
+            systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
+            ExitCode::FAILURE
+        })?,
+    };
+    let kept = Kept {
+        socket: socket.as_fd().try_clone_to_owned().map_err(|e| {
+            systemd.fail(&format!("cannot keep the control socket: {e}"));
+            ExitCode::FAILURE
+        })?,
+        tcp: tcp
+            .as_ref()
+            .and_then(|t| t.as_fd().try_clone_to_owned().ok()),
+        execs: inherited.as_ref().map_or(0, |i| i.execs),
+        started: inherited
+            .as_ref()
+            .map_or_else(SystemTime::now, |i| i.started),
+    };
     // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
     // as the hard limit permits.
     raise_fd_limit();
@@ -160,8 +250,14 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) {
-        (Ok(term), Ok(int), Ok(hup)) => Signals { term, int, hup },
+        (Ok(term), Ok(int), Ok(hup), Ok(usr2)) => Signals {
+            term,
+            int,
+            hup,
+            usr2,
+        },
         _ => {
             systemd.fail("cannot install signal handlers");
             return Err(ExitCode::FAILURE);
@@ -186,10 +282,31 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
             return Err(ExitCode::FAILURE);
         }
     };
-    // Before leftovers are ended: the gateways a crashed daemon left, that are exactly the ones
-    // it recorded, are adopted, not ended.
-    let adopted =
-        crate::supervise::adopt_all(&plan.profiles, &opts.state_dir, &containment, &me).await;
+    // Before leftovers are ended: the gateways handed over by a re-exec, or those a crashed daemon
+    // left that are exactly the ones it recorded, are adopted, not ended.
+    let (adopted, resume, exits) = match inherited.take() {
+        Some(i) => {
+            let (adopted, resume, orphans) = handover::take_over(i.instances, &plan.profiles);
+            for c in orphans {
+                // Its profile is gone since the program before read them: stopped, as a reload
+                // would, with the stop signal.
+                tracing::warn!(
+                    pid = c.pid,
+                    "a gateway handed over has no profile any more: stopping it"
+                );
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(c.pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            (adopted, resume, i.exits)
+        }
+        None => (
+            crate::supervise::adopt_all(&plan.profiles, &opts.state_dir, &containment, &me).await,
+            Default::default(),
+            Vec::new(),
+        ),
+    };
     let names: Vec<String> = adopted.keys().cloned().collect();
     let scan = crate::supervise::clear_leftovers(&plan.profiles, &me, &names).await;
     tracing::info!(
@@ -220,8 +337,11 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         me,
         crate::supervise::Running {
             on_crash: opts.on_crash,
+            jobs: Some(jobs),
             records,
             adopted,
+            resume,
+            exits,
             scan,
         },
     ) {
@@ -239,7 +359,36 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         signals,
         supervisor,
         desired,
+        kept,
     })
+}
+
+/// The handed-over control socket, if it is a listener bound at `path` (else it is closed and the
+/// socket is bound again).
+fn same_socket(fd: OwnedFd, path: &std::path::Path) -> Option<tokio::net::UnixListener> {
+    let l = std::os::unix::net::UnixListener::from(fd);
+    let bound = l.local_addr().ok()?.as_pathname().map(|p| p == path);
+    if bound != Some(true) {
+        tracing::warn!(
+            "the handed-over control socket is not bound at {}: binding it again",
+            path.display()
+        );
+        return None;
+    }
+    l.set_nonblocking(true).ok()?;
+    tokio::net::UnixListener::from_std(l).ok()
+}
+
+/// The handed-over TCP listener, if one is configured and it listens on that address.
+fn same_tcp(fd: OwnedFd, want: Option<SocketAddr>) -> Option<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::from(fd);
+    let at = l.local_addr().ok()?;
+    let want = want?;
+    if at.ip() != want.ip() || (want.port() != 0 && at.port() != want.port()) {
+        return None;
+    }
+    l.set_nonblocking(true).ok()?;
+    tokio::net::TcpListener::from_std(l).ok()
 }
 
 /// Reads and checks the profiles: the plan, or the report on stderr and the check's exit code.
@@ -280,15 +429,22 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
         signals,
         supervisor,
         desired,
+        kept,
     } = p;
+    let (reexec_tx, reexecs) = tokio::sync::mpsc::channel(4);
+    let up = SystemTime::now()
+        .duration_since(kept.started)
+        .unwrap_or_default();
     let api = Arc::new(api::server::Api {
         supervisor: supervisor.clone(),
         config_dir: opts.config_dir.clone(),
-        started: Instant::now(),
-        closing: CancellationToken::new(),
+        started: Instant::now().checked_sub(up).unwrap_or_else(Instant::now),
+        closing: std::sync::Mutex::new(CancellationToken::new()),
+        execs: kept.execs,
+        binary: opts.binary.clone(),
+        reexec: reexec_tx,
     });
-    let server_stop = CancellationToken::new();
-    let mut servers = Vec::new();
+    let refusing = Arc::new(AtomicBool::new(false));
     let (services, health) = match services(api.clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -298,41 +454,13 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
             return Err(ExitCode::FAILURE);
         }
     };
-    {
-        let stop = server_stop.clone();
-        servers.push(tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_routes(services.clone())
-                .serve_with_incoming_shutdown(
-                    // grpc-core's clients (Python) send the socket's path as :authority; h2 would
-                    // refuse every call (api::authority).
-                    tokio_stream::StreamExt::map(
-                        tokio_stream::wrappers::UnixListenerStream::new(socket),
-                        |accepted| accepted.map(api::authority::Normalized::new),
-                    ),
-                    async move { stop.cancelled().await },
-                ),
-        ));
-    }
+    let routes = Routes {
+        services,
+        refusing: refusing.clone(),
+        token_file: opts.token_file.clone(),
+    };
+    let (servers, server_stop) = routes.serve(socket, tcp);
     tracing::info!(socket = %opts.socket.display(), "serving the control API");
-    if let (Some(tcp), Some(token_file)) = (tcp, opts.token_file.clone()) {
-        let stop = server_stop.clone();
-        let addr = tcp
-            .local_addr()
-            .map_or_else(|e| e.to_string(), |a| a.to_string());
-        servers.push(tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(tonic::service::InterceptorLayer::new(
-                    api::server::require_token(token_file),
-                ))
-                .add_routes(services)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(tcp),
-                    async move { stop.cancelled().await },
-                ),
-        ));
-        tracing::info!(address = %addr, "serving the control API on TCP (token required)");
-    }
 
     // Wishes for instances whose profiles are gone are forgotten.
     let instances = supervisor.instances();
@@ -355,16 +483,96 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
         server_stop,
         notifier_stop,
         watchdog_stop,
+        reexecs,
+        refusing,
+        kept,
+        routes,
     })
 }
 
+/// The API's services as the servers serve them, kept to serve them again (a failed re-exec).
+struct Routes {
+    services: tonic::service::Routes,
+    refusing: Arc<AtomicBool>,
+    token_file: Option<PathBuf>,
+}
+
+/// The API's servers (socket, then TCP), and what ends them.
+type Servers = Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>;
+
+impl Routes {
+    /// Serves on the control socket, and on TCP (with the token) if given one.
+    fn serve(
+        &self,
+        socket: tokio::net::UnixListener,
+        tcp: Option<tokio::net::TcpListener>,
+    ) -> (Servers, CancellationToken) {
+        let stop = CancellationToken::new();
+        let mut servers = Vec::new();
+        let until = stop.clone();
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(tonic::service::InterceptorLayer::new(
+                    api::server::refuse_while(self.refusing.clone()),
+                ))
+                .add_routes(self.services.clone())
+                .serve_with_incoming_shutdown(
+                    // grpc-core's clients (Python) send the socket's path as :authority; h2 would
+                    // refuse every call (api::authority).
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::UnixListenerStream::new(socket),
+                        |accepted| accepted.map(api::authority::Normalized::new),
+                    ),
+                    async move { until.cancelled().await },
+                ),
+        ));
+        if let (Some(tcp), Some(token_file)) = (tcp, self.token_file.clone()) {
+            let until = stop.clone();
+            let addr = tcp
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            servers.push(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .layer(tonic::service::InterceptorLayer::new(
+                        api::server::refuse_while(self.refusing.clone()),
+                    ))
+                    .layer(tonic::service::InterceptorLayer::new(
+                        api::server::require_token(token_file),
+                    ))
+                    .add_routes(self.services.clone())
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(tcp),
+                        async move { until.cancelled().await },
+                    ),
+            ));
+            tracing::info!(address = %addr, "serving the control API on TCP (token required)");
+        }
+        (servers, stop)
+    }
+}
+
+/// Ends `servers` gracefully (each connection is told to go away, and calls under way finish),
+/// waiting at most `bound`; then whatever is left is cut.
+async fn end_servers(servers: Servers, stop: &CancellationToken, bound: Duration) {
+    stop.cancel();
+    for server in servers {
+        let abort = server.abort_handle();
+        if tokio::time::timeout(bound, server).await.is_err() {
+            tracing::warn!("clients still connected after {bound:?}; closing their connections");
+            abort.abort();
+        }
+    }
+}
+
 impl Serving {
-    /// Reloads on each SIGHUP until SIGTERM or SIGINT.
-    async fn until_stopped(&mut self, config_dir: &std::path::Path, systemd: &Notifier) {
+    /// Reloads on each SIGHUP until SIGTERM or SIGINT (stop) or a re-exec (SIGUSR2, the API).
+    async fn until_stopped(&mut self, config_dir: &std::path::Path, systemd: &Notifier) -> Next {
         loop {
             tokio::select! {
-                _ = self.signals.term.recv() => { tracing::info!("SIGTERM: stopping every instance"); break; }
-                _ = self.signals.int.recv() => { tracing::info!("SIGINT: stopping every instance"); break; }
+                _ = self.signals.term.recv() => { tracing::info!("SIGTERM: stopping every instance"); return Next::Stop; }
+                _ = self.signals.int.recv() => { tracing::info!("SIGINT: stopping every instance"); return Next::Stop; }
+                _ = self.signals.usr2.recv() => { tracing::info!("SIGUSR2: re-executing"); return Next::Reexec(None); }
+                Some(ask) = self.reexecs.recv() => { tracing::info!("re-exec asked over the API"); return Next::Reexec(Some(ask)); }
                 _ = self.signals.hup.recv() => {
                     systemd.status("reloading the profiles");
                     reload(&self.supervisor, config_dir).await;
@@ -388,20 +596,147 @@ async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
         .set_not_serving::<SupervisorServiceServer<api::server::Api>>()
         .await;
     s.supervisor.shutdown().await;
-    s.api.closing.cancel();
-    s.server_stop.cancel();
-    for server in s.servers {
-        let abort = server.abort_handle();
-        if tokio::time::timeout(DRAIN, server).await.is_err() {
-            tracing::warn!("clients still connected after {DRAIN:?}; closing their connections");
-            abort.abort();
-        }
-    }
+    s.api.close_streams(false);
+    end_servers(s.servers, &s.server_stop, DRAIN).await;
     let _ = std::fs::remove_file(&opts.socket);
     s.watchdog_stop.cancel();
     systemd.status("stopped");
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// How long a re-exec waits for calls under way to be answered before it cuts their connections.
+const REEXEC_DRAIN: Duration = Duration::from_millis(500);
+
+/// Listeners on the sockets `kept` holds (new descriptors of them), to serve again.
+fn relisten(
+    kept: &Kept,
+) -> std::io::Result<(tokio::net::UnixListener, Option<tokio::net::TcpListener>)> {
+    let socket = std::os::unix::net::UnixListener::from(kept.socket.try_clone()?);
+    socket.set_nonblocking(true)?;
+    let tcp = match &kept.tcp {
+        Some(t) => {
+            let t = std::net::TcpListener::from(t.try_clone()?);
+            t.set_nonblocking(true)?;
+            Some(tokio::net::TcpListener::from_std(t)?)
+        }
+        None => None,
+    };
+    Ok((tokio::net::UnixListener::from_std(socket)?, tcp))
+}
+
+/// How long the new binary's check may take.
+const CHECK_BOUND: Duration = Duration::from_secs(30);
+
+/// Replaces the program with `opts.binary`, handing everything over (`crate::handover`), if its
+/// check passes; `ask` (the API's caller) hears the outcome of the check. Returns only if the
+/// program was not replaced: the check failed (nothing changed), or the exec did (the instances
+/// are taken up again by this program, as the new one would have).
+async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option<ReexecAsk>) {
+    let binary = &opts.binary;
+    let args = vec![
+        "--config-dir".to_string(),
+        opts.config_dir.display().to_string(),
+        "handover-check".to_string(),
+    ];
+    let checked = s
+        .supervisor
+        .run_tool(binary, args, CHECK_BOUND)
+        .await
+        .and_then(|(exit, out)| handover::verify(binary, exit, &out));
+    let report = match checked {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::error!("re-exec refused, nothing changed: {why}");
+            if let Some(ask) = ask {
+                let _ = ask.send(Err(why));
+            }
+            return;
+        }
+    };
+    let execs = s.kept.execs + 1;
+    let instances = s.supervisor.instances().len();
+    if let Some(ask) = ask {
+        let answered = ask.send(Ok(api::v1::ReexecResponse {
+            binary: binary.display().to_string(),
+            from_version: env!("CARGO_PKG_VERSION").to_string(),
+            to_version: report.version.clone(),
+            instances: u32::try_from(instances).unwrap_or(u32::MAX),
+            execs,
+        }));
+        if answered.is_ok() {
+            // The answer's bytes leave before the exec closes the connection.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let began = Instant::now();
+    s.refusing.store(true, Ordering::SeqCst);
+    systemd.reloading(&format!(
+        "re-executing {} (version {})",
+        binary.display(),
+        report.version
+    ));
+    s.api.close_streams(false);
+    // Every connection is told to go away (calls under way get their answer, UNAVAILABLE by now);
+    // the listeners stay open (`kept`), so a client that connects meanwhile waits in their
+    // backlog for the next program.
+    end_servers(std::mem::take(&mut s.servers), &s.server_stop, REEXEC_DRAIN).await;
+    let mut detached = s.supervisor.detach_all().await;
+    let locks: Vec<Option<OwnedFd>> = detached
+        .iter_mut()
+        .map(|(_, d)| d.lock.take().and_then(|l| l.into_fd().ok()))
+        .collect();
+    let carry = handover::Carry {
+        socket: s.kept.socket.as_fd(),
+        tcp: s.kept.tcp.as_ref().map(|t| t.as_fd()),
+        execs,
+        started: s.kept.started,
+    };
+    let supervisor = s.supervisor.clone();
+    let (message, fds) =
+        handover::encode(carry, &detached, &locks, |pid| supervisor.take_exit(pid));
+    tracing::info!(
+        "re-exec: handing {instances} instances to {} (version {}), {} ms after the last call was served",
+        binary.display(),
+        report.version,
+        began.elapsed().as_millis()
+    );
+    let e = handover::exec(s.supervisor.spawner(), binary, &message, &fds).await;
+    // Still here: the exec failed. This program takes everything up again.
+    tracing::error!(
+        "re-exec of {} failed ({e}): this program carries on with every instance",
+        binary.display()
+    );
+    for ((_, d), fd) in detached.iter_mut().zip(locks) {
+        d.lock = fd.and_then(|fd| crate::supervise::ownership::Lock::from_fd(fd).ok());
+    }
+    for i in &message.instances {
+        if let Some(exit) = i.child.as_ref().and_then(|c| c.exit.map(|e| (c.pid, e))) {
+            s.supervisor
+                .remember_exit(exit.0, handover::exit_of(&exit.1));
+        }
+    }
+    let profiles: Vec<crate::profile::Profile> =
+        detached.iter().map(|(p, _)| (**p).clone()).collect();
+    let named = detached
+        .into_iter()
+        .map(|(p, d)| (p.name.to_string(), d))
+        .collect();
+    let (mut adopted, resume, _) = handover::take_over(named, &profiles);
+    let taken = resume
+        .into_iter()
+        .map(|(name, r)| (name.clone(), (adopted.remove(&name), r)))
+        .collect();
+    s.supervisor.reattach(taken);
+    s.api.close_streams(true);
+    match relisten(&s.kept) {
+        Ok((socket, tcp)) => {
+            (s.servers, s.server_stop) = s.routes.serve(socket, tcp);
+        }
+        Err(e) => tracing::error!("cannot serve the API again after the failed re-exec: {e}"),
+    }
+    s.refusing.store(false, Ordering::SeqCst);
+    systemd.ready(&crate::systemd::summary(&s.supervisor));
 }
 
 /// SIGHUP: the same reload as the API's, its outcome in the daemon's log.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod fsx;
+pub mod handover;
 pub mod paths;
 pub mod profile;
 pub mod supervise;

@@ -53,6 +53,11 @@ impl Notifier {
         self.status(&format!("failed: {why}"));
     }
 
+    /// The daemon is replacing its program (a re-exec); `ready` follows from the new one.
+    pub fn reloading(&self, status: &str) {
+        self.send(&[NotifyState::Reloading, NotifyState::Status(status)]);
+    }
+
     /// The daemon is stopping its instances.
     pub fn stopping(&self, status: &str) {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);

@@ -20,11 +20,40 @@ pub struct Api {
     pub supervisor: Arc<Supervisor>,
     /// The daemon's config directory (for Check).
     pub config_dir: PathBuf,
-    /// When the daemon started.
+    /// When the daemon started (its first program, across re-execs).
     pub started: Instant,
-    /// Fired when the daemon shuts down: open streams (log follows, event watches) end, so their
-    /// connections can close.
-    pub closing: tokio_util::sync::CancellationToken,
+    /// Fired when the daemon shuts down or re-executes: open streams (log follows, event watches)
+    /// end, so their connections can close. Replaced if a re-exec fails.
+    pub closing: std::sync::Mutex<tokio_util::sync::CancellationToken>,
+    /// The re-execs of this process so far.
+    pub execs: u32,
+    /// The program a re-exec runs.
+    pub binary: PathBuf,
+    /// Asks the daemon's loop for a re-exec; it answers once the new binary passed its check.
+    pub reexec: mpsc::Sender<ReexecAsk>,
+}
+
+/// A re-exec asked over the API: the answer once the new binary's check passed (about to exec),
+/// or why it will not be done.
+pub type ReexecAsk = oneshot::Sender<Result<v1::ReexecResponse, String>>;
+
+impl Api {
+    /// The token of the current streams' end.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Ends the open streams now, and gives later ones a token of their own (a failed re-exec).
+    pub fn close_streams(&self, again: bool) {
+        let mut c = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        c.cancel();
+        if again {
+            *c = tokio_util::sync::CancellationToken::new();
+        }
+    }
 }
 
 /// Why a call about an instance failed; each has its gRPC code (`From<ApiError> for Status`).
@@ -62,7 +91,9 @@ impl From<ApiError> for GrpcStatus {
             ApiError::Gone { .. } => Code::Unavailable,
             ApiError::Precondition { .. } => Code::FailedPrecondition,
             ApiError::Command { error, .. } => match error {
-                CommandError::ShuttingDown | CommandError::Replaced => Code::Unavailable,
+                CommandError::ShuttingDown | CommandError::Replaced | CommandError::Reexec => {
+                    Code::Unavailable
+                }
                 CommandError::StoppedBeforeReady | CommandError::RestartedBeforeReady => {
                     Code::Aborted
                 }
@@ -348,7 +379,29 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             config_dir: crate::profile::paths::absolute(&self.config_dir)
                 .display()
                 .to_string(),
+            execs: self.execs,
+            binary: self.binary.display().to_string(),
         }))
+    }
+
+    async fn reexec(
+        &self,
+        _: Request<v1::ReexecRequest>,
+    ) -> Result<Response<v1::ReexecResponse>, GrpcStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.reexec
+            .send(tx)
+            .await
+            .map_err(|_| GrpcStatus::unavailable("the supervisor is shutting down"))?;
+        match rx.await {
+            Ok(Ok(r)) => Ok(Response::new(r)),
+            Ok(Err(why)) => Err(GrpcStatus::failed_precondition(format!(
+                "not re-executed, nothing changed: {why}"
+            ))),
+            Err(_) => Err(GrpcStatus::unavailable(
+                "the supervisor is shutting down or re-executing",
+            )),
+        }
     }
 
     async fn list_instances(
@@ -505,7 +558,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         let handle = self.handle(&r.name)?;
         let (tail, mut feed) = handle.log.tail_and_follow(r.lines as usize);
         let follow = r.follow;
-        let closing = self.closing.clone();
+        let closing = self.closing();
         Ok(Response::new(stream_of(move |tx| {
             Box::pin(async move {
                 for l in &tail {
@@ -552,7 +605,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         // Subscribe before reading the states: a change in between is sent twice, never lost.
         let mut events = self.supervisor.events();
         let sup = self.supervisor.clone();
-        let closing = self.closing.clone();
+        let closing = self.closing();
         let wanted = move |e: &supervise::Event| names.is_empty() || names.contains(&e.status.name);
         let snapshot = move |sup: &Supervisor| -> Vec<supervise::Event> {
             sup.instances().values().map(|h| h.current(false)).collect()
@@ -580,6 +633,21 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                 }
             })
         })))
+    }
+}
+
+/// Refuses every call with UNAVAILABLE while `flag` is set (a re-exec under way): the same call
+/// works against the next program a moment later.
+pub fn refuse_while(
+    flag: Arc<std::sync::atomic::AtomicBool>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, GrpcStatus> + Clone {
+    move |req: Request<()>| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GrpcStatus::unavailable(
+                "the supervisor is re-executing; try again in a moment",
+            ));
+        }
+        Ok(req)
     }
 }
 
@@ -695,6 +763,7 @@ mod tests {
             (CommandError::Replaced, tonic::Code::Unavailable),
             (CommandError::StoppedBeforeReady, tonic::Code::Aborted),
             (CommandError::RestartedBeforeReady, tonic::Code::Aborted),
+            (CommandError::Reexec, tonic::Code::Unavailable),
             (
                 CommandError::Failed("not ready within 1m".into()),
                 tonic::Code::FailedPrecondition,

@@ -66,6 +66,10 @@ struct Args {
     /// [default: keep under systemd (NOTIFY_SOCKET set), kill otherwise].
     #[arg(long, env = "OPENCLAW_SUPERVISOR_ON_CRASH", value_enum)]
     on_crash: Option<OnCrash>,
+    /// The program `openclawctl reexec` (or SIGUSR2) replaces the daemon's with [default: the
+    /// path the daemon was started from: `install` a new binary there, then re-exec].
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
     /// The daemon's own log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -77,13 +81,19 @@ struct Args {
 enum Command {
     /// Check the profiles and exit: 0 clean, 1 with the report otherwise.
     Check,
+    /// Say, as one JSON line, whether this binary can take over from a running daemon by a
+    /// re-exec (its version, the API it serves, the handover formats it reads, its check of the
+    /// profiles); what a re-exec runs first. Exit 0 if it can.
+    HandoverCheck,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let dir = args.config_dir.unwrap_or_else(paths::default_config_dir);
-    if let Some(Command::Check) = args.command {
-        return cli::check(&dir);
+    match args.command {
+        Some(Command::Check) => return cli::check(&dir),
+        Some(Command::HandoverCheck) => return openclaw_supervisor::handover::check_mode(&dir),
+        None => {}
     }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
@@ -118,18 +128,36 @@ fn main() -> ExitCode {
         on_crash: args
             .on_crash
             .unwrap_or_else(|| OnCrash::default_for(std::env::var_os("NOTIFY_SOCKET").is_some())),
+        binary: openclaw_supervisor::handover::program(
+            args.binary.map(|b| std::path::absolute(&b).unwrap_or(b)),
+        ),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        // /proc walks run on blocking threads; a few are enough, and each costs memory.
-        .max_blocking_threads(8)
-        .enable_all()
-        .build()
-    {
+    // The main thread forks every child and runs the re-exec (spawn::JobQueue::run); the runtime
+    // turns on a thread of its own.
+    let (jobs, queue) = openclaw_supervisor::supervise::spawn::jobs();
+    let runtime = std::thread::Builder::new()
+        .name("runtime".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                // /proc walks run on blocking threads; a few are enough, and each costs memory.
+                .max_blocking_threads(8)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r.block_on(daemon::run(opts, jobs)),
+                Err(e) => {
+                    eprintln!("openclaw-supervisord: cannot start its runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        });
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("openclaw-supervisord: cannot start its runtime: {e}");
+            eprintln!("openclaw-supervisord: cannot start its runtime thread: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(daemon::run(opts))
+    queue.run(|| runtime.is_finished());
+    runtime.join().unwrap_or(ExitCode::FAILURE)
 }

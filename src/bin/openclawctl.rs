@@ -161,6 +161,11 @@ enum Command {
     },
     /// Print this client's version and the daemon's.
     Version,
+    /// Replace the daemon's program with the binary installed at its path, in place: every
+    /// gateway keeps running (same pids, same pipes), the API is away for a moment. The new binary
+    /// is checked first; if it cannot take over, nothing changes. Upgrading the supervisor is
+    /// `install` the new binary, then `openclawctl reexec`.
+    Reexec,
     /// Print the gateway token the daemon made for an instance (`gateway_token: generate`).
     Token {
         /// The instance.
@@ -397,6 +402,7 @@ fn main() -> ExitCode {
         Command::Watch { names, json } => on_daemon(Box::pin(remote::watch(target, names, json))),
         Command::Reload { dry_run } => on_daemon(Box::pin(remote::reload(target, dry_run))),
         Command::Version => on_daemon(Box::pin(remote::version(target))),
+        Command::Reexec => on_daemon(Box::pin(remote::reexec(target))),
         Command::Token { name } => on_daemon(Box::pin(remote::token(target, name))),
         Command::Env { name } => on_daemon(Box::pin(remote::env(target, name))),
         Command::Exec { name, command } => exec(target, name, command),

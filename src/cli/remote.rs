@@ -269,14 +269,45 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
     out
 }
 
+/// How long a call the daemon answers with UNAVAILABLE (a re-exec under way, its shutdown) is
+/// tried again.
+const RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// `call` on a new connection to `target`, tried again every 50 ms while the daemon answers
+/// UNAVAILABLE, for up to [`RETRY_FOR`]: a re-exec of the daemon costs a client a short wait, not
+/// an error. (UNAVAILABLE means the call was not carried out, except when a start or restart was
+/// cut short: the daemon still completes it, and the next try finds it done or under way.)
+async fn retrying<T, F, Fut>(target: &Target, mut call: F) -> Result<T, Error>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let until = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        let r = match connect(target).await {
+            Ok(client) => call(client).await.map_err(Error::Call),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(Error::Call(s))
+                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `status [NAME...] [--json]`.
 pub async fn status(target: &Target, names: Vec<String>, json: bool) -> Result<(), Error> {
-    let list = connect(target)
-        .await?
-        .list_instances(v1::ListInstancesRequest { names })
-        .await?
-        .into_inner()
-        .instances;
+    let list = retrying(target, |mut c| {
+        let names = names.clone();
+        async move { c.list_instances(v1::ListInstancesRequest { names }).await }
+    })
+    .await?
+    .instances;
     if json {
         let v: Vec<_> = list.iter().map(instance_json).collect();
         println!("{}", serde_json::Value::Array(v));
@@ -301,32 +332,37 @@ pub async fn act(
     } else {
         names
     };
+    drop(client);
     let mut failed = 0;
     for name in &names {
-        let name = name.clone();
-        let r = match call {
-            Lifecycle::Start => {
-                client
-                    .start_instance(v1::StartInstanceRequest { name: name.clone() })
-                    .await
+        let r = retrying(target, |mut client| {
+            let name = name.clone();
+            async move {
+                match call {
+                    Lifecycle::Start => {
+                        client
+                            .start_instance(v1::StartInstanceRequest { name })
+                            .await
+                    }
+                    Lifecycle::Stop => {
+                        client
+                            .stop_instance(v1::StopInstanceRequest {
+                                name,
+                                timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+                            })
+                            .await
+                    }
+                    Lifecycle::Restart => {
+                        client
+                            .restart_instance(v1::RestartInstanceRequest { name })
+                            .await
+                    }
+                }
             }
-            Lifecycle::Stop => {
-                client
-                    .stop_instance(v1::StopInstanceRequest {
-                        name: name.clone(),
-                        timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
-                    })
-                    .await
-            }
-            Lifecycle::Restart => {
-                client
-                    .restart_instance(v1::RestartInstanceRequest { name: name.clone() })
-                    .await
-            }
-        };
+        })
+        .await;
         match r {
             Ok(i) => {
-                let i = i.into_inner();
                 let pid = if i.pid == 0 {
                     String::new()
                 } else {
@@ -334,9 +370,9 @@ pub async fn act(
                 };
                 println!("{}: {}{pid}", i.name, state_name(i.state));
             }
-            Err(s) => {
+            Err(e) => {
                 failed += 1;
-                report(&Error::Call(s));
+                report(&e);
             }
         }
     }
@@ -449,11 +485,10 @@ pub async fn watch(target: &Target, names: Vec<String>, json: bool) -> Result<()
 /// `reload [--dry-run]`: what changes; the check's report and exit 1 when the profiles fail it
 /// (then nothing changed).
 pub async fn reload(target: &Target, dry_run: bool) -> Result<(), Error> {
-    let r = connect(target)
-        .await?
-        .reload(v1::ReloadRequest { dry_run })
-        .await?
-        .into_inner();
+    let r = retrying(target, |mut c| async move {
+        c.reload(v1::ReloadRequest { dry_run }).await
+    })
+    .await?;
     let check = r.check.unwrap_or_default();
     if !check.ok {
         eprintln!("{}", check.report.trim_end());
@@ -505,24 +540,80 @@ pub async fn reload(target: &Target, dry_run: bool) -> Result<(), Error> {
 /// `version`: this client's version, and the daemon's.
 pub async fn version(target: &Target) -> Result<(), Error> {
     println!("openclawctl {}", env!("CARGO_PKG_VERSION"));
-    let v = connect(target)
-        .await?
-        .get_version(v1::GetVersionRequest {})
-        .await?
-        .into_inner();
+    let v = retrying(target, |mut c| async move {
+        c.get_version(v1::GetVersionRequest {}).await
+    })
+    .await?;
     println!(
-        "openclaw-supervisord {} (api {}, pid {}, up {})",
+        "openclaw-supervisord {} (api {}, pid {}, up {}, execs {})",
         v.version,
         v.api,
         v.pid,
-        humantime::format_duration(Duration::from_secs(v.uptime_seconds))
+        humantime::format_duration(Duration::from_secs(v.uptime_seconds)),
+        v.execs
     );
+    if !v.binary.is_empty() {
+        println!("binary: {}", v.binary);
+    }
     if !v.containment.is_empty() {
         println!("containment: {}", v.containment);
     }
     if !v.config_dir.is_empty() {
         println!("config dir: {}", v.config_dir);
     }
+    Ok(())
+}
+
+/// `reexec`: the daemon replaces its program with the binary at its path, keeping every gateway;
+/// waits until the new program answers, and says what changed.
+pub async fn reexec(target: &Target) -> Result<(), Error> {
+    let before = retrying(target, |mut c| async move {
+        c.get_version(v1::GetVersionRequest {}).await
+    })
+    .await?;
+    let asked = connect(target).await?.reexec(v1::ReexecRequest {}).await;
+    let r = match asked {
+        Ok(r) => Some(r.into_inner()),
+        // The exec may close the connection before the answer is read: the version tells.
+        Err(s) if s.code() == tonic::Code::Unavailable => None,
+        Err(s) => return Err(Error::Call(s)),
+    };
+    let began = std::time::Instant::now();
+    let after = loop {
+        let v = retrying(target, |mut c| async move {
+            c.get_version(v1::GetVersionRequest {}).await
+        })
+        .await?;
+        if v.execs > before.execs || v.pid != before.pid {
+            break v;
+        }
+        if began.elapsed() > RETRY_FOR * 6 {
+            return Err(Error::Connect(format!(
+                "the daemon (pid {}) said it would re-execute, but still runs its old program after {}; see its log",
+                before.pid,
+                humantime::format_duration(began.elapsed())
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if after.pid != before.pid {
+        return Err(Error::Connect(format!(
+            "the daemon's pid changed ({} -> {}): it was restarted, not re-executed",
+            before.pid, after.pid
+        )));
+    }
+    println!(
+        "re-executed openclaw-supervisord (pid {}): {} -> {} ({}), {} instances kept",
+        after.pid,
+        before.version,
+        after.version,
+        if after.binary.is_empty() {
+            "?"
+        } else {
+            &after.binary
+        },
+        r.map_or_else(|| "all".to_string(), |r| r.instances.to_string())
+    );
     Ok(())
 }
 
@@ -557,11 +648,11 @@ async fn all_names(client: &mut Client) -> Result<Vec<String>, Error> {
 
 /// `token NAME`: the gateway token the daemon made for the instance, one line on stdout.
 pub async fn token(target: &Target, name: String) -> Result<(), Error> {
-    let t = connect(target)
-        .await?
-        .get_token(v1::GetTokenRequest { name })
-        .await?
-        .into_inner();
+    let t = retrying(target, |mut c| {
+        let name = name.clone();
+        async move { c.get_token(v1::GetTokenRequest { name }).await }
+    })
+    .await?;
     println!("{}", t.token);
     Ok(())
 }
@@ -572,11 +663,11 @@ pub async fn environment(
     target: &Target,
     name: String,
 ) -> Result<(Vec<(String, String)>, PathBuf), Error> {
-    let r = connect(target)
-        .await?
-        .get_environment(v1::GetEnvironmentRequest { name })
-        .await?
-        .into_inner();
+    let r = retrying(target, |mut c| {
+        let name = name.clone();
+        async move { c.get_environment(v1::GetEnvironmentRequest { name }).await }
+    })
+    .await?;
     Ok((
         r.vars.into_iter().map(|v| (v.name, v.value)).collect(),
         PathBuf::from(r.cwd),

@@ -198,16 +198,35 @@ pub struct Adopted {
     pub pid: i32,
     /// Its start time (`/proc/PID/stat` field 22).
     pub start: u64,
-    /// A pidfd of it: readable once it has ended.
-    pub pidfd: OwnedFd,
-    /// The state dir's lock, taken for it.
-    pub lock: Lock,
+    /// A pidfd of it: readable once it has ended. Needed for a gateway that is not our child;
+    /// our own children's exits come from the reaper.
+    pub pidfd: Option<OwnedFd>,
+    /// The state dir's lock, taken for it (or handed over).
+    pub lock: Option<Lock>,
     /// When it started.
     pub started_at: SystemTime,
     /// The fields of the profile that force a restart and changed since it started.
     pub changed: Vec<&'static str>,
     /// Its stdout and stderr read ends, when a handover kept them; none after a crash.
     pub pipes: Option<(OwnedFd, OwnedFd)>,
+    /// Bytes read from stdout and stderr before the handover that are not a whole line yet.
+    pub pending: (Vec<u8>, Vec<u8>),
+    /// How it came to this daemon.
+    pub how: How,
+}
+
+/// How a gateway came to be taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// Found running after a crash of the daemon that started it: not our child.
+    Crash,
+    /// Handed over by a re-exec of this same process.
+    Handover {
+        /// The process's own child (its exit code comes from the reaper).
+        ours: bool,
+        /// It had passed its readiness probe.
+        ready: bool,
+    },
 }
 
 /// What the examination of one instance's record found.
@@ -280,16 +299,18 @@ pub fn examine(state_dir: &Path, profile: &Profile, cgroup: Option<&Path>, me: &
     Found::Adopt(Adopted {
         pid: r.pid,
         start: r.start,
-        pidfd,
-        lock,
+        pidfd: Some(pidfd),
+        lock: Some(lock),
         started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(r.started_at),
         changed: super::changed_since(&r.digest, profile),
         pipes: None,
+        pending: Default::default(),
+        how: How::Crash,
     })
 }
 
 /// `pidfd_open(2)`.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: a plain system call; the fd it returns is ours alone.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

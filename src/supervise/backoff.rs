@@ -35,6 +35,29 @@ impl RestartTracker {
         self.starts.len() >= policy.start_limit_burst as usize
     }
 
+    /// The history, for a re-exec: how long before `now` each start was, and the failures.
+    pub fn snapshot(&self, now: Instant) -> (Vec<Duration>, u32) {
+        let ago = self
+            .starts
+            .iter()
+            .map(|t| now.saturating_duration_since(*t))
+            .collect();
+        (ago, self.failures)
+    }
+
+    /// The history a [`RestartTracker::snapshot`] took, as of `now`.
+    pub fn restore(starts_ago: &[Duration], failures: u32, now: Instant) -> RestartTracker {
+        RestartTracker {
+            // Oldest first, as they were recorded; a start older than this clock can say is
+            // forgotten (it is older than any start limit window).
+            starts: starts_ago
+                .iter()
+                .filter_map(|ago| now.checked_sub(*ago))
+                .collect(),
+            failures,
+        }
+    }
+
     /// Forgets failures and starts: after an operator's explicit start.
     pub fn reset(&mut self) {
         self.starts.clear();

@@ -180,13 +180,22 @@ impl Cgroups {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let own = own_cgroup(&own).ok_or("no `0::` line in /proc/self/cgroup")?;
-        let own_dir = mount.join(own.trim_start_matches('/'));
+        let mut own_dir = mount.join(own.trim_start_matches('/'));
+        // After a re-exec the daemon is in the leaf it moved itself to: its cgroup is the leaf's
+        // parent, as at its first start.
+        if let Some(parent) = own_dir.parent().filter(|p| {
+            own_dir.file_name() == Some(std::ffi::OsStr::new("supervisor"))
+                && p.join("instances").is_dir()
+                && delegated(p)
+        }) {
+            own_dir = parent.to_path_buf();
+        }
         let available = |dir: &Path| -> Vec<String> {
             std::fs::read_to_string(dir.join("cgroup.controllers"))
                 .map(|t| t.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default()
         };
-        if own != "/" && delegated(&own_dir) {
+        if own != "/" && own_dir != mount && delegated(&own_dir) {
             let leaf = own_dir.join("supervisor");
             let base = own_dir.join("instances");
             for dir in [&leaf, &base] {

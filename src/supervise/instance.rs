@@ -17,7 +17,7 @@ use super::backoff::RestartTracker;
 use super::cgroup::Containment;
 use super::decide::{self, AfterExit};
 use super::desired::{DesiredState, Want};
-use super::logs::{InstanceLog, Stream};
+use super::logs::{Capture, InstanceLog, LogLine, Stream};
 use super::ownership::{self, Diag, Holder, Lock, Owner, Preflight, Verified};
 use super::probe::{Prober, Verify};
 use super::reaper::{Exit, Reaper};
@@ -146,6 +146,9 @@ pub enum CommandError {
     /// The start failed: the reason (not ready in time, ended before ready, fatal, ...).
     #[error("{0}")]
     Failed(String),
+    /// The daemon is replacing its program (re-exec); the instance runs on under the next one.
+    #[error("the supervisor is re-executing; try again in a moment")]
+    Reexec,
 }
 
 /// A command for an instance task.
@@ -158,6 +161,74 @@ pub enum Command {
     Stop(Option<Duration>, String, oneshot::Sender<Reply>),
     /// Stop if running, then start; replies once ready or failed.
     Restart(String, oneshot::Sender<Reply>),
+    /// Hand the instance over (a re-exec): the task ends, leaving its child running, and replies
+    /// with what the next task of the instance needs.
+    Detach(oneshot::Sender<Detached>),
+}
+
+/// An instance's task as it ended for a re-exec: its child, left running, and its history.
+#[derive(Debug)]
+pub struct Detached {
+    /// The status and the restart history.
+    pub resume: Resume,
+    /// The gateway, if one runs.
+    pub child: Option<DetachedChild>,
+    /// The state dir's lock, if held.
+    pub lock: Option<Lock>,
+}
+
+/// A gateway left running by a task that detached.
+#[derive(Debug)]
+pub struct DetachedChild {
+    /// Its pid.
+    pub pid: i32,
+    /// Its start time (`/proc/PID/stat` field 22); 0 if it was never read.
+    pub start: u64,
+    /// The daemon's own child (exit code from the reaper), not a gateway adopted after a crash.
+    pub ours: bool,
+    /// Whether it had passed its readiness probe.
+    pub ready: bool,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// Its stdout and stderr read ends, with the bytes read that are not a line yet; `None` for a
+    /// pipe that had closed or was never captured.
+    pub stdout: Option<(std::os::fd::OwnedFd, Vec<u8>)>,
+    /// See `stdout`.
+    pub stderr: Option<(std::os::fd::OwnedFd, Vec<u8>)>,
+    /// The digest of the profile it started with ([`super::digest`]).
+    pub digest: std::collections::BTreeMap<String, String>,
+}
+
+/// What an instance's next task takes over from the one before (a re-exec): its status, its restart
+/// history and its log's tail.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The state (before the child, if any, is taken over), and why.
+    pub state: Option<State>,
+    /// Why it is in that state.
+    pub reason: String,
+    /// `Status::restarts`.
+    pub restarts: u32,
+    /// `Status::operator_restarts`.
+    pub operator_restarts: u32,
+    /// `Status::last_exit`.
+    pub last_exit: Option<Exit>,
+    /// `Status::last_exit_adopted`.
+    pub last_exit_adopted: bool,
+    /// `Status::last_error`.
+    pub last_error: Option<String>,
+    /// `Status::want_running`.
+    pub want_running: bool,
+    /// When the next start is due, from the handover.
+    pub next_start_in: Option<Duration>,
+    /// How long ago each recent start was.
+    pub starts_ago: Vec<Duration>,
+    /// The failures the backoff counts.
+    pub failures: u32,
+    /// Whether it had started once.
+    pub started_once: bool,
+    /// The log's tail, oldest first.
+    pub tail: Vec<LogLine>,
 }
 
 /// What every instance task shares.
@@ -265,6 +336,10 @@ impl Cause {
 
 struct Child {
     pid: i32,
+    /// Its start time (`/proc/PID/stat` field 22), if read.
+    start: Option<u64>,
+    /// The reading of its stdout and stderr.
+    captures: Vec<Capture>,
     exit: oneshot::Receiver<Exit>,
     since: Instant,
     ready: bool,
@@ -273,24 +348,38 @@ struct Child {
     adopted: bool,
 }
 
-/// Starts the task of one instance, which starts its child at once if `start`. The task ends when
-/// `cancel` fires, after stopping its child. `scanned`: what the daemon's start-up scan of the host
-/// found on the instance's places (processes that are not its own), which its first start uses
-/// instead of a scan of its own. `adopted`: a gateway already running for the instance (left by a
-/// daemon that crashed, or handed over), which the task takes as its child instead of starting one.
+/// What an instance's task begins with, besides its profile.
+#[derive(Debug, Default)]
+pub struct Begin {
+    /// What the daemon's start-up scan of the host found on the instance's places (processes that
+    /// are not its own), which its first start uses instead of a scan of its own.
+    pub scanned: Option<Vec<tree::Holder>>,
+    /// A gateway already running for the instance (left by a daemon that crashed, or handed over
+    /// by a re-exec), which the task takes as its child instead of starting one.
+    pub adopted: Option<Adopted>,
+    /// What the task before it (a re-exec's) knew: status, restart history, log tail.
+    pub resume: Option<Resume>,
+}
+
+/// Starts the task of one instance, which starts its child at once if `start` (and `begin` has no
+/// child for it). The task ends when `cancel` fires, after stopping its child.
 pub fn spawn(
     profile: Profile,
     start: bool,
     shared: Shared,
     log: InstanceLog,
     cancel: CancellationToken,
-    scanned: Option<Vec<tree::Holder>>,
-    adopted: Option<Adopted>,
+    begin: Begin,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
+    let Begin {
+        scanned,
+        adopted,
+        resume,
+    } = begin;
     let (tx, rx) = mpsc::channel(64);
     // A gateway being adopted shows as such from the first status on, not as `stopped`.
     let adopting = adopted.as_ref().map(|a| (a.pid, a.started_at));
-    let status = Status {
+    let mut status = Status {
         name: profile.name.to_string(),
         state: if adopting.is_some() {
             State::Starting
@@ -316,6 +405,31 @@ pub fn spawn(
         next_start_in: None,
         holder: None,
     };
+    let mut tracker = RestartTracker::default();
+    let mut next_start = start.then(Instant::now);
+    let mut started_once = false;
+    if let Some(r) = resume {
+        // A re-exec: the instance goes on as it was (a child handed over is taken in `adopt`).
+        log.restore_tail(r.tail);
+        status.restarts = r.restarts;
+        status.operator_restarts = r.operator_restarts;
+        status.last_exit = r.last_exit;
+        status.last_exit_adopted = r.last_exit_adopted;
+        status.last_error = r.last_error;
+        status.want_running = r.want_running;
+        if let Some(state) = r.state {
+            status.state = state;
+            status.reason = r.reason;
+        }
+        tracker = RestartTracker::restore(&r.starts_ago, r.failures, Instant::now());
+        started_once = r.started_once;
+        next_start = if adopting.is_some() {
+            None
+        } else {
+            r.next_start_in.map(|d| Instant::now() + d)
+        };
+        status.next_start_in = r.next_start_in.filter(|_| adopting.is_none());
+    }
     let file: Arc<str> = profile.file.display().to_string().into();
     let _ = shared.events.send(Event {
         time: SystemTime::now(),
@@ -335,11 +449,11 @@ pub fn spawn(
         status,
         status_tx,
         child: None,
-        tracker: RestartTracker::default(),
-        next_start: start.then(Instant::now),
+        tracker,
+        next_start,
         next_probe: None,
         waiting_ready: Vec::new(),
-        started_once: false,
+        started_once,
         cause: Cause::First,
         lock: None,
         verified: Verified::default(),
@@ -449,6 +563,10 @@ impl Task {
                     return;
                 }
                 cmd = rx.recv() => match cmd {
+                    Some(Command::Detach(reply)) => {
+                        let _ = reply.send(self.detach().await);
+                        return;
+                    }
                     Some(cmd) => self.command(cmd).await,
                     None => {
                         self.stop(None, "the supervisor is shutting down".into()).await;
@@ -481,30 +599,61 @@ impl Task {
     /// Takes over a gateway that runs already: watched through its pidfd, probed at once (running
     /// if its readiness probe answers at the first try, else starting), not counted as a restart.
     /// An operator's stop (the desired state) or a profile changed since it started stops it.
+    /// Handed over by a re-exec, it is taken as it was: ready, it stays running without a probe;
+    /// the process's own child, its exit comes from the reaper, with its code.
     async fn adopt(&mut self, a: Adopted) {
         let now = Instant::now();
         let pid = a.pid;
-        self.lock = Some(a.lock);
+        self.lock = a.lock;
         let since = humantime::format_rfc3339_seconds(a.started_at);
-        let note = format!("adopted pid {pid}, running since {since}");
-        self.log.note(note.clone());
-        tracing::info!(instance = %self.profile.name, pid, "{note}");
-        match a.pipes {
-            Some((stdout, stderr)) => {
-                self.log.capture(stdout, Stream::Stdout);
-                self.log.capture(stderr, Stream::Stderr);
-            }
-            None => self.log.note(
-                "output not captured since adoption (its stdout and stderr went to the daemon that started it)",
+        let (note, ours, ready) = match a.how {
+            adopt::How::Crash => (
+                format!("adopted pid {pid}, running since {since}"),
+                false,
+                false,
             ),
+            adopt::How::Handover { ours, ready } => (
+                format!("kept pid {pid} across a re-exec of the supervisor"),
+                ours,
+                ready,
+            ),
+        };
+        if a.how == adopt::How::Crash {
+            self.log.note(note.clone());
+            tracing::info!(instance = %self.profile.name, pid, "{note}");
+        } else {
+            tracing::debug!(instance = %self.profile.name, pid, "{note}");
         }
+        let captures = match a.pipes {
+            Some((stdout, stderr)) => vec![
+                self.log.capture(stdout, Stream::Stdout, a.pending.0),
+                self.log.capture(stderr, Stream::Stderr, a.pending.1),
+            ],
+            None => {
+                self.log.note(
+                    "output not captured since adoption (its stdout and stderr went to the daemon that started it)",
+                );
+                Vec::new()
+            }
+        };
+        let exit = match (ours, a.pidfd) {
+            (false, Some(pidfd)) => adopt::watch_exit(pid, pidfd),
+            // Our child: the reaper has its exit, or will.
+            _ => self.shared.reaper.watch(pid),
+        };
+        // How long it has run, as far as the clocks tell: what the backoff weighs if it ends.
+        let up = SystemTime::now()
+            .duration_since(a.started_at)
+            .unwrap_or_default();
         self.child = Some(Child {
             pid,
-            exit: adopt::watch_exit(pid, a.pidfd),
-            since: now,
-            ready: false,
+            start: Some(a.start),
+            captures,
+            exit,
+            since: now.checked_sub(up).unwrap_or(now),
+            ready,
             liveness_failures: 0,
-            adopted: true,
+            adopted: !ours,
         });
         self.started_once = true;
         self.next_start = None;
@@ -533,15 +682,23 @@ impl Task {
             self.next_start = Some(Instant::now());
             return;
         }
-        // This daemon's record of it: the same child, its new keeper (only now: a gateway about to
-        // be stopped keeps the record that says why, should this daemon crash first).
-        self.shared.records.write(adopt::Record::new(
-            &self.profile,
-            pid,
-            a.start,
-            self.shared.containment.dir(self.profile.name.as_str()),
-            a.started_at,
-        ));
+        if ready {
+            // Handed over ready a moment ago: running as it was, its liveness probed as usual.
+            self.next_probe = Some(self.next_liveness());
+            self.publish();
+            return;
+        }
+        if a.how == adopt::How::Crash {
+            // This daemon's record of it: the same child, its new keeper (only now: a gateway
+            // about to be stopped keeps the record that says why, should this daemon crash first).
+            self.shared.records.write(adopt::Record::new(
+                &self.profile,
+                pid,
+                a.start,
+                self.shared.containment.dir(self.profile.name.as_str()),
+                a.started_at,
+            ));
+        }
         // Running at once if it answers now; else starting, polled as a start is.
         self.next_probe = Some(now);
         if self.ready_now().await {
@@ -550,6 +707,61 @@ impl Task {
         } else {
             self.next_probe = Some(now + READY_POLL);
             self.set_state(State::Starting, note);
+        }
+    }
+
+    /// Ends the task's part for a re-exec: the child keeps running, its pipes are taken back from
+    /// the log (every line read so far handed to the disk side first), and what the next task
+    /// needs is returned. Waiting starts are told to try again.
+    async fn detach(&mut self) -> Detached {
+        self.fail_waiters(CommandError::Reexec);
+        let child = match self.child.take() {
+            None => None,
+            Some(c) => {
+                let mut pipes = Vec::new();
+                for capture in c.captures {
+                    pipes.push(capture.take_back().await);
+                }
+                let mut pipes = pipes.into_iter();
+                let start = c
+                    .start
+                    .or_else(|| tree::read_stat(c.pid).map(|p| p.start))
+                    .unwrap_or(0);
+                Some(DetachedChild {
+                    pid: c.pid,
+                    start,
+                    ours: !c.adopted,
+                    ready: c.ready,
+                    started_at: self.status.started_at.unwrap_or_else(SystemTime::now),
+                    stdout: pipes.next().flatten(),
+                    stderr: pipes.next().flatten(),
+                    digest: super::digest(&self.profile),
+                })
+            }
+        };
+        let now = Instant::now();
+        let (starts_ago, failures) = self.tracker.snapshot(now);
+        Detached {
+            resume: Resume {
+                state: Some(self.status.state),
+                reason: self.status.reason.clone(),
+                restarts: self.status.restarts,
+                operator_restarts: self.status.operator_restarts,
+                last_exit: self.status.last_exit,
+                last_exit_adopted: self.status.last_exit_adopted,
+                last_error: self.status.last_error.clone(),
+                want_running: self.status.want_running,
+                next_start_in: self
+                    .next_start
+                    .filter(|_| child.is_none())
+                    .map(|t| t.saturating_duration_since(now)),
+                starts_ago,
+                failures,
+                started_once: self.started_once,
+                tail: self.log.tail(),
+            },
+            child,
+            lock: self.lock.take(),
         }
     }
 
@@ -670,6 +882,8 @@ impl Task {
                 self.next_start = Some(Instant::now());
                 self.waiting_ready.push(reply);
             }
+            // Taken by the loop in `run`, which ends the task.
+            Command::Detach(_) => {}
         }
         self.publish();
     }
@@ -782,8 +996,10 @@ impl Task {
                         SystemTime::now(),
                     ));
                 }
-                self.log.capture(child.stdout, Stream::Stdout);
-                self.log.capture(child.stderr, Stream::Stderr);
+                let captures = vec![
+                    self.log.capture(child.stdout, Stream::Stdout, Vec::new()),
+                    self.log.capture(child.stderr, Stream::Stderr, Vec::new()),
+                ];
                 self.log.note(format!(
                     "started pid {} ({})",
                     child.pid,
@@ -791,6 +1007,8 @@ impl Task {
                 ));
                 self.child = Some(Child {
                     pid: child.pid,
+                    start: child.start,
+                    captures,
                     exit,
                     since: now,
                     ready: false,

@@ -165,19 +165,60 @@ impl InstanceLog {
         });
     }
 
-    /// Starts reading a child's pipe until it closes.
-    pub fn capture(&self, fd: OwnedFd, stream: Stream) {
+    /// Starts reading a child's pipe until it closes, or until the returned [`Capture`] takes the
+    /// pipe back (a re-exec). `pending`: bytes already read from the pipe and not yet written as
+    /// lines (what a handover carried over), read before the pipe.
+    pub fn capture(&self, fd: OwnedFd, stream: Stream, pending: Vec<u8>) -> Capture {
         let log = self.clone();
-        tokio::spawn(async move {
+        // A token, not a channel: dropping the `Capture` (its child ended) does not stop the
+        // reading; only `take_back` does.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
             let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!("cannot read the child's {}: {e}", stream.tag());
-                    return;
+                    return None;
                 }
             };
-            read_lines(pipe, stream, &log).await;
+            let mut reader = BufReader::with_capacity(
+                1024,
+                AsyncReadExt::chain(std::io::Cursor::new(pending), pipe),
+            );
+            // Taken back: the pipe, and every byte read from it that is not a line yet, in order
+            // (the line begun, what the reader buffered after it, what the cursor still holds).
+            let mut left = read_lines(&mut reader, stream, &log, stopped).await?;
+            left.extend_from_slice(reader.buffer());
+            let (cursor, pipe) = reader.into_inner().into_inner();
+            let pos = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+            left.extend(cursor.get_ref().get(pos..).unwrap_or_default());
+            match pipe.into_nonblocking_fd() {
+                Ok(fd) => Some((fd, left)),
+                Err(e) => {
+                    tracing::warn!("cannot take back the child's {}: {e}", stream.tag());
+                    None
+                }
+            }
         });
+        Capture { stop, task }
+    }
+
+    /// Puts lines a handover carried (the tail of the daemon that ran before) in the tail, before
+    /// anything else: not in the file, which has them, nor in the feed.
+    pub fn restore_tail(&self, lines: Vec<LogLine>) {
+        let mut tail = self.mem.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = self.mem.tail_lines.saturating_sub(tail.len());
+        let skip = lines.len().saturating_sub(keep);
+        for (i, line) in lines.into_iter().skip(skip).enumerate() {
+            tail.insert(i, line);
+        }
+    }
+
+    /// The tail now, oldest first: what a handover carries.
+    pub fn tail(&self) -> Vec<LogLine> {
+        let tail = self.mem.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().cloned().collect()
     }
 
     /// The last `n` lines (all kept if `n` is 0) and the feed of the lines after them: no line
@@ -240,17 +281,46 @@ impl Memory {
     }
 }
 
-async fn read_lines(pipe: tokio::net::unix::pipe::Receiver, stream: Stream, log: &InstanceLog) {
-    let mut reader = BufReader::with_capacity(1024, pipe);
+/// The reading of one pipe, to be taken back before a re-exec.
+#[derive(Debug)]
+pub struct Capture {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Option<(OwnedFd, Vec<u8>)>>,
+}
+
+impl Capture {
+    /// Stops reading, once the lines already read are handed to the disk side: the pipe and the
+    /// bytes read that are not a whole line yet. `None` if the pipe had closed (the child's end
+    /// is gone) or could not be taken back.
+    pub async fn take_back(self) -> Option<(OwnedFd, Vec<u8>)> {
+        self.stop.cancel();
+        self.task.await.ok().flatten()
+    }
+}
+
+/// Reads lines until the pipe closes (`None`) or `stop` fires: then the bytes of the line begun
+/// (the rest of what was read is in `reader`'s buffer), for [`Capture::take_back`].
+async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    stream: Stream,
+    log: &InstanceLog,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut batch = Vec::new();
+    let mut stopped = None;
     loop {
         buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-            .await
-            .unwrap_or_default();
+        let mut limited = (&mut *reader).take(MAX_LINE as u64);
+        let n = tokio::select! {
+            biased;
+            // `read_until` is cancel safe: what it read of a line is in `buf`.
+            _ = stop.cancelled() => {
+                stopped = Some(std::mem::take(&mut buf));
+                break;
+            }
+            n = limited.read_until(b'\n', &mut buf) => n.unwrap_or_default(),
+        };
         if n == 0 {
             break;
         }
@@ -272,6 +342,7 @@ async fn read_lines(pipe: tokio::net::unix::pipe::Receiver, stream: Stream, log:
     if !batch.is_empty() {
         log.disk.write(&log.file, batch);
     }
+    stopped
 }
 
 fn dropped_marker(n: u64) -> LogLine {
@@ -656,6 +727,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pipe_taken_back_mid_line_carries_the_line_begun_to_the_next_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::start().unwrap();
+        let log = InstanceLog::open(&config(dir.path()), &disk, "main").unwrap();
+        let (rd, mut wr) = std::io::pipe().unwrap();
+        write!(wr, "one\ntwo\nthr").unwrap();
+        let capture = log.capture(OwnedFd::from(rd), Stream::Stdout, Vec::new());
+        for _ in 0..1000 {
+            if log.tail().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (fd, pending) = capture.take_back().await.expect("the pipe back");
+        assert_eq!(pending, b"thr");
+        // More of the line comes while nobody reads; the next reader starts with what was read.
+        write!(wr, "ee\nfour\n").unwrap();
+        drop(wr);
+        let capture = log.capture(fd, Stream::Stdout, pending);
+        // Read to the end: nothing to take back.
+        assert!(capture.task.await.unwrap().is_none());
+        let texts: Vec<String> = log.tail().into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["one", "two", "three", "four"]);
+    }
+
+    #[tokio::test]
     async fn lines_the_disk_cannot_take_are_in_the_tail_and_counted_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
         // A queue of one batch that no thread drains yet: the disk "hangs".
@@ -671,7 +768,9 @@ mod tests {
         writer.join().unwrap();
         let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(rd)).unwrap();
         // The reader never waits for the disk: it reads to the end of the pipe ...
-        read_lines(pipe, Stream::Stdout, &log).await;
+        let never = tokio_util::sync::CancellationToken::new();
+        let left = read_lines(&mut BufReader::new(pipe), Stream::Stdout, &log, never).await;
+        assert_eq!(left, None, "read to the end, not stopped");
         // ... and every line is in the tail at once, for `openclawctl logs`.
         let (tail, _) = log.tail_and_follow(0);
         assert_eq!(tail.len(), 100);

@@ -31,7 +31,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use instance::{Command, CommandError, Event, Handle, Reply, State, Status};
+pub use instance::{
+    Command, CommandError, Detached, DetachedChild, Event, Handle, Reply, Resume, State, Status,
+};
 pub use reaper::Exit;
 
 use crate::profile::{Plan, Profile};
@@ -98,7 +100,9 @@ pub struct Supervisor {
     /// Each instance's task, to wait for when it is removed or the daemon shuts down.
     tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
     /// One reload at a time.
-    reloading: tokio::sync::Mutex<()>,
+    reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Held from a re-exec's `detach_all` until the exec (or `reattach`, if it fails).
+    reexec_hold: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
     shared: instance::Shared,
     log_cfg: logs::LogConfig,
     /// The thread that writes every instance's log file.
@@ -133,10 +137,17 @@ impl Supervisor {
         owner: ownership::Owner,
         mut run: Running,
     ) -> std::io::Result<Supervisor> {
-        // The reaper outlives the instances: their stops wait for exits it delivers.
+        // The reaper outlives the instances: their stops wait for exits it delivers. Exits the
+        // program before a re-exec reaped are its first.
         let reaper = reaper::Reaper::start(CancellationToken::new())?;
+        for (pid, exit) in std::mem::take(&mut run.exits) {
+            reaper.remember(pid, exit);
+        }
         let shared = instance::Shared {
-            spawner: spawn::Spawner::start(reaper.clone(), run.on_crash)?,
+            spawner: match run.jobs.take() {
+                Some(jobs) => spawn::Spawner::on(jobs, reaper.clone(), run.on_crash),
+                None => spawn::Spawner::start(reaper.clone(), run.on_crash)?,
+            },
             records: run.records,
             reaper,
             probe_grid: tokio::time::Instant::now(),
@@ -155,7 +166,8 @@ impl Supervisor {
         let sup = Supervisor {
             instances: RwLock::new(Arc::new(BTreeMap::new())),
             tasks: Mutex::new(Vec::new()),
-            reloading: tokio::sync::Mutex::new(()),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
+            reexec_hold: Mutex::new(None),
             shared,
             log_cfg: log_cfg.clone(),
             log_disk: logs::Disk::start()?,
@@ -179,9 +191,19 @@ impl Supervisor {
             let scanned = run.scan.found.remove(name).unwrap_or_default();
             let scanned = (run.scan.done && start).then_some(scanned);
             let adopted = run.adopted.remove(name);
+            let resume = run.resume.remove(name);
             instances.insert(
                 profile.name.to_string(),
-                sup.launch(profile, start, log, scanned, adopted),
+                sup.launch(
+                    profile,
+                    start,
+                    log,
+                    instance::Begin {
+                        scanned,
+                        adopted,
+                        resume,
+                    },
+                ),
             );
         }
         *sup.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(instances);
@@ -247,8 +269,7 @@ impl Supervisor {
         profile: Profile,
         start: bool,
         log: logs::InstanceLog,
-        scanned: Option<Vec<tree::Holder>>,
-        adopted: Option<adopt::Adopted>,
+        begin: instance::Begin,
     ) -> Handle {
         let name = profile.name.to_string();
         let (handle, task) = instance::spawn(
@@ -257,8 +278,7 @@ impl Supervisor {
             self.shared.clone(),
             log,
             self.cancel.child_token(),
-            scanned,
-            adopted,
+            begin,
         );
         self.tasks
             .lock()
@@ -499,7 +519,7 @@ impl Supervisor {
                         Ok(log) => {
                             next.insert(
                                 c.name.clone(),
-                                self.launch(p.clone(), start, log, None, None),
+                                self.launch(p.clone(), start, log, Default::default()),
                             );
                         }
                         Err(e) => {
@@ -521,6 +541,137 @@ impl Supervisor {
             changes,
             applied: true,
         }
+    }
+
+    /// Ends every instance's task for a re-exec, leaving the children running: each hands back its
+    /// child's pipes and its history ([`Detached`], by name, with the profile it ran). Then the
+    /// logs, the desired state and the records are flushed, and reaping pauses: what ends from now
+    /// on is reaped, with its code, by the next program (or by this one again if the exec fails:
+    /// [`Supervisor::reattach`]). Holds off reloads until then.
+    pub async fn detach_all(&self) -> Vec<(Arc<Profile>, Detached)> {
+        let guard = self.reloading.clone().lock_owned().await;
+        let mut asks = tokio::task::JoinSet::new();
+        for h in self.instances().values() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let h = h.clone();
+            asks.spawn(async move {
+                // A task that is gone (cannot happen while it is in the map) gives nothing.
+                if h.tx.send(Command::Detach(tx)).await.is_err() {
+                    return None;
+                }
+                rx.await.ok().map(|d| (h.profile.clone(), d))
+            });
+        }
+        let detached: Vec<(Arc<Profile>, Detached)> =
+            asks.join_all().await.into_iter().flatten().collect();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, t) in tasks {
+            let _ = t.await;
+        }
+        tokio::join!(
+            self.log_disk.flush(FLUSH_WAIT),
+            self.shared.desired.flush(FLUSH_WAIT),
+            self.shared.records.flush(FLUSH_WAIT)
+        );
+        self.shared.reaper.pause(true);
+        *self.reexec_hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+        detached
+    }
+
+    /// Runs `program` with `args` from the spawning thread (as a gateway is started, so the reaper
+    /// and the spawn agree on who waits for it) and waits, at most `bound`, for it to end: how it
+    /// ended and what it wrote (stdout, then stderr). What a re-exec's check of the new binary uses.
+    pub async fn run_tool(
+        &self,
+        program: &std::path::Path,
+        args: Vec<String>,
+        bound: Duration,
+    ) -> Result<(Exit, Vec<u8>), String> {
+        let req = spawn::SpawnRequest {
+            program: program.to_path_buf(),
+            args,
+            env: Vec::new(),
+            cwd: None,
+            cgroup: None,
+        };
+        let child = self
+            .shared
+            .spawner
+            .spawn(req)
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let exit = self.shared.reaper.watch(child.pid);
+        let read = |fd: std::os::fd::OwnedFd| {
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut out);
+                out
+            })
+        };
+        let (out, err) = (read(child.stdout), read(child.stderr));
+        let all = async {
+            let (out, err, exit) = tokio::join!(out, err, exit);
+            let mut out = out.unwrap_or_default();
+            out.extend(err.unwrap_or_default());
+            (exit.unwrap_or(Exit::Unknown), out)
+        };
+        match tokio::time::timeout(bound, all).await {
+            Ok(done) => Ok(done),
+            Err(_) => {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                Err(format!(
+                    "{} did not finish within {}",
+                    program.display(),
+                    humantime::format_duration(bound)
+                ))
+            }
+        }
+    }
+
+    /// The spawning thread (a re-exec runs on it).
+    pub fn spawner(&self) -> &spawn::Spawner {
+        &self.shared.spawner
+    }
+
+    /// Gives the reaper back an exit taken for a handover that did not happen (a failed exec).
+    pub fn remember_exit(&self, pid: i32, exit: Exit) {
+        self.shared.reaper.remember(pid, exit);
+    }
+
+    /// The exit of a detached child that was reaped before reaping paused, if it was.
+    pub fn take_exit(&self, pid: i32) -> Option<Exit> {
+        self.shared.reaper.take_exit(pid)
+    }
+
+    /// The exec failed: the instances [`Supervisor::detach_all`] ended are taken up again by new
+    /// tasks, as the next program would have taken them, and reaping goes on.
+    pub fn reattach(&self, taken: BTreeMap<String, (Option<adopt::Adopted>, Resume)>) {
+        self.shared.reaper.pause(false);
+        let old = self.instances();
+        let mut next = BTreeMap::new();
+        let mut taken = taken;
+        for (name, h) in old.iter() {
+            let (adopted, resume) = taken.remove(name).unwrap_or_default();
+            let handle = self.launch(
+                (*h.profile).clone(),
+                false,
+                h.log.clone(),
+                instance::Begin {
+                    scanned: None,
+                    adopted,
+                    resume: Some(resume),
+                },
+            );
+            next.insert(name.clone(), handle);
+        }
+        *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.reexec_hold
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Stops every instance, in parallel, each by its stop policy, and waits for all of them.
@@ -675,10 +826,17 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 pub struct Running {
     /// What becomes of the children if the daemon dies without stopping them.
     pub on_crash: spawn::OnCrash,
+    /// The queue of the thread that forks (the daemon's main thread); `None` starts a thread of
+    /// the supervisor's own.
+    pub jobs: Option<spawn::Jobs>,
     /// The writer of the children's records.
     pub records: adopt::Records,
-    /// The gateways to adopt, by instance name ([`adopt_all`]).
+    /// The gateways to adopt, by instance name ([`adopt_all`], or a re-exec's handover).
     pub adopted: BTreeMap<String, adopt::Adopted>,
+    /// What a re-exec's handover says of each instance (its history and tail), by name.
+    pub resume: BTreeMap<String, Resume>,
+    /// Children the program before a re-exec reaped: their exits, by pid.
+    pub exits: Vec<(i32, Exit)>,
     /// What the start-up scan found on the instances' places ([`clear_leftovers`]).
     pub scan: Scan,
 }
@@ -750,6 +908,13 @@ pub async fn clear_leftovers(
         .filter(|p| !adopted.iter().any(|a| a == p.name.as_str()))
         .flat_map(ownership::known)
         .collect();
+    if known.is_empty() {
+        // Every instance's gateway is being adopted (a re-exec): nothing to look for.
+        return Scan {
+            done: true,
+            found: BTreeMap::new(),
+        };
+    }
     let dirs: BTreeMap<String, std::path::PathBuf> = profiles
         .iter()
         .map(|p| (p.name.to_string(), p.state_dir.value.clone()))

@@ -254,6 +254,32 @@ impl Lock {
     }
 }
 
+impl Lock {
+    /// The lock as a descriptor that keeps it (the same open file), for a re-exec: close-on-exec,
+    /// until the exec clears that.
+    pub fn into_fd(self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let fd = self._file.as_fd().try_clone_to_owned()?;
+        // The lock belongs to the open file, which `fd` keeps open: dropping the `Flock` would
+        // unlock it for both, so it is forgotten (its own descriptor closes at the exec).
+        std::mem::forget(self);
+        Ok(fd)
+    }
+
+    /// The lock a re-exec handed over, held by `fd` (checked: a regular file, still locked by it).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Lock, String> {
+        let file = File::from(fd);
+        match file.metadata() {
+            Ok(m) if m.is_file() => {}
+            _ => return Err("the handed-over lock is not a regular file".into()),
+        }
+        // Taking a lock this open file holds already is a no-op that succeeds.
+        Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map(|f| Lock { _file: f })
+            .map_err(|(_, e)| format!("the handed-over lock is not held: {e}"))
+    }
+}
+
 fn open_error(path: &Path, e: std::io::Error) -> String {
     if e.raw_os_error() == Some(nix::libc::ELOOP) {
         format!(

@@ -54,6 +54,8 @@ const EARLY_KEPT: usize = 4096;
 
 #[derive(Default)]
 struct State {
+    /// Set before a re-exec: exits stay with the kernel (zombies) for the next program to reap.
+    paused: bool,
     watching: HashMap<i32, oneshot::Sender<Exit>>,
     early: HashMap<i32, Exit>,
     early_order: VecDeque<i32>,
@@ -119,10 +121,41 @@ impl Reaper {
         lock(&self.state).watching.contains_key(&pid)
     }
 
+    /// Stops reaping (a re-exec is about to replace the program: the next one reaps what ends from
+    /// now on, with its code) or, should the exec fail, reaps again.
+    pub fn pause(&self, paused: bool) {
+        lock(&self.state).paused = paused;
+        if !paused {
+            self.reap_all();
+        }
+    }
+
+    /// The exit of `pid` if it was reaped and nobody took it (its task had detached): for the
+    /// handover.
+    pub fn take_exit(&self, pid: i32) -> Option<Exit> {
+        let mut st = lock(&self.state);
+        let exit = st.early.remove(&pid);
+        if exit.is_some() {
+            st.early_order.retain(|p| *p != pid);
+        }
+        exit
+    }
+
+    /// Remembers the exit of `pid` that the program before a re-exec reaped: the task that takes
+    /// the child over gets it at once.
+    pub fn remember(&self, pid: i32, exit: Exit) {
+        let mut st = lock(&self.state);
+        st.early.insert(pid, exit);
+        st.early_order.push_back(pid);
+    }
+
     /// Reaps every child that has exited.
     pub fn reap_all(&self) {
         let _spawning = lock(&self.spawn_lock);
         loop {
+            if lock(&self.state).paused {
+                return;
+            }
             let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), Exit::Code(code)),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), Exit::Signal(sig as i32)),
@@ -134,11 +167,14 @@ impl Reaper {
                 }
             };
             let mut st = lock(&self.state);
-            match st.watching.remove(&pid) {
-                Some(tx) => {
-                    let _ = tx.send(exit);
-                }
-                None => {
+            // A watcher gone (its task detached for a re-exec) leaves the exit for the handover.
+            let unwatched = match st.watching.remove(&pid) {
+                Some(tx) => tx.send(exit).err(),
+                None => Some(exit),
+            };
+            match unwatched {
+                None => {}
+                Some(exit) => {
                     tracing::debug!(pid, %exit, "reaped a process the daemon inherited");
                     st.early.insert(pid, exit);
                     st.early_order.push_back(pid);

@@ -93,42 +93,125 @@ impl OnCrash {
     }
 }
 
-type Job = (SpawnRequest, oneshot::Sender<io::Result<Spawned>>);
+/// What the spawning thread does.
+pub enum Job {
+    /// Starts a child (the reaper's lock held around the fork, the death signal as said).
+    Spawn(
+        SpawnRequest,
+        Reaper,
+        OnCrash,
+        oneshot::Sender<io::Result<Spawned>>,
+    ),
+    /// Replaces the program (a re-exec); answers only if that failed.
+    Exec(ExecRequest, oneshot::Sender<io::Error>),
+}
+
+/// A program to replace the daemon's with, in place.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// The program.
+    pub path: std::ffi::CString,
+    /// Its arguments, the first being its name.
+    pub argv: Vec<std::ffi::CString>,
+    /// Its whole environment, `NAME=value`.
+    pub env: Vec<std::ffi::CString>,
+}
+
+/// Where jobs for the spawning thread go. Cheap to clone.
+#[derive(Clone)]
+pub struct Jobs(mpsc::Sender<Job>);
+
+/// The spawning thread's end: [`JobQueue::run`] on the thread that is to fork every child.
+pub struct JobQueue(mpsc::Receiver<Job>);
+
+/// A queue of jobs and its sender.
+pub fn jobs() -> (Jobs, JobQueue) {
+    let (tx, rx) = mpsc::channel();
+    (Jobs(tx), JobQueue(rx))
+}
+
+impl JobQueue {
+    /// Runs jobs on this thread until `done` says so (looked at every 100 ms) or every sender is
+    /// gone. The daemon runs it on its main thread: the only thread that lives as long as the
+    /// process and survives an exec (an exec ends every other thread), so that no child's death
+    /// signal (`--on-crash kill`, which fires when the thread that forked it ends) is ever sent
+    /// by a re-exec, the first or the tenth.
+    pub fn run(self, done: impl Fn() -> bool) {
+        loop {
+            let job = match self.0.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) if !done() => continue,
+                Err(_) => return,
+            };
+            match job {
+                Job::Spawn(req, reaper, on_crash, reply) => {
+                    let _ = reply.send(spawn_now(&req, &reaper, on_crash));
+                }
+                Job::Exec(req, reply) => {
+                    let e = nix::unistd::execve(&req.path, &req.argv, &req.env)
+                        .map_or_else(|e| io::Error::from_raw_os_error(e as i32), |n| match n {});
+                    let _ = reply.send(e);
+                }
+            }
+        }
+    }
+}
 
 /// The handle of the spawning thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Spawner {
     tx: mpsc::Sender<Job>,
+    reaper: Reaper,
+    on_crash: OnCrash,
 }
 
 impl Spawner {
-    /// Starts the spawning thread. It ends when the last `Spawner` is dropped, which in the daemon is
-    /// at exit: children are never orphaned by it.
+    /// Starts a spawning thread of its own. It ends when the last `Spawner` is dropped: children
+    /// are never orphaned by it while the supervisor lives. (The daemon forks from its main
+    /// thread instead: [`Spawner::on`].)
     pub fn start(reaper: Reaper, on_crash: OnCrash) -> io::Result<Spawner> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, queue) = jobs();
         std::thread::Builder::new()
             .name("spawner".into())
-            .spawn(move || {
-                for (req, reply) in rx {
-                    let _ = reply.send(spawn_now(&req, &reaper, on_crash));
-                }
-            })?;
-        Ok(Spawner { tx })
+            .spawn(move || queue.run(|| false))?;
+        Ok(Spawner::on(tx, reaper, on_crash))
+    }
+
+    /// A spawner whose jobs go to `jobs`, run by a thread of the caller's.
+    pub fn on(jobs: Jobs, reaper: Reaper, on_crash: OnCrash) -> Spawner {
+        Spawner {
+            tx: jobs.0,
+            reaper,
+            on_crash,
+        }
     }
 
     /// Starts a child from the spawning thread.
     pub async fn spawn(&self, req: SpawnRequest) -> io::Result<Spawned> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((req, tx))
+            .send(Job::Spawn(req, self.reaper.clone(), self.on_crash, tx))
             .map_err(|_| io::Error::other("the spawner thread is gone"))?;
         rx.await
             .map_err(|_| io::Error::other("the spawner thread is gone"))?
     }
+
+    /// Replaces the daemon's program from the spawning thread (see `Job::Exec`): returns only if
+    /// the exec failed, with why.
+    pub async fn exec(&self, req: ExecRequest) -> io::Error {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Exec(req, tx)).is_err() {
+            return io::Error::other("the spawner thread is gone");
+        }
+        rx.await
+            .unwrap_or_else(|_| io::Error::other("the spawner thread is gone"))
+    }
 }
 
-/// The daemon's own service-manager variables, never passed to a child.
-const SERVICE_MANAGER_VARS: [&str; 7] = [
+/// The daemon's own service-manager variables (and its re-exec's handover), never passed to a
+/// child.
+const SERVICE_MANAGER_VARS: [&str; 8] = [
+    crate::handover::ENV,
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",

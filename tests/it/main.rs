@@ -21,5 +21,6 @@ mod onboard_everywhere;
 mod onboard_grpc;
 mod onboard_import;
 mod onboard_new;
+mod reexec;
 mod supervise;
 mod systemd;

@@ -1,0 +1,246 @@
+//! Re-exec: `openclawctl reexec` (and SIGUSR2) replaces the daemon's program in place. Every
+//! gateway keeps its pid and its pipes (no line lost, none twice), the API comes back on the same
+//! socket with its history, a binary that cannot take over changes nothing, and clients calling
+//! through it see UNAVAILABLE at most. Stand-in gateways printing numbered lines.
+
+use crate::common;
+
+use common::{alive, bin_path, free_ports, stderr, stdout, wait_for, Daemon, Scene};
+
+fn pid_of(s: &serde_json::Value) -> u32 {
+    s["pid"].as_u64().expect("a pid") as u32
+}
+
+fn running(d: &Daemon, name: &str) -> serde_json::Value {
+    d.wait_status(name, "running", |s| s["state"] == "running")
+}
+
+/// The numbers of the `tick K` lines in an instance's log file, in file order.
+fn ticks(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split_once("stdout | tick ")?.1.trim().parse().ok())
+        .collect()
+}
+
+/// Every tick from 1 to the last is there exactly once, in order.
+fn assert_whole(name: &str, log: &str) -> u64 {
+    let t = ticks(log);
+    let expected: Vec<u64> = (1..=t.len() as u64).collect();
+    assert_eq!(
+        t, expected,
+        "{name}: ticks lost, doubled or out of order:\n{log}"
+    );
+    t.len() as u64
+}
+
+fn version(d: &Daemon) -> String {
+    let out = d.ctl(&["version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+/// The binary the daemon process runs now.
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Installs the daemon binary at `to` the way `install` does: a new file renamed over the old one.
+fn install(to: &std::path::Path) {
+    let tmp = to.with_extension("new");
+    std::fs::copy(bin_path("openclaw-supervisord"), &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// A scene with `main` and `rescue` ticking every 20 ms, under a daemon whose `--binary` is a copy
+/// of the daemon in the scene (so the test can install another there).
+fn ticking(scene: &Scene) -> (Daemon, std::path::PathBuf) {
+    let ports = free_ports(2);
+    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("rescue", ports[1], "");
+    for name in ["main", "rescue"] {
+        let path = scene.path(&format!("supervisor.d/{name}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("\"]\n", "\", \"--tick-ms\", \"20\"]\n");
+        std::fs::write(&path, text).unwrap();
+    }
+    let binary = scene.path("bin/openclaw-supervisord");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    install(&binary);
+    let d = scene.daemon_with(&["--binary", binary.to_str().unwrap()]);
+    (d, binary)
+}
+
+#[test]
+fn a_reexec_keeps_every_gateway_and_every_line() {
+    let scene = Scene::new();
+    let (d, binary) = ticking(&scene);
+    let before: Vec<serde_json::Value> =
+        ["main", "rescue"].iter().map(|n| running(&d, n)).collect();
+    // Lines are flowing before the exec.
+    wait_for("ticks in main's log", || {
+        (ticks(&d.log("main")).len() > 5).then_some(())
+    });
+    // A new binary installed at the daemon's path, as an upgrade does.
+    install(&binary);
+    let out = d.ctl(&["reexec"]);
+    assert!(
+        out.status.success(),
+        "reexec failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("re-executed"), "{}", stdout(&out));
+    // The same process, now running the installed file (not the one it was started from).
+    assert_eq!(exe_of(d.pid()), binary.display().to_string());
+    let v = version(&d);
+    assert!(v.contains(&format!("pid {}", d.pid())), "{v}");
+    for (name, was) in ["main", "rescue"].iter().zip(&before) {
+        let s = d.status(name);
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["pid"], was["pid"], "{name} was restarted: {s}");
+        assert_eq!(s["restarts"], 0, "{s}");
+        assert!(alive(pid_of(&s)));
+    }
+    // Lines written after the exec reach the log, and none before, during or after it is lost or
+    // written twice.
+    let at_exec = ticks(&d.log("main")).len();
+    wait_for("ticks after the re-exec", || {
+        (ticks(&d.log("main")).len() > at_exec + 10 && ticks(&d.log("rescue")).len() > at_exec + 10)
+            .then_some(())
+    });
+    for name in ["main", "rescue"] {
+        assert_whole(name, &d.log(name));
+    }
+    // The tail `logs` shows goes back to before the exec.
+    let out = d.ctl(&["logs", "main", "-n", "1000"]);
+    assert!(stdout(&out).contains("tick 1\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn sigusr2_reexecs_too_and_twice_is_fine() {
+    let scene = Scene::new();
+    let (d, _) = ticking(&scene);
+    let main = running(&d, "main");
+    for n in 1..=2 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.pid() as i32),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .unwrap();
+        wait_for("the exec count to go up", || {
+            let out = d.ctl(&["version"]);
+            (out.status.success() && stdout(&out).contains(&format!("execs {n}"))).then_some(())
+        });
+    }
+    let s = running(&d, "main");
+    assert_eq!(s["pid"], main["pid"]);
+    let at = ticks(&d.log("main")).len();
+    wait_for("ticks after two re-execs", || {
+        (ticks(&d.log("main")).len() > at + 5).then_some(())
+    });
+    assert_whole("main", &d.log("main"));
+}
+
+#[test]
+fn a_binary_that_cannot_take_over_changes_nothing() {
+    let scene = Scene::new();
+    let (d, binary) = ticking(&scene);
+    let main = running(&d, "main");
+    // Not a daemon at all.
+    std::fs::write(&binary, "#!/bin/sh\necho 'some other program'\n").unwrap();
+    let out = d.ctl(&["reexec"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("nothing changed")
+            && err.contains("no handover check")
+            && err.contains("some other program"),
+        "{err}"
+    );
+    // A daemon, but the profiles on disk fail its check: the report says where.
+    install(&binary);
+    let bad = scene.path("supervisor.d/rescue.yaml");
+    let good = std::fs::read_to_string(&bad).unwrap();
+    std::fs::write(&bad, format!("{good}portt: 1\n")).unwrap();
+    let out = d.ctl(&["reexec"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("rescue.yaml") && err.contains("portt"),
+        "{err}"
+    );
+    std::fs::write(&bad, good).unwrap();
+    // Nothing changed: the same program, the same gateways, still serving.
+    assert!(version(&d).contains("execs 0"), "{}", version(&d));
+    let s = running(&d, "main");
+    assert_eq!(s["pid"], main["pid"]);
+    assert_eq!(s["restarts"], 0);
+    let at = ticks(&d.log("main")).len();
+    wait_for("ticks after the refusals", || {
+        (ticks(&d.log("main")).len() > at + 5).then_some(())
+    });
+    assert_whole("main", &d.log("main"));
+}
+
+#[test]
+fn clients_calling_through_a_reexec_see_unavailable_at_most() {
+    use openclaw_supervisor::api::{client, v1};
+    let scene = Scene::new();
+    let (d, _) = ticking(&scene);
+    running(&d, "main");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = d.socket.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let (socket, stop) = (socket.clone(), stop.clone());
+        clients.push(rt.spawn(async move {
+            let mut errors = Vec::new();
+            let mut ok = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // A new connection now and then, as short-lived clients make.
+                // A connection that cannot be made is UNAVAILABLE to a gRPC client, which a
+                // channel would report on the call.
+                let Ok(mut c) = client::connect(&socket).await else {
+                    continue;
+                };
+                for _ in 0..5 {
+                    let r = if i % 2 == 0 {
+                        c.get_version(v1::GetVersionRequest {}).await.map(|_| ())
+                    } else {
+                        c.list_instances(v1::ListInstancesRequest { names: vec![] })
+                            .await
+                            .map(|_| ())
+                    };
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(s) if s.code() == tonic::Code::Unavailable => {}
+                        Err(s) => errors.push(format!("{:?}: {}", s.code(), s.message())),
+                    }
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    // Everyone is calling; then the exec.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = d.ctl(&["reexec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // And calls go on against the new program.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut ok = 0;
+    for c in clients {
+        let (n, errors) = rt.block_on(c).unwrap();
+        assert!(errors.is_empty(), "a client saw: {errors:?}");
+        ok += n;
+    }
+    assert!(ok > 0);
+    assert!(version(&d).contains("execs 1"));
+}
