@@ -50,6 +50,42 @@ impl tonic::service::Interceptor for Bearer {
 /// A client of the supervisor service, on either kind of [`Target`].
 pub type Client = SupervisorServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// Whether a call's error means the daemon was not there to answer it (UNAVAILABLE, in gRPC's
+/// terms): the code itself, or a connection the daemon closed under it. A daemon that re-executes
+/// or stops closes its connections gracefully (HTTP/2 GOAWAY with NO_ERROR, then the socket);
+/// tonic reports a call caught by that as INTERNAL ("h2 protocol error: GoAway NO_ERROR"),
+/// CANCELLED ("connection closed") or UNKNOWN (a broken pipe), where gRPC's own clients (Go,
+/// Java, C core) say UNAVAILABLE, and so does this.
+pub fn unavailable(status: &tonic::Status) -> bool {
+    if status.code() == tonic::Code::Unavailable {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() || h.is_closed() || h.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            if h.is_go_away() && h.reason() == Some(h2::Reason::NO_ERROR) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Connects to the daemon on the Unix socket `path`. The error says which socket was tried and how
 /// to start the daemon.
 pub async fn connect(path: &Path) -> Result<Client, String> {

@@ -291,7 +291,7 @@ where
         match r {
             Ok(r) => return Ok(r.into_inner()),
             Err(Error::Call(s))
-                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < until =>
+                if crate::api::client::unavailable(&s) && std::time::Instant::now() < until =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -575,7 +575,7 @@ pub async fn reexec(target: &Target) -> Result<(), Error> {
     let r = match asked {
         Ok(r) => Some(r.into_inner()),
         // The exec may close the connection before the answer is read: the version tells.
-        Err(s) if s.code() == tonic::Code::Unavailable => None,
+        Err(s) if crate::api::client::unavailable(&s) => None,
         Err(s) => return Err(Error::Call(s)),
     };
     let began = std::time::Instant::now();

@@ -220,8 +220,16 @@ fn clients_calling_through_a_reexec_see_unavailable_at_most() {
                     };
                     match r {
                         Ok(()) => ok += 1,
-                        Err(s) if s.code() == tonic::Code::Unavailable => {}
-                        Err(s) => errors.push(format!("{:?}: {}", s.code(), s.message())),
+                        // UNAVAILABLE, or the daemon's graceful close of the connection
+                        // (GOAWAY NO_ERROR), which tonic reports otherwise than gRPC's own
+                        // clients do (see `client::unavailable`).
+                        Err(s) if client::unavailable(&s) => {}
+                        Err(s) => errors.push(format!(
+                            "{:?}: {} ({:?})",
+                            s.code(),
+                            s.message(),
+                            std::error::Error::source(&s)
+                        )),
                     }
                 }
             }
