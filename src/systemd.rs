@@ -55,7 +55,11 @@ impl Notifier {
 
     /// The daemon is replacing its program (a re-exec); `ready` follows from the new one.
     pub fn reloading(&self, status: &str) {
-        self.send(&[NotifyState::Reloading, NotifyState::Status(status)]);
+        // With the time, as systemd asks of a reload's notice.
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
+            Err(_) => self.send(&[NotifyState::Reloading, NotifyState::Status(status)]),
+        }
     }
 
     /// The daemon is stopping its instances.

@@ -468,6 +468,55 @@ fn real_gateways_main_and_rescue_end_to_end() {
     );
     ready_now(&e, "after the adoption");
 
+    // 5c. Re-exec the daemon (what an upgrade of the supervisor does): both gateways answer /readyz
+    //     all along, and keep their pids, `running`, with no restart.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probes = {
+        let (ports, watching) = (e.ports, watching.clone());
+        std::thread::spawn(move || {
+            let mut failed = Vec::new();
+            let mut n = 0;
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, port) in ports.iter().enumerate() {
+                    n += 1;
+                    match http_get(*port, "/readyz") {
+                        Ok((200, body)) if body.contains("\"ready\":true") => {}
+                        other => failed.push(format!("{}: {other:?}", NAMES[i])),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (n, failed)
+        })
+    };
+    let t = Instant::now();
+    let out = e.ctl(&["reexec"]);
+    eprintln!("{}", out.trim());
+    let reexec_took = t.elapsed();
+    for (i, name) in NAMES.iter().enumerate() {
+        let st = e.status(name);
+        e.ensure(
+            st["state"] == "running"
+                && st["pid"].as_u64() == Some(u64::from(before[i]))
+                && st["restarts"] == 0,
+            || {
+                format!(
+                    "{name} did not keep running through the re-exec (pid {}): {st}",
+                    before[i]
+                )
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (probed, failed) = probes.join().unwrap();
+    e.ensure(failed.is_empty(), || {
+        format!("/readyz failed during the re-exec: {failed:?}")
+    });
+    eprintln!(
+        "daemon re-executed in {reexec_took:.1?}: main and rescue kept their pids and answered all {probed} /readyz probes"
+    );
+
     // 6. SIGKILL main's gateway: it comes back with a new pid; rescue is not touched.
     let rescue_pid = e.running_pid("rescue");
     let main_pid = e.running_pid("main");

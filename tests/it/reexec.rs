@@ -252,3 +252,51 @@ fn clients_calling_through_a_reexec_see_unavailable_at_most() {
     assert!(ok > 0);
     assert!(version(&d).contains("execs 1"));
 }
+
+#[test]
+fn under_systemd_a_reexec_says_reloading_then_ready_from_the_same_pid() {
+    use std::os::unix::net::UnixDatagram;
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    scene.fake_profile("main", ports[0], "");
+    let notify = scene.path("notify.sock");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    // Only a guard against a hang: the waits below have no time limit of their own.
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut until = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} ({e}); seen: {seen:?}"));
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    };
+    let d = scene.daemon_with_env(&[], &[("NOTIFY_SOCKET", notify.to_str().unwrap())]);
+    until("READY=1", &|m| m.lines().any(|l| l == "READY=1"));
+    let main = running(&d, "main");
+    let out = d.ctl(&["reexec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reloading = until("RELOADING=1", &|m| m.lines().any(|l| l == "RELOADING=1"));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    assert!(reloading.contains("STATUS=re-executing"), "{reloading:?}");
+    // The new program says it is ready, from the same pid (systemd's main pid).
+    until("READY=1 again", &|m| m.lines().any(|l| l == "READY=1"));
+    assert!(version(&d).contains(&format!("pid {}", d.pid())));
+    let s = running(&d, "main");
+    assert_eq!(s["pid"], main["pid"]);
+    // The handover's variable is the daemon's, never a gateway's: not in one started since.
+    let out = d.ctl(&["restart", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = running(&d, "main");
+    assert_ne!(s["pid"], main["pid"]);
+    let env = std::fs::read(format!("/proc/{}/environ", pid_of(&s))).unwrap();
+    assert!(!String::from_utf8_lossy(&env).contains("OPENCLAW_SUPERVISOR_HANDOVER"));
+}
