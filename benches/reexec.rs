@@ -41,7 +41,7 @@ fn main() {
     println!("re-exec: the API's gap (longest time between two answered GetVersion calls around the exec), {runs} execs each");
     for n in sizes {
         let tmp = tempfile::tempdir().unwrap();
-        let profiles: Vec<(String, String)> = ports(n, 20_000)
+        let profiles: Vec<(String, String)> = ports(n, 1100)
             .into_iter()
             .enumerate()
             .map(|(i, p)| (format!("gw{i:03}"), fake_profile(&fake, p, "")))

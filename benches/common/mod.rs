@@ -141,6 +141,11 @@ impl Daemon {
             "every instance to settle",
             Duration::from_millis(500),
             || {
+                // A daemon that refused to start (or died) is not waited for.
+                assert!(
+                    alive(self.child.id()),
+                    "the daemon exited (its profiles failed the check?)"
+                );
                 let s = self.statuses();
                 running = s.iter().filter(|i| i["state"] == "running").count();
                 s.len() == n

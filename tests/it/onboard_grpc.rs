@@ -16,7 +16,7 @@ fn in_ci() -> bool {
 
 /// Whether python3 with grpcio, grpcio-tools, grpcio-reflection and grpcio-health-checking is
 /// here; without, the test is skipped with a banner, or fails under CI (`.ci/run` installs them).
-fn python_grpc() -> bool {
+pub(crate) fn python_grpc() -> bool {
     let probe = Command::new("python3")
         .args([
             "-c",
@@ -34,7 +34,7 @@ fn python_grpc() -> bool {
          python3 -m pip install grpcio grpcio-tools grpcio-reflection grpcio-health-checking)"
     );
     eprintln!(
-        "\n==== SKIPPED python_grpcio_with_default_options_drives_the_daemon: {why}\n\
+        "\n==== SKIPPED the test with a Python grpcio client: {why}\n\
          ==== install: python3 -m pip install grpcio grpcio-tools grpcio-reflection grpcio-health-checking\n"
     );
     false

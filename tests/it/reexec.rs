@@ -300,3 +300,73 @@ fn under_systemd_a_reexec_says_reloading_then_ready_from_the_same_pid() {
     let env = std::fs::read(format!("/proc/{}/environ", pid_of(&s))).unwrap();
     assert!(!String::from_utf8_lossy(&env).contains("OPENCLAW_SUPERVISOR_HANDOVER"));
 }
+
+/// Ten threads of a Python grpcio client (gRPC's C core, default options) calling the health
+/// service back to back, each on a new channel every five calls, for `secs`: "ok N" and the codes
+/// of the calls that failed, one line.
+const GRPCIO_CLIENTS: &str = r#"
+import collections, sys, threading, time
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+sock, secs = sys.argv[1], float(sys.argv[2])
+ok, codes, lock = [0], collections.Counter(), threading.Lock()
+def run():
+    end = time.time() + secs
+    while time.time() < end:
+        with grpc.insecure_channel("unix://" + sock) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            for _ in range(5):
+                try:
+                    stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+                    with lock: ok[0] += 1
+                except grpc.RpcError as e:
+                    with lock: codes[e.code().name] += 1
+threads = [threading.Thread(target=run) for _ in range(10)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("ok", ok[0], "failed", dict(codes))
+"#;
+
+#[test]
+fn a_grpcio_client_through_a_reexec_sees_unavailable_at_most() {
+    if !crate::onboard_grpc::python_grpc() {
+        return;
+    }
+    let scene = Scene::new();
+    let (d, _) = ticking(&scene);
+    running(&d, "main");
+    let python = std::process::Command::new("python3")
+        .args(["-c", GRPCIO_CLIENTS])
+        .arg(&d.socket)
+        .arg("3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let out = d.ctl(&["reexec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = python.wait_with_output().unwrap();
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    // "ok 1234 failed {'UNAVAILABLE': 7}": calls were answered, and any that failed was UNAVAILABLE.
+    let line = said.lines().last().unwrap_or_default();
+    eprintln!("grpcio clients through the re-exec: {line}");
+    let ok: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(ok > 0, "{said}");
+    let failed = line.split_once("failed ").map_or("", |(_, f)| f);
+    let other = failed
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(", ")
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("'UNAVAILABLE'"))
+        .collect::<Vec<_>>();
+    assert!(
+        other.is_empty(),
+        "grpcio saw other errors than UNAVAILABLE: {line}"
+    );
+    assert!(version(&d).contains("execs 1"));
+}
