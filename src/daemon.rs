@@ -605,6 +605,10 @@ async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// How long a re-exec waits for every instance to be at an idle point (no start or stop under way)
+/// before it gives up, changing nothing.
+const HOLD_BOUND: Duration = Duration::from_secs(5);
+
 /// How long a re-exec waits for calls under way to be answered before it cuts their connections.
 const REEXEC_DRAIN: Duration = Duration::from_millis(500);
 
@@ -655,7 +659,21 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
         }
     };
     let execs = s.kept.execs + 1;
-    let instances = s.supervisor.instances().len();
+    let began = Instant::now();
+    // From here every call is refused (UNAVAILABLE), the caller's excepted: it is past the check.
+    s.refusing.store(true, Ordering::SeqCst);
+    let mut detached = match s.supervisor.detach_all(HOLD_BOUND).await {
+        Ok(d) => d,
+        Err(why) => {
+            s.refusing.store(false, Ordering::SeqCst);
+            tracing::error!("re-exec refused, nothing changed: {why}");
+            if let Some(ask) = ask {
+                let _ = ask.send(Err(why));
+            }
+            return;
+        }
+    };
+    let instances = detached.len();
     if let Some(ask) = ask {
         let answered = ask.send(Ok(api::v1::ReexecResponse {
             binary: binary.display().to_string(),
@@ -665,12 +683,10 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
             execs,
         }));
         if answered.is_ok() {
-            // The answer's bytes leave before the exec closes the connection.
+            // The answer's bytes leave before the connection is closed.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let began = Instant::now();
-    s.refusing.store(true, Ordering::SeqCst);
     systemd.reloading(&format!(
         "re-executing {} (version {})",
         binary.display(),
@@ -681,7 +697,6 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
     // the listeners stay open (`kept`), so a client that connects meanwhile waits in their
     // backlog for the next program.
     end_servers(std::mem::take(&mut s.servers), &s.server_stop, REEXEC_DRAIN).await;
-    let mut detached = s.supervisor.detach_all().await;
     let locks: Vec<Option<OwnedFd>> = detached
         .iter_mut()
         .map(|(_, d)| d.lock.take().and_then(|l| l.into_fd().ok()))
@@ -696,7 +711,7 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
     let (message, fds) =
         handover::encode(carry, &detached, &locks, |pid| supervisor.take_exit(pid));
     tracing::info!(
-        "re-exec: handing {instances} instances to {} (version {}), {} ms after the last call was served",
+        "re-exec: handing {instances} instances to {} (version {}), {} ms after calls were first refused",
         binary.display(),
         report.version,
         began.elapsed().as_millis()

@@ -161,9 +161,20 @@ pub enum Command {
     Stop(Option<Duration>, String, oneshot::Sender<Reply>),
     /// Stop if running, then start; replies once ready or failed.
     Restart(String, oneshot::Sender<Reply>),
-    /// Hand the instance over (a re-exec): the task ends, leaving its child running, and replies
-    /// with what the next task of the instance needs.
+    /// Stop at this idle point for a re-exec: the task replies with where to send what follows
+    /// ([`Go`]) and does nothing else until it comes. A reply nobody waits for any more (the re-exec
+    /// gave up) is ignored and the task goes on.
+    Hold(oneshot::Sender<oneshot::Sender<Go>>),
+}
+
+/// What a held task does next.
+#[derive(Debug)]
+pub enum Go {
+    /// Hand the instance over: the task ends, leaving its child running, and replies with what
+    /// the next task of the instance needs.
     Detach(oneshot::Sender<Detached>),
+    /// Carry on (the re-exec gave up).
+    Release,
 }
 
 /// An instance's task as it ended for a re-exec: its child, left running, and its history.
@@ -563,9 +574,16 @@ impl Task {
                     return;
                 }
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Detach(reply)) => {
-                        let _ = reply.send(self.detach().await);
-                        return;
+                    Some(Command::Hold(reply)) => {
+                        let (go, what) = oneshot::channel();
+                        if reply.send(go).is_ok() {
+                            // Held: nothing else until the re-exec says (a dropped sender is a
+                            // release).
+                            if let Ok(Go::Detach(reply)) = what.await {
+                                let _ = reply.send(self.detach().await);
+                                return;
+                            }
+                        }
                     }
                     Some(cmd) => self.command(cmd).await,
                     None => {
@@ -882,8 +900,8 @@ impl Task {
                 self.next_start = Some(Instant::now());
                 self.waiting_ready.push(reply);
             }
-            // Taken by the loop in `run`, which ends the task.
-            Command::Detach(_) => {}
+            // Taken by the loop in `run`.
+            Command::Hold(_) => {}
         }
         self.publish();
     }

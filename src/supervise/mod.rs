@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use instance::{
-    Command, CommandError, Detached, DetachedChild, Event, Handle, Reply, Resume, State, Status,
+    Command, CommandError, Detached, DetachedChild, Event, Go, Handle, Reply, Resume, State, Status,
 };
 pub use reaper::Exit;
 
@@ -544,26 +544,80 @@ impl Supervisor {
     }
 
     /// Ends every instance's task for a re-exec, leaving the children running: each hands back its
-    /// child's pipes and its history ([`Detached`], by name, with the profile it ran). Then the
-    /// logs, the desired state and the records are flushed, and reaping pauses: what ends from now
-    /// on is reaped, with its code, by the next program (or by this one again if the exec fails:
-    /// [`Supervisor::reattach`]). Holds off reloads until then.
-    pub async fn detach_all(&self) -> Vec<(Arc<Profile>, Detached)> {
-        let guard = self.reloading.clone().lock_owned().await;
+    /// child's pipes and its history ([`Detached`], with the profile it ran). First every task is
+    /// held at an idle point (none is in the middle of a start or a stop); if they are not all held
+    /// within `bound` (a gateway draining for its stop timeout, a reload under way), they are
+    /// released and the error says which were busy: nothing has changed. Then the logs, the
+    /// desired state and the records are flushed, and reaping pauses: what ends from now on is
+    /// reaped, with its code, by the next program (or by this one again if the exec fails:
+    /// [`Supervisor::reattach`]). Reloads wait until then.
+    pub async fn detach_all(
+        &self,
+        bound: Duration,
+    ) -> Result<Vec<(Arc<Profile>, Detached)>, String> {
+        let Ok(guard) = tokio::time::timeout(bound, self.reloading.clone().lock_owned()).await
+        else {
+            return Err(format!(
+                "a reload is under way (still after {}); try again once it is done",
+                humantime::format_duration(bound)
+            ));
+        };
+        let instances = self.instances();
         let mut asks = tokio::task::JoinSet::new();
-        for h in self.instances().values() {
+        for h in instances.values() {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let h = h.clone();
             asks.spawn(async move {
-                // A task that is gone (cannot happen while it is in the map) gives nothing.
-                if h.tx.send(Command::Detach(tx)).await.is_err() {
-                    return None;
-                }
-                rx.await.ok().map(|d| (h.profile.clone(), d))
+                let held = match h.tx.send(Command::Hold(tx)).await {
+                    Ok(()) => rx.await.ok(),
+                    Err(_) => None,
+                };
+                (h, held)
             });
         }
-        let detached: Vec<(Arc<Profile>, Detached)> =
-            asks.join_all().await.into_iter().flatten().collect();
+        let mut held = Vec::new();
+        let all = tokio::time::timeout(bound, async {
+            while let Some(r) = asks.join_next().await {
+                if let Ok((h, Some(go))) = r {
+                    held.push((h, go));
+                }
+            }
+        })
+        .await;
+        if all.is_err() || held.len() < instances.len() {
+            // Released: each held task goes on (a dropped `Go` sender is a release), and a task
+            // that answers later finds nobody waiting.
+            asks.abort_all();
+            let busy: Vec<String> = instances
+                .keys()
+                .filter(|n| {
+                    !held
+                        .iter()
+                        .any(|(h, _)| h.profile.name.as_str() == n.as_str())
+                })
+                .cloned()
+                .collect();
+            drop(held);
+            return Err(format!(
+                "{} still busy after {} (a start or a stop under way); try again once {} settled",
+                busy.join(", "),
+                humantime::format_duration(bound),
+                if busy.len() == 1 {
+                    "it has"
+                } else {
+                    "they have"
+                }
+            ));
+        }
+        let mut detached = Vec::new();
+        for (h, go) in held {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if go.send(instance::Go::Detach(tx)).is_ok() {
+                if let Ok(d) = rx.await {
+                    detached.push((h.profile.clone(), d));
+                }
+            }
+        }
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, t) in tasks {
             let _ = t.await;
@@ -575,7 +629,7 @@ impl Supervisor {
         );
         self.shared.reaper.pause(true);
         *self.reexec_hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
-        detached
+        Ok(detached)
     }
 
     /// Runs `program` with `args` from the spawning thread (as a gateway is started, so the reaper

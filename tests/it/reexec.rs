@@ -370,3 +370,47 @@ fn a_grpcio_client_through_a_reexec_sees_unavailable_at_most() {
     );
     assert!(version(&d).contains("execs 1"));
 }
+
+#[test]
+fn a_reexec_while_a_gateway_is_stopping_is_refused_and_changes_nothing() {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    // main ignores SIGTERM: its stop waits out the stop timeout, longer than a re-exec waits for
+    // every instance to be at rest.
+    scene.fake_profile("main", ports[0], "stop: { timeout: 12s }\n");
+    let path = scene.path("supervisor.d/main.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"]\n", "\", \"--ignore-sigterm\"]\n")).unwrap();
+    scene.fake_profile("rescue", ports[1], "");
+    let d = scene.daemon();
+    running(&d, "main");
+    let rescue = running(&d, "rescue");
+    let socket = d.socket.clone();
+    let stopping = std::thread::spawn(move || {
+        std::process::Command::new(bin_path("openclawctl"))
+            .args(["stop", "main"])
+            .env("OPENCLAW_SUPERVISOR_SOCKET", socket)
+            .output()
+            .unwrap()
+    });
+    d.wait_status("main", "stopping", |s| s["state"] == "stopping");
+    let out = d.ctl(&["reexec"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("nothing changed") && err.contains("main still busy"),
+        "{err}"
+    );
+    // Nothing changed: the same program; rescue untouched; main's stop goes on to its end.
+    assert!(version(&d).contains("execs 0"), "{}", version(&d));
+    let s = running(&d, "rescue");
+    assert_eq!(s["pid"], rescue["pid"]);
+    let stopped = stopping.join().unwrap();
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert_eq!(d.status("main")["state"], "stopped");
+    // And once it has, a re-exec goes through.
+    let out = d.ctl(&["reexec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(running(&d, "rescue")["pid"], rescue["pid"]);
+    assert_eq!(d.status("main")["state"], "stopped");
+}
