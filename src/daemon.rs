@@ -659,6 +659,17 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
         }
     };
     let execs = s.kept.execs + 1;
+    // The profiles as the new program will read them, compared as a reload compares them: an
+    // instance whose restart fields changed on disk is restarted by the new program, the others
+    // never (whatever the new version's own text of a value).
+    let dir = opts.config_dir.clone();
+    let on_disk: std::collections::BTreeMap<String, crate::profile::Profile> =
+        tokio::task::spawn_blocking(move || crate::profile::load(&dir).profiles)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.to_string(), p))
+            .collect();
     let began = Instant::now();
     // From here every call is refused (UNAVAILABLE), the caller's excepted: it is past the check.
     s.refusing.store(true, Ordering::SeqCst);
@@ -673,6 +684,21 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
             return;
         }
     };
+    for (running, d) in &mut detached {
+        let (Some(child), Some(now)) = (d.child.as_mut(), on_disk.get(running.name.as_str()))
+        else {
+            continue;
+        };
+        let changed: Vec<String> = crate::supervise::changed_fields(running, now)
+            .into_iter()
+            .filter(|f| f.restart)
+            .map(|f| f.name.to_string())
+            .collect();
+        if !changed.is_empty() {
+            tracing::info!(instance = %running.name, "its profile changed on disk ({}): the new program restarts it", changed.join(", "));
+        }
+        child.changed = Some(changed);
+    }
     let instances = detached.len();
     if let Some(ask) = ask {
         let answered = ask.send(Ok(api::v1::ReexecResponse {
@@ -724,6 +750,11 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
     );
     for ((_, d), fd) in detached.iter_mut().zip(locks) {
         d.lock = fd.and_then(|fd| crate::supervise::ownership::Lock::from_fd(fd).ok());
+        // This program keeps the profiles it runs: nothing is restarted for one changed on disk
+        // (a reload applies that).
+        if let Some(c) = d.child.as_mut() {
+            c.changed = Some(Vec::new());
+        }
     }
     for i in &message.instances {
         if let Some(exit) = i.child.as_ref().and_then(|c| c.exit.map(|e| (c.pid, e))) {

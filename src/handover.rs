@@ -248,6 +248,8 @@ pub fn encode(
                 stderr_pending,
                 digest: c.digest.clone().into_iter().collect(),
                 exit: exit_of_pid(c.pid).map(exit_pb),
+                changed: c.changed.clone().unwrap_or_default(),
+                changed_known: c.changed.is_some(),
             }
         });
         let lock_fd = lock.as_ref().map_or(0, |l| {
@@ -469,6 +471,7 @@ fn read_inherited(var: &str) -> Result<Inherited, String> {
                 stdout,
                 stderr,
                 digest: c.digest.into_iter().collect(),
+                changed: c.changed_known.then_some(c.changed),
             }
         });
         let resume = Resume {
@@ -607,7 +610,15 @@ pub fn take_over(
                         pidfd,
                         lock: d.lock,
                         started_at: c.started_at,
-                        changed: crate::supervise::changed_since(&c.digest, profile),
+                        // The program before compared the profiles as a reload does; a digest
+                        // (its own text of each value) is the fallback, as after a crash.
+                        changed: match &c.changed {
+                            Some(fields) => fields
+                                .iter()
+                                .map(|f| crate::supervise::field_named(profile, f))
+                                .collect(),
+                            None => crate::supervise::changed_since(&c.digest, profile),
+                        },
                         pipes,
                         pending,
                         how: How::Handover {
@@ -712,6 +723,8 @@ mod tests {
                     stderr_pending: Vec::new(),
                     digest: Default::default(),
                     exit: Some(exit_pb(Exit::Code(3))),
+                    changed: vec!["port".into()],
+                    changed_known: true,
                 }),
                 state: "running".into(),
                 restarts: 2,
@@ -743,6 +756,7 @@ mod tests {
         assert_eq!(d.resume.tail[0].stream, Stream::Stderr);
         let c = d.child.as_ref().unwrap();
         assert_eq!(c.stdout.as_ref().unwrap().1, b"half a li");
+        assert_eq!(c.changed, Some(vec!["port".to_string()]));
         assert!(c.stderr.is_none());
         assert!(read_inherited("not-a-number").is_err());
     }

@@ -208,6 +208,9 @@ pub struct DetachedChild {
     pub stderr: Option<(std::os::fd::OwnedFd, Vec<u8>)>,
     /// The digest of the profile it started with ([`super::digest`]).
     pub digest: std::collections::BTreeMap<String, String>,
+    /// The restart fields in which the profile on disk differs from the one it runs, as this
+    /// program compares them (set by a re-exec before the handover); `None`: compare `digest`.
+    pub changed: Option<Vec<String>>,
 }
 
 /// What an instance's next task takes over from the one before (a re-exec): its status, its restart
@@ -754,6 +757,7 @@ impl Task {
                     stdout: pipes.next().flatten(),
                     stderr: pipes.next().flatten(),
                     digest: super::digest(&self.profile),
+                    changed: None,
                 })
             }
         };

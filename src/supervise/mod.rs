@@ -859,6 +859,16 @@ pub fn digest(p: &Profile) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The field of `p` named `name`, as [`changed_fields`] names it; "profile" for a name this
+/// version does not know (a handover from another version).
+pub fn field_named(p: &Profile, name: &str) -> &'static str {
+    field_keys(p)
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .find(|n| *n == name)
+        .unwrap_or("profile")
+}
+
 /// The fields of `p` that force a restart and differ from `recorded` (a [`digest`]), in the order
 /// a reload names them.
 pub fn changed_since(recorded: &BTreeMap<String, String>, p: &Profile) -> Vec<&'static str> {

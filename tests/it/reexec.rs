@@ -414,3 +414,34 @@ fn a_reexec_while_a_gateway_is_stopping_is_refused_and_changes_nothing() {
     assert_eq!(running(&d, "rescue")["pid"], rescue["pid"]);
     assert_eq!(d.status("main")["state"], "stopped");
 }
+
+#[test]
+fn a_profile_changed_on_disk_is_applied_by_the_reexec_as_a_reload_would() {
+    let scene = Scene::new();
+    let (d, _) = ticking(&scene);
+    let main = running(&d, "main");
+    let rescue = running(&d, "rescue");
+    // rescue's env changes on disk (a restart field); main's autostart (no restart).
+    for (name, extra) in [
+        ("rescue", "env: { EXTRA: \"1\" }\n"),
+        ("main", "autostart: true\n"),
+    ] {
+        let path = scene.path(&format!("supervisor.d/{name}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    }
+    let out = d.ctl(&["reexec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = running(&d, "main");
+    assert_eq!(m["pid"], main["pid"], "main was restarted: {m}");
+    let r = d.wait_status("rescue", "running again", |s| {
+        s["state"] == "running" && s["pid"] != rescue["pid"]
+    });
+    // A start of the new profile, as a reload's: not a restart by policy.
+    assert_eq!(r["restarts"], 0, "{r}");
+    let env = std::fs::read(format!("/proc/{}/environ", pid_of(&r))).unwrap();
+    assert!(String::from_utf8_lossy(&env).contains("EXTRA=1"));
+    assert!(!alive(pid_of(&rescue)));
+    let log = std::fs::read_to_string(&d.stderr).unwrap_or_default();
+    assert!(log.contains("its profile changed on disk (env)"), "{log}");
+}
