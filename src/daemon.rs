@@ -708,10 +708,9 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
             instances: u32::try_from(instances).unwrap_or(u32::MAX),
             execs,
         }));
-        if answered.is_ok() {
-            // The answer's bytes leave before the connection is closed.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Its bytes leave before the connection closes: the servers' graceful end below lets
+        // every call under way finish.
+        let _ = answered;
     }
     systemd.reloading(&format!(
         "re-executing {} (version {})",
