@@ -102,6 +102,10 @@ struct Serving {
 /// stops there), the process settings, the signals, then the instances. On failure, systemd and
 /// stderr have heard why, and the exit code is returned.
 async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCode> {
+    // First, while the daemon has one thread (their variables are unset): the gateways' pipes
+    // the service manager kept across a crash (`supervise::fdstore`).
+    let handed = crate::supervise::fdstore::take_handed();
+    let fdstore = crate::supervise::fdstore::FdStore::from_env();
     // Before the check: a profile's `limits` need what the mode offers.
     let containment = {
         let (off, socket) = (opts.no_cgroups, opts.socket.clone());
@@ -188,8 +192,27 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
     };
     // Before leftovers are ended: the gateways a crashed daemon left, that are exactly the ones
     // it recorded, are adopted, not ended.
-    let adopted =
-        crate::supervise::adopt_all(&plan.profiles, &opts.state_dir, &containment, &me).await;
+    let names: Vec<&str> = plan.profiles.iter().map(|p| p.name.as_str()).collect();
+    if !handed.is_empty() {
+        tracing::info!(
+            "the service manager handed back {} gateway pipes",
+            handed.len()
+        );
+    }
+    let mut pipes = handed.pair(&names, &fdstore);
+    let adopted = crate::supervise::adopt_all(
+        &plan.profiles,
+        &opts.state_dir,
+        &containment,
+        &me,
+        &mut pipes,
+    )
+    .await;
+    // The pipes of gateways not adopted are drained into their logs (by `Supervisor::start`):
+    // the store keeps only live children's pipes.
+    for name in pipes.keys() {
+        fdstore.remove(name);
+    }
     let names: Vec<String> = adopted.keys().cloned().collect();
     let scan = crate::supervise::clear_leftovers(&plan.profiles, &me, &names).await;
     tracing::info!(
@@ -223,6 +246,8 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
             records,
             adopted,
             scan,
+            fdstore,
+            drain: pipes,
         },
     ) {
         Ok(s) => Arc::new(s),
