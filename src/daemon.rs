@@ -404,6 +404,7 @@ impl Serving {
 /// then connections get `DRAIN` to close; a client that neither reads nor hangs up does not keep
 /// the daemon from exiting. The watchdog is fed until the end.
 async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
+    crate::systemd::mark_stopping(&opts.state_dir);
     s.notifier_stop.cancel();
     systemd.stopping(&format!(
         "stopping {} instances",
@@ -424,6 +425,7 @@ async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
     }
     let _ = std::fs::remove_file(&opts.socket);
     s.watchdog_stop.cancel();
+    crate::systemd::unmark_stopping(&opts.state_dir);
     systemd.status("stopped");
     tracing::info!("stopped");
     ExitCode::SUCCESS

@@ -77,6 +77,10 @@ struct Args {
 enum Command {
     /// Check the profiles and exit: 0 clean, 1 with the report otherwise.
     Check,
+    /// The unit's ExecStopPost: after a stop that did not finish (the daemon hung and was killed
+    /// alone), end the gateways it left; after a crash, nothing.
+    #[command(hide = true)]
+    StopLeftovers,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
             .on_crash
             .unwrap_or_else(|| OnCrash::default_for(std::env::var_os("NOTIFY_SOCKET").is_some())),
     };
+    let stop_leftovers = matches!(args.command, Some(Command::StopLeftovers));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         // /proc walks run on blocking threads; a few are enough, and each costs memory.
         .max_blocking_threads(8)
@@ -131,5 +136,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if stop_leftovers {
+        return runtime.block_on(openclaw_supervisor::systemd::stop_leftovers(
+            &opts.config_dir,
+            &opts.state_dir,
+            &opts.socket,
+        ));
+    }
     runtime.block_on(daemon::run(opts))
 }

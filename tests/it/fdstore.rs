@@ -346,3 +346,72 @@ fn a_stored_fd_that_is_not_a_pipe_is_refused_and_the_gateway_still_adopted() {
     assert_eq!(d.terminate(), Some(0));
     assert!(!alive(gateway));
 }
+
+/// `openclaw-supervisord stop-leftovers` (the units' ExecStopPost) as systemd runs it after the
+/// service's stop: with `result` as SERVICE_RESULT.
+fn stop_leftovers(scene: &Scene, result: &str) -> std::process::Output {
+    Command::new(bin_path("openclaw-supervisord"))
+        .args(["--config-dir", "supervisor.d", "--socket"])
+        .arg(scene.path("run/supervisor.sock"))
+        .arg("--state-dir")
+        .arg(scene.path("daemon-state"))
+        .arg("stop-leftovers")
+        .current_dir(scene.root.path())
+        .env("HOME", scene.home())
+        .env("SERVICE_RESULT", result)
+        .output()
+        .unwrap()
+}
+
+/// `main`, a stand-in that ignores SIGTERM (its stop waits 5 minutes), under a daemon that keeps
+/// it on a crash.
+fn stubborn(scene: &Scene) -> (Daemon, u32) {
+    let port = free_ports(1)[0];
+    scene.profile(
+        "main.yaml",
+        &format!(
+            "port: {port}\nstate_dir: ~/state/main\ncommand: [{:?}, --ignore-sigterm]\nstop:\n  timeout: 5m\n",
+            fake_gateway().display().to_string()
+        ),
+    );
+    let d = scene.daemon_with_env(&[], &[("OPENCLAW_SUPERVISOR_ON_CRASH", "keep")]);
+    let s = d.wait_status("main", "running", |s| s["state"] == "running");
+    (d, pid_of(&s))
+}
+
+#[test]
+fn exec_stop_post_ends_what_a_hung_stop_left_and_nothing_after_a_crash() {
+    // A stop that hangs (the gateway ignores SIGTERM), cut short by a SIGKILL of the daemon alone
+    // (systemd at TimeoutStopSec under KillMode=process): the gateway is ended.
+    let scene = Scene::new();
+    let (mut d, gateway) = stubborn(&scene);
+    signal(d.pid(), Signal::SIGTERM);
+    wait_for("the daemon to be stopping", || {
+        scene.path("daemon-state/stopping").exists().then_some(())
+    });
+    signal(d.pid(), Signal::SIGKILL);
+    d.wait_exit("the SIGKILLed daemon to be gone");
+    assert!(alive(gateway));
+    let out = stop_leftovers(&scene, "timeout");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        stdout(&out).contains("did not finish its stop"),
+        "{}",
+        stdout(&out)
+    );
+    wait_for("the gateway to be ended", || {
+        (!alive(gateway)).then_some(())
+    });
+    assert!(!scene.path("daemon-state/stopping").exists());
+
+    // A crash (no stop asked): the gateway is left for the next daemon to adopt.
+    let scene = Scene::new();
+    let (mut d, gateway) = stubborn(&scene);
+    signal(d.pid(), Signal::SIGKILL);
+    d.wait_exit("the SIGKILLed daemon to be gone");
+    let out = stop_leftovers(&scene, "signal");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(stdout(&out).contains("nothing to end"), "{}", stdout(&out));
+    assert!(alive(gateway), "a crashed daemon's gateway was ended");
+    signal(gateway, Signal::SIGKILL);
+}
