@@ -4,7 +4,8 @@
 //! process-tree walk (`tree.rs`), the CPU/RSS figures of the trees (`sample.rs`), who owns an
 //! instance's state dir and port (`ownership.rs`: the lock, the host scan, the probes' identity
 //! check), the records of running children and the adoption of those a crashed daemon left
-//! (`adopt.rs`). The [`Supervisor`]
+//! (`adopt.rs`), the children's pipes kept by the service manager across a crash (`fdstore.rs`).
+//! The [`Supervisor`]
 //! owns the set of instances: it applies reloads, and stops them all, in parallel, when its
 //! cancellation token fires.
 
