@@ -151,6 +151,9 @@ async fn prepare(opts: &Options, systemd: &Notifier) -> Result<Prepared, ExitCod
         systemd.fail(&format!("cannot serve on {}: {e}", opts.socket.display()));
         ExitCode::FAILURE
     })?;
+    // A stop mark an earlier daemon left (killed while stopping, with no ExecStopPost to clear
+    // it) is not this daemon's: a crash of this one must leave its gateways to be adopted.
+    crate::systemd::unmark_stopping(&opts.state_dir);
     // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
     // as the hard limit permits.
     raise_fd_limit();

@@ -171,6 +171,15 @@ impl Store {
     }
 }
 
+/// SIGKILLs a gateway the test may leave behind (a crashed daemon's, kept), passed or failed.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
 fn signal(pid: u32, sig: Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
@@ -247,6 +256,17 @@ fn lines_written_while_no_daemon_ran_reach_the_log_of_the_adopted_gateway() {
     let scene = Scene::new();
     let mut store = Store::bind(scene.root.path());
     let (mut d, gateway) = ticking(&scene, &mut store);
+    let _reap = Reap(gateway);
+    // The pipe was raised from the kernel's 64 KiB (to 1 MiB, or pipe-max-size for non-root).
+    let capacity = nix::fcntl::fcntl(
+        store.get("main.out").unwrap(),
+        nix::fcntl::FcntlArg::F_GETPIPE_SZ,
+    )
+    .unwrap();
+    println!("main's stdout pipe holds {capacity} bytes");
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(capacity, 1 << 20);
+    }
     let before = crash_with_every_line_written(&mut d, &mut store, gateway);
     // The gateway writes on, into the pipe the store keeps: several lines wait there.
     wait_for("ticks waiting in the stored pipe", || {
@@ -275,6 +295,7 @@ fn lines_of_a_gateway_that_died_while_no_daemon_ran_are_in_its_log() {
     let scene = Scene::new();
     let mut store = Store::bind(scene.root.path());
     let (mut d, gateway) = ticking(&scene, &mut store);
+    let _reap = Reap(gateway);
     let before = crash_with_every_line_written(&mut d, &mut store, gateway);
     wait_for("ticks waiting in the stored pipe", || {
         (store.unread("main.out") >= 5 * "tick 99\n".len()).then_some(())
@@ -314,6 +335,7 @@ fn a_stored_fd_that_is_not_a_pipe_is_refused_and_the_gateway_still_adopted() {
     let scene = Scene::new();
     let mut store = Store::bind(scene.root.path());
     let (mut d, gateway) = ticking(&scene, &mut store);
+    let _reap = Reap(gateway);
     signal(d.pid(), Signal::SIGKILL);
     d.wait_exit("the SIGKILLed daemon to be gone");
     // A hostile host hands a regular file under main.out, and an unknown name beside it.
@@ -385,6 +407,7 @@ fn exec_stop_post_ends_what_a_hung_stop_left_and_nothing_after_a_crash() {
     // (systemd at TimeoutStopSec under KillMode=process): the gateway is ended.
     let scene = Scene::new();
     let (mut d, gateway) = stubborn(&scene);
+    let _reap = Reap(gateway);
     signal(d.pid(), Signal::SIGTERM);
     wait_for("the daemon to be stopping", || {
         scene.path("daemon-state/stopping").exists().then_some(())
@@ -407,11 +430,11 @@ fn exec_stop_post_ends_what_a_hung_stop_left_and_nothing_after_a_crash() {
     // A crash (no stop asked): the gateway is left for the next daemon to adopt.
     let scene = Scene::new();
     let (mut d, gateway) = stubborn(&scene);
+    let _reap = Reap(gateway);
     signal(d.pid(), Signal::SIGKILL);
     d.wait_exit("the SIGKILLed daemon to be gone");
     let out = stop_leftovers(&scene, "signal");
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(stdout(&out).contains("nothing to end"), "{}", stdout(&out));
     assert!(alive(gateway), "a crashed daemon's gateway was ended");
-    signal(gateway, Signal::SIGKILL);
 }
