@@ -210,17 +210,16 @@ fn main() {
         "every running instance's pipes in the store",
         Duration::from_millis(50),
         || {
-            let held = fds.lock().unwrap();
+            let held: std::collections::HashSet<String> =
+                fds.lock().unwrap().iter().map(|(n, _)| n.clone()).collect();
             let missing: Vec<&String> = pids
                 .keys()
                 .filter(|k| {
-                    !["out", "err"]
-                        .iter()
-                        .all(|p| held.iter().any(|(n, _)| *n == format!("{k}.{p}")))
+                    !held.contains(&format!("{k}.out")) || !held.contains(&format!("{k}.err"))
                 })
                 .collect();
             waited += 1;
-            if waited % 200 == 0 {
+            if waited % 100 == 0 {
                 eprintln!("{} stored; pipes missing of {missing:?}", held.len());
             }
             missing.is_empty()
