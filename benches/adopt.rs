@@ -93,7 +93,10 @@ fn start(dir: &Path, notify: &Path, fds: &Fds) -> Child {
         .arg("--state-dir")
         .arg(dir.join("daemon-state"))
         .env("HOME", dir)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("ADOPT_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("NOTIFY_SOCKET", notify)
         .env_remove("LISTEN_PID")
         .stderr(match std::env::var_os("ADOPT_DAEMON_LOG") {
