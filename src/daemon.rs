@@ -166,6 +166,11 @@ async fn prepare(
     inherited: Option<Inherited>,
     jobs: crate::supervise::spawn::Jobs,
 ) -> Result<Prepared, ExitCode> {
+    // First, before any other thread reads the environment (the main thread only waits for
+    // jobs; their variables are unset): the gateways' pipes the service manager kept across a
+    // crash (`supervise::fdstore`).
+    let handed = crate::supervise::fdstore::take_handed();
+    let fdstore = crate::supervise::fdstore::FdStore::from_env();
     // Before the check: a profile's `limits` need what the mode offers.
     let containment = {
         let (off, socket) = (opts.no_cgroups, opts.socket.clone());
@@ -237,6 +242,9 @@ async fn prepare(
             .as_ref()
             .map_or_else(SystemTime::now, |i| i.started),
     };
+    // A stop mark an earlier daemon left (killed while stopping, with no ExecStopPost to clear
+    // it) is not this daemon's: a crash of this one must leave its gateways to be adopted.
+    crate::systemd::unmark_stopping(&opts.state_dir);
     // Each instance holds a few descriptors (two pipes, probe connections, its log): allow as many
     // as the hard limit permits.
     raise_fd_limit();
@@ -283,7 +291,16 @@ async fn prepare(
         }
     };
     // Before leftovers are ended: the gateways handed over by a re-exec, or those a crashed daemon
-    // left that are exactly the ones it recorded, are adopted, not ended.
+    // left that are exactly the ones it recorded (with the pipes the service manager kept), are
+    // adopted, not ended.
+    let names: Vec<&str> = plan.profiles.iter().map(|p| p.name.as_str()).collect();
+    if !handed.is_empty() {
+        tracing::info!(
+            "the service manager handed back {} gateway pipes",
+            handed.len()
+        );
+    }
+    let mut pipes = handed.pair(&names, &fdstore);
     let (adopted, resume, exits) = match inherited.take() {
         Some(i) => {
             let (adopted, resume, orphans) = handover::take_over(i.instances, &plan.profiles);
@@ -302,11 +319,23 @@ async fn prepare(
             (adopted, resume, i.exits)
         }
         None => (
-            crate::supervise::adopt_all(&plan.profiles, &opts.state_dir, &containment, &me).await,
+            crate::supervise::adopt_all(
+                &plan.profiles,
+                &opts.state_dir,
+                &containment,
+                &me,
+                &mut pipes,
+            )
+            .await,
             Default::default(),
             Vec::new(),
         ),
     };
+    // The pipes of gateways not adopted are drained into their logs (by `Supervisor::start`):
+    // the store keeps only live children's pipes.
+    for name in pipes.keys() {
+        fdstore.remove(name);
+    }
     let names: Vec<String> = adopted.keys().cloned().collect();
     let scan = crate::supervise::clear_leftovers(&plan.profiles, &me, &names).await;
     tracing::info!(
@@ -343,6 +372,8 @@ async fn prepare(
             resume,
             exits,
             scan,
+            fdstore,
+            drain: pipes,
         },
     ) {
         Ok(s) => Arc::new(s),
@@ -587,6 +618,7 @@ impl Serving {
 /// then connections get `DRAIN` to close; a client that neither reads nor hangs up does not keep
 /// the daemon from exiting. The watchdog is fed until the end.
 async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
+    crate::systemd::mark_stopping(&opts.state_dir);
     s.notifier_stop.cancel();
     systemd.stopping(&format!(
         "stopping {} instances",
@@ -600,6 +632,7 @@ async fn shut_down(opts: &Options, systemd: &Notifier, s: Serving) -> ExitCode {
     end_servers(s.servers, &s.server_stop, DRAIN).await;
     let _ = std::fs::remove_file(&opts.socket);
     s.watchdog_stop.cancel();
+    crate::systemd::unmark_stopping(&opts.state_dir);
     systemd.status("stopped");
     tracing::info!("stopped");
     ExitCode::SUCCESS

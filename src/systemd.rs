@@ -2,8 +2,16 @@
 //! launched, `STATUS=` lines as the instances' states change, `STOPPING=1` at shutdown, and
 //! `WATCHDOG=1` at half the `WatchdogSec` interval while the runtime turns. Without
 //! `NOTIFY_SOCKET` (not run by systemd) every call does nothing.
+//!
+//! Also the unit's `ExecStopPost=` (`openclaw-supervisord stop-leftovers`): under
+//! `KillMode=process` a daemon that hangs while it stops its gateways is killed alone at
+//! `TimeoutStopSec`, and would leave them running; the daemon marks its state dir while it stops
+//! ([`STOPPING`]), and `stop-leftovers` ends the gateways only where that mark is left (a stop
+//! that did not finish), never after a crash (no mark: the next daemon adopts them).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +122,60 @@ impl Notifier {
             }
         });
     }
+}
+
+/// The file in the daemon's state dir that says it was told to stop and has not finished.
+pub const STOPPING: &str = "stopping";
+
+/// Marks the state dir: the daemon stops its gateways from now on.
+pub fn mark_stopping(state_dir: &Path) {
+    let path = state_dir.join(STOPPING);
+    let _ = std::fs::remove_file(&path);
+    if let Err(e) = crate::fsx::create_new(&path, 0o600).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, format!("{}\n", std::process::id()).as_bytes())
+    }) {
+        tracing::warn!(
+            "cannot write {} (an ExecStopPost after a hung stop would not end the gateways): {e}",
+            path.display()
+        );
+    }
+}
+
+/// The stop finished: nothing is left for `stop-leftovers`.
+pub fn unmark_stopping(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(STOPPING));
+}
+
+/// `openclaw-supervisord stop-leftovers` (the unit's `ExecStopPost=`): after a stop that did not
+/// finish (the state dir still marked [`STOPPING`]: the daemon hung and was killed alone), ends
+/// the gateways of the profiles in `config_dir` as the daemon's start would end leftovers (those
+/// carrying an instance's marker, whose state dir lock is free). After a crash, or a stop that
+/// finished, it does nothing. `SERVICE_RESULT` (set by systemd) `success` means the latter.
+pub async fn stop_leftovers(config_dir: &Path, state_dir: &Path, socket: &Path) -> ExitCode {
+    let marked = state_dir.join(STOPPING).exists();
+    let result = std::env::var("SERVICE_RESULT").unwrap_or_default();
+    if !marked || result == "success" {
+        println!(
+            "nothing to end: the daemon {}",
+            if marked {
+                "stopped its gateways"
+            } else {
+                "was not stopping (a crash leaves its gateways to the next daemon to adopt)"
+            }
+        );
+        unmark_stopping(state_dir);
+        return ExitCode::SUCCESS;
+    }
+    let plan = crate::profile::load(config_dir);
+    let me = crate::supervise::ownership::Owner::me(socket);
+    let scan = crate::supervise::clear_leftovers(&plan.profiles, &me, &[]).await;
+    unmark_stopping(state_dir);
+    println!(
+        "the daemon did not finish its stop (SERVICE_RESULT={result}): ended what its {} instances left{}",
+        plan.profiles.len(),
+        if scan.done { "" } else { " (the scan of the host failed)" }
+    );
+    ExitCode::SUCCESS
 }
 
 /// "2 instances: 1 running, 1 starting".

@@ -85,6 +85,10 @@ enum Command {
     /// re-exec (its version, the API it serves, the handover formats it reads, its check of the
     /// profiles); what a re-exec runs first. Exit 0 if it can.
     HandoverCheck,
+    /// The unit's ExecStopPost: after a stop that did not finish (the daemon hung and was killed
+    /// alone), end the gateways it left; after a crash, nothing.
+    #[command(hide = true)]
+    StopLeftovers,
 }
 
 fn main() -> ExitCode {
@@ -93,7 +97,7 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Check) => return cli::check(&dir),
         Some(Command::HandoverCheck) => return openclaw_supervisor::handover::check_mode(&dir),
-        None => {}
+        Some(Command::StopLeftovers) | None => {}
     }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
@@ -132,6 +136,22 @@ fn main() -> ExitCode {
             args.binary.map(|b| std::path::absolute(&b).unwrap_or(b)),
         ),
     };
+    if matches!(args.command, Some(Command::StopLeftovers)) {
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r.block_on(openclaw_supervisor::systemd::stop_leftovers(
+                &opts.config_dir,
+                &opts.state_dir,
+                &opts.socket,
+            )),
+            Err(e) => {
+                eprintln!("openclaw-supervisord: cannot start its runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The main thread forks every child and runs the re-exec (spawn::JobQueue::run); the runtime
     // turns on a thread of its own.
     let (jobs, queue) = openclaw_supervisor::supervise::spawn::jobs();

@@ -272,6 +272,8 @@ pub struct Shared {
     pub known: tree::Seen,
     /// The records of running children, for the next daemon's adoption.
     pub records: adopt::Records,
+    /// The service manager's fd store: each child's pipes, while its tree lives.
+    pub fdstore: super::fdstore::FdStore,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -1018,6 +1020,12 @@ impl Task {
                         SystemTime::now(),
                     ));
                 }
+                {
+                    use std::os::fd::AsFd;
+                    let name = self.profile.name.as_str();
+                    let (out, err) = (child.stdout.as_fd(), child.stderr.as_fd());
+                    self.shared.fdstore.store(name, out, err);
+                }
                 let captures = vec![
                     self.log.capture(child.stdout, Stream::Stdout, Vec::new()),
                     self.log.capture(child.stderr, Stream::Stderr, Vec::new()),
@@ -1446,6 +1454,8 @@ impl Task {
         self.shared.known.forget(self.profile.name.as_str());
         // The instance's tree is gone: no child of it for a next daemon to adopt.
         self.shared.records.clear(self.profile.name.as_str());
+        // Nor pipes of it for the service manager to keep.
+        self.shared.fdstore.remove(self.profile.name.as_str());
     }
 }
 

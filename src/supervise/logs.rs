@@ -165,6 +165,26 @@ impl InstanceLog {
         });
     }
 
+    /// Writes lines a child wrote while no daemon read them (kept in a pipe by the service
+    /// manager's fd store: `super::fdstore`), as if captured now.
+    pub fn lines(&self, stream: Stream, texts: Vec<String>) {
+        if texts.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let rendered = texts
+            .into_iter()
+            .map(|text| {
+                self.remember(LogLine {
+                    time: now,
+                    stream,
+                    text,
+                })
+            })
+            .collect();
+        self.disk.write(&self.file, rendered);
+    }
+
     /// Starts reading a child's pipe until it closes, or until the returned [`Capture`] takes the
     /// pipe back (a re-exec). `pending`: bytes already read from the pipe and not yet written as
     /// lines (what a handover carried over), read before the pipe.

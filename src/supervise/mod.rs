@@ -4,7 +4,8 @@
 //! process-tree walk (`tree.rs`), the CPU/RSS figures of the trees (`sample.rs`), who owns an
 //! instance's state dir and port (`ownership.rs`: the lock, the host scan, the probes' identity
 //! check), the records of running children and the adoption of those a crashed daemon left
-//! (`adopt.rs`). The [`Supervisor`]
+//! (`adopt.rs`), the children's pipes kept by the service manager across a crash (`fdstore.rs`).
+//! The [`Supervisor`]
 //! owns the set of instances: it applies reloads, and stops them all, in parallel, when its
 //! cancellation token fires.
 
@@ -13,6 +14,7 @@ pub mod backoff;
 pub mod cgroup;
 pub mod decide;
 pub mod desired;
+pub mod fdstore;
 pub mod instance;
 pub mod logs;
 pub mod ownership;
@@ -149,6 +151,7 @@ impl Supervisor {
                 None => spawn::Spawner::start(reaper.clone(), run.on_crash)?,
             },
             records: run.records,
+            fdstore: run.fdstore,
             reaper,
             probe_grid: tokio::time::Instant::now(),
             events: broadcast::channel(1024).0,
@@ -191,6 +194,9 @@ impl Supervisor {
             let scanned = run.scan.found.remove(name).unwrap_or_default();
             let scanned = (run.scan.done && start).then_some(scanned);
             let adopted = run.adopted.remove(name);
+            if let Some((out, err)) = run.drain.remove(name) {
+                drain_into(&log, name, out, err);
+            }
             let resume = run.resume.remove(name);
             instances.insert(
                 profile.name.to_string(),
@@ -903,17 +909,25 @@ pub struct Running {
     pub exits: Vec<(i32, Exit)>,
     /// What the start-up scan found on the instances' places ([`clear_leftovers`]).
     pub scan: Scan,
+    /// The service manager's fd store, where each child's pipes go ([`fdstore`]).
+    pub fdstore: fdstore::FdStore,
+    /// Pipes the fd store handed back of instances not adopted: drained into their logs before
+    /// they start (their gateways wrote it while no daemon ran).
+    pub drain: BTreeMap<String, (std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 }
 
 /// At start, before leftovers are ended: the gateways of `profiles` that the records in
 /// `state_dir` (the daemon's) name and that are exactly the ones recorded, with their locks taken
 /// ([`adopt::examine`], on a blocking thread). A record that does not match is dropped, and said
-/// so once; nothing is signalled here.
+/// so once; nothing is signalled here. `pipes`: each instance's stdout and stderr as the service
+/// manager's fd store handed them back; an adopted gateway takes its pair (`Adopted::pipes`),
+/// the pairs of the others stay in the map.
 pub async fn adopt_all(
     profiles: &[Profile],
     state_dir: &std::path::Path,
     containment: &cgroup::Containment,
     me: &ownership::Owner,
+    pipes: &mut BTreeMap<String, (std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 ) -> BTreeMap<String, adopt::Adopted> {
     let work: Vec<(Profile, Option<std::path::PathBuf>)> = profiles
         .iter()
@@ -937,12 +951,43 @@ pub async fn adopt_all(
             adopt::Found::Dropped(why) => {
                 tracing::warn!(instance = %name, "not adopting its recorded gateway: {why}; starting it as usual")
             }
-            adopt::Found::Adopt(a) => {
+            adopt::Found::Adopt(mut a) => {
+                a.pipes = pipes.remove(&name);
                 adopted.insert(name, a);
             }
         }
     }
     adopted
+}
+
+/// The most read from each pipe the fd store hands back for an instance not adopted: a pipe
+/// holds at most its capacity (`spawn::PIPE_BYTES`), unless a writer is still alive.
+const DRAIN_LIMIT: usize = 4 << 20;
+
+/// Writes into `log` what an instance's gateway wrote while no daemon ran and died before one
+/// came back (or was not adopted): the lines its pipes hold, kept by the service manager's fd
+/// store. Read without waiting; the pipes are closed after.
+fn drain_into(
+    log: &logs::InstanceLog,
+    name: &str,
+    out: std::os::fd::OwnedFd,
+    err: std::os::fd::OwnedFd,
+) {
+    let out = fdstore::drain(out, DRAIN_LIMIT);
+    let err = fdstore::drain(err, DRAIN_LIMIT);
+    let n = out.len() + err.len();
+    if n == 0 {
+        return;
+    }
+    tracing::info!(
+        instance = name,
+        "{n} lines its gateway wrote while no daemon ran, kept by the fd store: written to its log"
+    );
+    log.note(format!(
+        "{n} lines its gateway wrote while no daemon ran (kept by the service manager's fd store) follow"
+    ));
+    log.lines(logs::Stream::Stdout, out);
+    log.lines(logs::Stream::Stderr, err);
 }
 
 /// What the daemon's start-up scan found on each instance's places: processes that are not the

@@ -93,6 +93,12 @@ impl OnCrash {
     }
 }
 
+/// The capacity asked for each child pipe (the kernel's default is 64 KiB): what a gateway writes
+/// while no daemon reads (between a crash and the next daemon, its pipes kept by the service
+/// manager's fd store) waits there. Non-root gets at most `/proc/sys/fs/pipe-max-size` (1 MiB by
+/// default) and, past `pipe-user-pages-soft` for the user's pipes together, the default.
+pub const PIPE_BYTES: usize = 1 << 20;
+
 /// What the spawning thread does.
 pub enum Job {
     /// Starts a child (the reaper's lock held around the fork, the death signal as said).
@@ -276,6 +282,12 @@ fn spawn_now(req: &SpawnRequest, reaper: &Reaper, on_crash: OnCrash) -> io::Resu
     let stderr = child.stderr.take().map(OwnedFd::from);
     // The reaper waits for it: dropping a std Child neither waits nor kills.
     drop(child);
+    for (fd, what) in [(&stdout, "stdout"), (&stderr, "stderr")] {
+        if let Some(fd) = fd {
+            let got = super::fdstore::raise_capacity(std::os::fd::AsFd::as_fd(fd), PIPE_BYTES);
+            tracing::debug!(pid, "{what} pipe capacity: {got:?} bytes");
+        }
+    }
     match (stdout, stderr) {
         (Some(stdout), Some(stderr)) => Ok(Spawned {
             pid,

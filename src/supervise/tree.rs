@@ -413,6 +413,10 @@ pub struct Holder {
 /// One pass over the host, reading each process's environment once: every process that uses an
 /// instance's state dir or listens on its gateway port.
 pub fn host_scan(known: &[Known]) -> Vec<Holder> {
+    // Nothing to look for (every instance adopted, after a crash): no walk of every process.
+    if known.is_empty() {
+        return Vec::new();
+    }
     let by_state: HashMap<String, &Known> = known
         .iter()
         .map(|k| (format!("OPENCLAW_STATE_DIR={}", k.state_dir), k))

@@ -11,6 +11,7 @@ mod adopt;
 mod api;
 mod check;
 mod desired_state;
+mod fdstore;
 mod gateway;
 mod hostile_claim;
 mod hostile_files;

@@ -162,7 +162,8 @@ fn no_ready_when_the_check_fails() {
     );
 }
 
-/// The shipped units (system and user) are `Type=notify` with a watchdog and SIGHUP for reload, and
+/// The shipped units (system and user) are `Type=notify` with a watchdog and SIGHUP for reload,
+/// keep the gateways through a crash (KillMode=process, the fd store) and end a hung stop's, and
 /// `systemd-analyze verify` accepts them where it exists (their ExecStart pointed at the binary
 /// cargo built, which verify requires to exist).
 #[test]
@@ -191,12 +192,21 @@ fn the_shipped_units_verify() {
             "Type=notify",
             "ExecReload=/bin/kill -HUP $MAINPID",
             "WatchdogSec=",
-            "KillMode=mixed",
+            // A crash leaves the gateways to be adopted; a hung stop's are ended after it.
+            "KillMode=process",
             "Delegate=yes",
+            "FileDescriptorStoreMax=4096",
             exec,
         ] {
             assert!(unit.contains(needed), "{file} has {needed}");
         }
+        assert!(
+            unit.contains(&format!("ExecStopPost=-{exec}"))
+                && unit
+                    .lines()
+                    .any(|l| l.starts_with("ExecStopPost=") && l.ends_with(" stop-leftovers")),
+            "{file} ends a hung stop's leftovers"
+        );
         if !analyze {
             continue;
         }
