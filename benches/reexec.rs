@@ -113,6 +113,7 @@ async fn one_exec(socket: &std::path::Path, execs: u32) -> Duration {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut c = client::connect(socket).await.unwrap();
+    let asked = Instant::now();
     let r = c.reexec(v1::ReexecRequest {}).await;
     assert!(
         r.is_ok()
@@ -134,6 +135,14 @@ async fn one_exec(socket: &std::path::Path, execs: u32) -> Duration {
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     let answers = prober.await.unwrap();
+    if std::env::var_os("REEXEC_DEBUG").is_some() {
+        let w = answers.windows(2).max_by_key(|w| w[1] - w[0]).unwrap();
+        eprintln!(
+            "gap from {:?} to {:?} after the reexec call",
+            w[0].saturating_duration_since(asked),
+            w[1].saturating_duration_since(asked)
+        );
+    }
     answers
         .windows(2)
         .map(|w| w[1] - w[0])

@@ -301,6 +301,9 @@ async fn prepare(
         );
     }
     let mut pipes = handed.pair(&names, &fdstore);
+    // A re-exec's program takes over a consistent whole: nothing was left by a run that died,
+    // and an instance without a gateway scans the host at its next start, as any start does.
+    let reexeced = inherited.is_some();
     let (adopted, resume, exits) = match inherited.take() {
         Some(i) => {
             let (adopted, resume, orphans) = handover::take_over(i.instances, &plan.profiles);
@@ -337,7 +340,11 @@ async fn prepare(
         fdstore.remove(name);
     }
     let names: Vec<String> = adopted.keys().cloned().collect();
-    let scan = crate::supervise::clear_leftovers(&plan.profiles, &me, &names).await;
+    let scan = if reexeced {
+        crate::supervise::Scan::default()
+    } else {
+        crate::supervise::clear_leftovers(&plan.profiles, &me, &names).await
+    };
     tracing::info!(
         "containment: {}; on a crash the gateways are {}",
         containment.describe(),
@@ -346,7 +353,7 @@ async fn prepare(
             OnCrash::Keep => "kept for the next daemon to adopt (--on-crash keep)",
         }
     );
-    if let Some(c) = containment.cgroups().cloned() {
+    if let Some(c) = containment.cgroups().cloned().filter(|_| !reexeced) {
         // Only one live daemon holds the socket, taken above: what is in its cgroups now was left
         // by an earlier run, except the cgroups of the gateways being adopted.
         let keep: Vec<PathBuf> = names.iter().filter_map(|n| containment.dir(n)).collect();
@@ -703,6 +710,21 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
             .into_iter()
             .map(|p| (p.name.to_string(), p))
             .collect();
+    let changed: std::collections::BTreeMap<String, Vec<String>> = s
+        .supervisor
+        .instances()
+        .iter()
+        .filter_map(|(name, h)| {
+            let now = on_disk.get(name)?;
+            let fields = crate::supervise::changed_fields(&h.profile, now)
+                .into_iter()
+                .filter(|f| f.restart)
+                .map(|f| f.name.to_string())
+                .collect();
+            Some((name.clone(), fields))
+        })
+        .collect();
+    drop(on_disk);
     let began = Instant::now();
     // From here every call is refused (UNAVAILABLE), the caller's excepted: it is past the check.
     s.refusing.store(true, Ordering::SeqCst);
@@ -718,19 +740,14 @@ async fn reexec(opts: &Options, systemd: &Notifier, s: &mut Serving, ask: Option
         }
     };
     for (running, d) in &mut detached {
-        let (Some(child), Some(now)) = (d.child.as_mut(), on_disk.get(running.name.as_str()))
+        let (Some(child), Some(fields)) = (d.child.as_mut(), changed.get(running.name.as_str()))
         else {
             continue;
         };
-        let changed: Vec<String> = crate::supervise::changed_fields(running, now)
-            .into_iter()
-            .filter(|f| f.restart)
-            .map(|f| f.name.to_string())
-            .collect();
-        if !changed.is_empty() {
-            tracing::info!(instance = %running.name, "its profile changed on disk ({}): the new program restarts it", changed.join(", "));
+        if !fields.is_empty() {
+            tracing::info!(instance = %running.name, "its profile changed on disk ({}): the new program restarts it", fields.join(", "));
         }
-        child.changed = Some(changed);
+        child.changed = Some(fields.clone());
     }
     let instances = detached.len();
     if let Some(ask) = ask {

@@ -615,13 +615,19 @@ impl Supervisor {
                 }
             ));
         }
+        // All at once: each task takes its pipes back on its own.
+        let answers: Vec<_> = held
+            .into_iter()
+            .filter_map(|(h, go)| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                go.send(instance::Go::Detach(tx)).ok()?;
+                Some((h.profile.clone(), rx))
+            })
+            .collect();
         let mut detached = Vec::new();
-        for (h, go) in held {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if go.send(instance::Go::Detach(tx)).is_ok() {
-                if let Ok(d) = rx.await {
-                    detached.push((h.profile.clone(), d));
-                }
+        for (profile, rx) in answers {
+            if let Ok(d) = rx.await {
+                detached.push((profile, d));
             }
         }
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
