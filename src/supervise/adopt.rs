@@ -61,6 +61,11 @@ pub struct Record {
     pub started_at: u64,
     /// The daemon that started (or adopted) it.
     pub daemon_pid: u32,
+    /// Whether it had passed its readiness probe (rewritten when it does): a next daemon takes a
+    /// ready gateway as `running` at once, its liveness probed as usual, without a readiness
+    /// cycle. Absent in records of older daemons: not ready.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 impl Record {
@@ -84,6 +89,7 @@ impl Record {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             daemon_pid: std::process::id(),
+            ready: false,
         }
     }
 }
@@ -219,7 +225,10 @@ pub struct Adopted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum How {
     /// Found running after a crash of the daemon that started it: not our child.
-    Crash,
+    Crash {
+        /// Its record says it had passed its readiness probe.
+        ready: bool,
+    },
     /// Handed over by a re-exec of this same process.
     Handover {
         /// The process's own child (its exit code comes from the reaper).
@@ -305,7 +314,7 @@ pub fn examine(state_dir: &Path, profile: &Profile, cgroup: Option<&Path>, me: &
         changed: super::changed_since(&r.digest, profile),
         pipes: None,
         pending: Default::default(),
-        how: How::Crash,
+        how: How::Crash { ready: r.ready },
     })
 }
 
@@ -368,6 +377,7 @@ mod tests {
             cgroup: None,
             started_at: 1,
             daemon_pid: 2,
+            ready: true,
         };
         write(&dir.path().join(DIR), &r).unwrap();
         assert_eq!(read(&dir.path().join(DIR), "main").unwrap(), Some(r));

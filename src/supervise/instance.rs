@@ -629,11 +629,12 @@ impl Task {
         let pid = a.pid;
         self.lock = a.lock;
         let since = humantime::format_rfc3339_seconds(a.started_at);
+        let crash = matches!(a.how, adopt::How::Crash { .. });
         let (note, ours, ready) = match a.how {
-            adopt::How::Crash => (
+            adopt::How::Crash { ready } => (
                 format!("adopted pid {pid}, running since {since}"),
                 false,
-                false,
+                ready,
             ),
             adopt::How::Handover { ours, ready } => (
                 format!("kept pid {pid} across a re-exec of the supervisor"),
@@ -641,7 +642,7 @@ impl Task {
                 ready,
             ),
         };
-        if a.how == adopt::How::Crash {
+        if crash {
             self.log.note(note.clone());
             tracing::info!(instance = %self.profile.name, pid, "{note}");
         } else {
@@ -705,27 +706,35 @@ impl Task {
             self.next_start = Some(Instant::now());
             return;
         }
-        if ready {
-            // Handed over ready a moment ago: running as it was, its liveness probed as usual.
-            self.next_probe = Some(self.next_liveness());
-            self.publish();
-            return;
-        }
-        if a.how == adopt::How::Crash {
+        if crash {
             // This daemon's record of it: the same child, its new keeper (only now: a gateway
             // about to be stopped keeps the record that says why, should this daemon crash first).
-            self.shared.records.write(adopt::Record::new(
-                &self.profile,
-                pid,
-                a.start,
-                self.shared.containment.dir(self.profile.name.as_str()),
-                a.started_at,
-            ));
+            self.record(pid, a.start, a.started_at, ready);
+        }
+        if ready {
+            // Ready when it was handed over (or, after a crash, when its record was last written)
+            // and proven the instance's own (pid, start time, marker, cgroup, lock): running as
+            // it was. Its liveness is probed as usual; after a crash, the first probe of each is
+            // spread over one interval, so that hundreds adopted at once are not probed at once.
+            self.next_probe = Some(if crash {
+                now + self.profile.health.interval.mul_f64(fastrand::f64())
+            } else {
+                self.next_liveness()
+            });
+            if crash {
+                self.set_state(State::Running, note);
+            } else {
+                self.publish();
+            }
+            return;
         }
         // Running at once if it answers now; else starting, polled as a start is.
         self.next_probe = Some(now);
         if self.ready_now().await {
             self.next_probe = Some(self.next_liveness());
+            if crash {
+                self.record(pid, a.start, a.started_at, true);
+            }
             self.set_state(State::Running, note);
         } else {
             self.next_probe = Some(now + READY_POLL);
@@ -787,6 +796,19 @@ impl Task {
             child,
             lock: self.lock.take(),
         }
+    }
+
+    /// Writes the record of the instance's child (`ready`: it passed its readiness probe).
+    fn record(&self, pid: i32, start: u64, started_at: SystemTime, ready: bool) {
+        let mut r = adopt::Record::new(
+            &self.profile,
+            pid,
+            start,
+            self.shared.containment.dir(self.profile.name.as_str()),
+            started_at,
+        );
+        r.ready = ready;
+        self.shared.records.write(r);
     }
 
     /// One readiness probe of the child, with its identity check: whether it passed. Marks the
@@ -1131,6 +1153,14 @@ impl Task {
                     }
                     self.status.last_error = None;
                     self.next_probe = Some(self.next_liveness());
+                    // The record says so too, for a next daemon's adoption.
+                    if let (Some(start), Some(at)) = (
+                        self.child.as_ref().and_then(|c| c.start),
+                        self.status.started_at,
+                    ) {
+                        let pid = self.child.as_ref().map_or(0, |c| c.pid);
+                        self.record(pid, start, at, true);
+                    }
                     self.set_state(State::Running, "ready");
                     self.answer_waiters();
                 }
