@@ -14,16 +14,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../tests/support/service_manager.rs"]
+mod service_manager;
 
 use common::{fake_gateway, fake_profile, kill, median, ms, ports, wait_every};
 
@@ -37,40 +37,10 @@ fn store(path: &Path) -> Fds {
     let fds: Fds = Arc::default();
     let kept = fds.clone();
     std::thread::spawn(move || {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        loop {
-            let mut buf = vec![0u8; 4096];
-            let mut space = nix::cmsg_space!([RawFd; 8]);
-            let (n, got) = {
-                let mut iov = [IoSliceMut::new(&mut buf)];
-                let Ok(msg) = recvmsg::<()>(
-                    socket.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut space),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) else {
-                    return;
-                };
-                let mut got = Vec::new();
-                for c in msg.cmsgs().unwrap() {
-                    if let ControlMessageOwned::ScmRights(r) = c {
-                        // SAFETY: the kernel just gave us these fds.
-                        got.extend(r.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-                    }
-                }
-                (msg.bytes, got)
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let Some(name) = text.lines().find_map(|l| l.strip_prefix("FDNAME=")) else {
-                continue;
-            };
-            let mut fds = kept.lock().unwrap();
-            if text.lines().any(|l| l == "FDSTOREREMOVE=1") {
-                fds.retain(|(n, _)| n != name);
-            }
-            if text.lines().any(|l| l == "FDSTORE=1") {
-                fds.extend(got.into_iter().map(|fd| (name.to_string(), fd)));
-            }
+        while let Some((text, got)) =
+            service_manager::receive(&socket, nix::sys::socket::MsgFlags::empty())
+        {
+            service_manager::apply(&mut kept.lock().unwrap(), &text, got);
         }
     });
     fds
@@ -79,12 +49,9 @@ fn store(path: &Path) -> Fds {
 /// The daemon on `dir`, started as systemd would, handed the stored fds.
 fn start(dir: &Path, notify: &Path, fds: &Fds) -> Child {
     let held = fds.lock().unwrap();
-    let names: Vec<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
-    let raw: Vec<RawFd> = held.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_openclaw-supervisord"))
-        .arg("--config-dir")
+    let mut cmd =
+        service_manager::command(Path::new(env!("CARGO_BIN_EXE_openclaw-supervisord")), &held);
+    cmd.arg("--config-dir")
         .arg(dir.join("supervisor.d"))
         .arg("--socket")
         .arg(dir.join("supervisor.sock"))
@@ -98,7 +65,6 @@ fn start(dir: &Path, notify: &Path, fds: &Fds) -> Child {
             std::env::var("ADOPT_RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .env("NOTIFY_SOCKET", notify)
-        .env_remove("LISTEN_PID")
         .stderr(match std::env::var_os("ADOPT_DAEMON_LOG") {
             // Where to look when a run does not end: the daemons' warnings, appended.
             Some(f) => std::fs::OpenOptions::new()
@@ -108,30 +74,6 @@ fn start(dir: &Path, notify: &Path, fds: &Fds) -> Child {
                 .map_or_else(|_| Stdio::null(), Stdio::from),
             None => Stdio::null(),
         });
-    if !raw.is_empty() {
-        cmd.env("LISTEN_FDS", raw.len().to_string())
-            .env("LISTEN_FDNAMES", names.join(":"));
-    }
-    // SAFETY: only fcntl, dup2 and close between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut high = Vec::with_capacity(0);
-            for &fd in &raw {
-                let h = nix::libc::fcntl(fd, nix::libc::F_DUPFD, 4096);
-                if h < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                high.push(h);
-            }
-            for (i, &h) in high.iter().enumerate() {
-                if nix::libc::dup2(h, 3 + i as RawFd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                nix::libc::close(h);
-            }
-            Ok(())
-        });
-    }
     cmd.spawn().unwrap()
 }
 

@@ -630,15 +630,7 @@ impl Supervisor {
                 detached.push((profile, d));
             }
         }
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, t) in tasks {
-            let _ = t.await;
-        }
-        tokio::join!(
-            self.log_disk.flush(FLUSH_WAIT),
-            self.shared.desired.flush(FLUSH_WAIT),
-            self.shared.records.flush(FLUSH_WAIT)
-        );
+        self.end_tasks().await;
         self.shared.reaper.pause(true);
         *self.reexec_hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
         Ok(detached)
@@ -740,20 +732,25 @@ impl Supervisor {
             .take();
     }
 
-    /// Stops every instance, in parallel, each by its stop policy, and waits for all of them.
-    pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        let _one = self.reloading.lock().await;
+    /// Waits for every instance's task to end (stopped, or detached), then for the last lines,
+    /// wishes and records to reach the disk, unless it hangs.
+    async fn end_tasks(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, t) in tasks {
             let _ = t.await;
         }
-        // The last lines and wishes reach the disk, unless it hangs.
         tokio::join!(
             self.log_disk.flush(FLUSH_WAIT),
             self.shared.desired.flush(FLUSH_WAIT),
             self.shared.records.flush(FLUSH_WAIT)
         );
+    }
+
+    /// Stops every instance, in parallel, each by its stop policy, and waits for all of them.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let _one = self.reloading.lock().await;
+        self.end_tasks().await;
         if let Some(c) = self.shared.containment.cgroups() {
             c.close();
         }

@@ -6,11 +6,10 @@
 //! LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID, as systemd does.
 
 use crate::common;
+use crate::manager;
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -41,42 +40,10 @@ impl Store {
 
     /// Takes every datagram waiting: stores, removes.
     pub fn pump(&mut self) {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        loop {
-            let mut buf = vec![0u8; 4096];
-            let mut space = nix::cmsg_space!([RawFd; 8]);
-            let (n, fds) = {
-                let mut iov = [IoSliceMut::new(&mut buf)];
-                let Ok(msg) = recvmsg::<()>(
-                    self.socket.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut space),
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-                ) else {
-                    return;
-                };
-                let mut fds = Vec::new();
-                for c in msg.cmsgs().unwrap() {
-                    if let ControlMessageOwned::ScmRights(r) = c {
-                        // SAFETY: the kernel just gave us these fds.
-                        fds.extend(r.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-                    }
-                }
-                (msg.bytes, fds)
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let name = text
-                .lines()
-                .find_map(|l| l.strip_prefix("FDNAME="))
-                .unwrap_or("stored")
-                .to_string();
-            if text.lines().any(|l| l == "FDSTOREREMOVE=1") {
-                self.fds.retain(|(n, _)| *n != name);
-            }
-            if text.lines().any(|l| l == "FDSTORE=1") {
-                self.fds
-                    .extend(fds.into_iter().map(|fd| (name.clone(), fd)));
-            }
+        while let Some((text, fds)) =
+            manager::receive(&self.socket, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+        {
+            manager::apply(&mut self.fds, &text, fds);
             self.seen.push(text);
         }
     }
@@ -114,12 +81,8 @@ impl Store {
         self.pump();
         let socket = scene.path("run/supervisor.sock");
         let stderr = scene.path("daemon.stderr");
-        let names: Vec<String> = self.names();
-        let raw: Vec<RawFd> = self.fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""])
-            .arg(bin_path("openclaw-supervisord"))
-            .args(["--config-dir", "supervisor.d", "--socket"])
+        let mut cmd = manager::command(&bin_path("openclaw-supervisord"), &self.fds);
+        cmd.args(["--config-dir", "supervisor.d", "--socket"])
             .arg(&socket)
             .arg("--log-dir")
             .arg(scene.path("logs"))
@@ -130,33 +93,7 @@ impl Store {
             .env("HOME", scene.home())
             .env("RUST_LOG", "info")
             .env("NOTIFY_SOCKET", &self.path)
-            .env_remove("LISTEN_PID")
             .stderr(std::fs::File::create(&stderr).unwrap());
-        if !raw.is_empty() {
-            cmd.env("LISTEN_FDS", raw.len().to_string())
-                .env("LISTEN_FDNAMES", names.join(":"));
-        }
-        // SAFETY: only fcntl and dup2 between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // First out of the way (a source may sit where a target goes), then into place.
-                let mut high = Vec::with_capacity(0);
-                for &fd in &raw {
-                    let h = nix::libc::fcntl(fd, nix::libc::F_DUPFD, 1000);
-                    if h < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    high.push(h);
-                }
-                for (i, &h) in high.iter().enumerate() {
-                    if nix::libc::dup2(h, 3 + i as RawFd) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    nix::libc::close(h);
-                }
-                Ok(())
-            });
-        }
         let child = cmd.spawn().expect("start the daemon");
         let d = Daemon {
             child: Some(child),

@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../support/service_manager.rs"]
+mod manager;
 
 mod adopt;
 mod api;
