@@ -261,18 +261,27 @@ fn under_systemd_a_reexec_says_reloading_then_ready_from_the_same_pid() {
     scene.fake_profile("main", ports[0], "");
     let notify = scene.path("notify.sock");
     let socket = UnixDatagram::bind(&notify).unwrap();
-    // Only a guard against a hang: the waits below have no time limit of their own.
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
-        .unwrap();
+    // Every datagram is taken at once, as systemd takes them (a full socket would hold the
+    // daemon's notices up): the test reads them from a channel.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
     let mut seen: Vec<String> = Vec::new();
     let mut until = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
-        let mut buf = vec![0u8; 4096];
         loop {
-            let n = socket
-                .recv(&mut buf)
+            // Only a guard against a hang: the waits have no time limit of their own.
+            let msg = rx
+                .recv_timeout(std::time::Duration::from_secs(120))
                 .unwrap_or_else(|e| panic!("no {what} ({e}); seen: {seen:?}"));
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             seen.push(msg.clone());
             if pred(&msg) {
                 return msg;
