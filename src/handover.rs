@@ -295,6 +295,15 @@ pub fn encode(
                 })
                 .collect(),
             started_at_unix_ms: d.child.as_ref().map_or(0, |c| unix_ms(c.started_at)),
+            history: r
+                .history
+                .iter()
+                .map(|e| pb::HistoryEntry {
+                    time_unix_ms: unix_ms(e.time),
+                    kind: e.kind.clone(),
+                    text: e.text.clone(),
+                })
+                .collect(),
         });
     }
     let message = pb::Handover {
@@ -505,6 +514,15 @@ fn read_inherited(var: &str) -> Result<Inherited, String> {
                         _ => Stream::Supervisor,
                     },
                     text: l.text,
+                })
+                .collect(),
+            history: i
+                .history
+                .into_iter()
+                .map(|e| crate::supervise::history::Entry {
+                    time: from_unix_ms(e.time_unix_ms),
+                    kind: e.kind,
+                    text: e.text,
                 })
                 .collect(),
         };
