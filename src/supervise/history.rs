@@ -119,9 +119,16 @@ pub fn ordinal(n: u32) -> String {
     format!("{n}{suffix}")
 }
 
-/// Seconds with one decimal: "2.1 s".
+/// A duration as `explain` says it: "67 ms" below a second, "60 s" for whole seconds, else with
+/// one decimal ("2.1 s").
 pub fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// Why a restart waits `delay`: the `failures`-th crash in a row (as `RestartTracker::next_delay`
@@ -156,7 +163,7 @@ pub fn backoff_text(
     )
 }
 
-/// The start-limit count: "7 of 10 starts in 300.0 s".
+/// The start-limit count: "7 of 10 starts in 300 s".
 pub fn start_limit_text(policy: &RestartPolicy, starts: usize) -> String {
     format!(
         "{starts} of {} starts in {}",
@@ -236,16 +243,18 @@ mod tests {
         let quick = Duration::from_millis(100);
         assert_eq!(
             backoff_text(&p, 1, quick, Duration::ZERO),
-            "1st crash in a row within 60.0 s: restart at once"
+            "1st crash in a row within 60 s: restart at once"
         );
         assert_eq!(
             backoff_text(&p, 3, quick, Duration::from_millis(2100)),
-            "3rd crash in a row within 60.0 s: backoff 2.1 s (1.0 s × 2, half of it jitter)"
+            "3rd crash in a row within 60 s: backoff 2.1 s (1 s × 2, half of it jitter)"
         );
         assert_eq!(
             backoff_text(&p, 12, quick, Duration::from_secs(45)),
-            "12th crash in a row within 60.0 s: backoff 45.0 s (the maximum 60.0 s, half of it jitter)"
+            "12th crash in a row within 60 s: backoff 45 s (the maximum 60 s, half of it jitter)"
         );
-        assert_eq!(start_limit_text(&p, 7), "7 of 10 starts in 300.0 s");
+        assert_eq!(start_limit_text(&p, 7), "7 of 10 starts in 300 s");
+        assert_eq!(secs(Duration::from_millis(67)), "67 ms");
+        assert_eq!(secs(Duration::from_millis(4230)), "4.2 s");
     }
 }

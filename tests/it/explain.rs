@@ -70,7 +70,7 @@ fn explain_tells_a_crash_loop_that_ends_fatal_in_order() {
         want.push((
             "start",
             format!(
-                "pid {pid} started ({cause}); {} of 4 starts in 300.0 s",
+                "pid {pid} started ({cause}); {} of 4 starts in 300 s",
                 i + 1
             ),
         ));
@@ -78,19 +78,13 @@ fn explain_tells_a_crash_loop_that_ends_fatal_in_order() {
         match i {
             0 => want.push((
                 "restart",
-                "1st crash in a row within 60.0 s: restart at once".into(),
+                "1st crash in a row within 60 s: restart at once".into(),
             )),
-            1 => want.push((
-                "restart",
-                "2nd crash in a row within 60.0 s: backoff ".into(),
-            )),
-            2 => want.push((
-                "restart",
-                "3rd crash in a row within 60.0 s: backoff ".into(),
-            )),
+            1 => want.push(("restart", "2nd crash in a row within 60 s: backoff ".into())),
+            2 => want.push(("restart", "3rd crash in a row within 60 s: backoff ".into())),
             _ => want.push((
                 "start-limit",
-                "4 of 4 starts in 300.0 s: the limit is reached, no more starts".into(),
+                "4 of 4 starts in 300 s: the limit is reached, no more starts".into(),
             )),
         }
     }
@@ -104,12 +98,12 @@ fn explain_tells_a_crash_loop_that_ends_fatal_in_order() {
     }
     // The waits double: the backoff's initial 100 ms, then twice that (jitter takes up to half).
     assert!(
-        story[5].1.ends_with("(0.1 s, half of it jitter)"),
+        story[5].1.ends_with("(100 ms, half of it jitter)"),
         "{}",
         story[5].1
     );
     assert!(
-        story[8].1.ends_with("(0.1 s × 2, half of it jitter)"),
+        story[8].1.ends_with("(100 ms × 2, half of it jitter)"),
         "{}",
         story[8].1
     );
