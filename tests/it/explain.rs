@@ -177,3 +177,31 @@ fn explain_of_an_unknown_instance_is_not_found() {
     assert!(err.contains("mian"), "{err}");
     assert!(err.contains("main"), "{err}");
 }
+
+#[test]
+fn explain_keeps_the_history_across_a_reexec() {
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    scene.fake_profile("main", ports[0], "");
+    let d = scene.daemon();
+    let first = d.wait_status("main", "running", |s| s["state"] == "running");
+    let out = d.ctl(&["restart", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = explain(&d, "main");
+    let told = entries(&before);
+    assert!(
+        told.contains(&("operator".into(), "restart (socket), while running".into())),
+        "{told:#?}"
+    );
+    let out = d.ctl(&["reexec"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let after = explain(&d, "main");
+    // The same entries, with the same times, then whatever happened since.
+    let (was, now) = (
+        before["entries"].as_array().unwrap(),
+        after["entries"].as_array().unwrap(),
+    );
+    assert!(now.len() >= was.len(), "{after}");
+    assert_eq!(&now[..was.len()], &was[..], "{after}");
+    assert_ne!(d.status("main")["pid"], first["pid"]);
+}
