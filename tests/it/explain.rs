@@ -205,3 +205,53 @@ fn explain_keeps_the_history_across_a_reexec() {
     assert_eq!(&now[..was.len()], &was[..], "{after}");
     assert_ne!(d.status("main")["pid"], first["pid"]);
 }
+
+#[test]
+fn explain_gives_each_failed_probe_with_its_error_and_the_restart_it_caused() {
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    scene.profile(
+        "hangs.yaml",
+        &format!(
+            "port: {}\nstate_dir: ~/state/hangs\ncommand: [{:?}, \"--hang-after-ms\", \"300\"]\n\
+             health: {{ interval: 200ms, timeout: 200ms, failure_threshold: 2 }}\n",
+            ports[0],
+            fake_gateway().display().to_string()
+        ),
+    );
+    let d = scene.daemon();
+    let first = d.wait_status("hangs", "running", |s| s["state"] == "running");
+    d.wait_status("hangs", "restarted", |s| {
+        s["restarts"].as_u64() >= Some(1) && s["pid"] != first["pid"]
+    });
+    let all = entries(&explain(&d, "hangs"));
+    // The two failures, in order, each with the error; then unhealthy for that reason; then the
+    // restart decision.
+    let probes: Vec<usize> = (0..all.len()).filter(|&i| all[i].0 == "probe").collect();
+    assert!(probes.len() >= 2, "{all:#?}");
+    assert!(
+        all[probes[0]]
+            .1
+            .starts_with("liveness probe failed (1 of 2 in a row): "),
+        "{all:#?}"
+    );
+    assert!(
+        all[probes[1]]
+            .1
+            .starts_with("liveness probe failed (2 of 2 in a row): "),
+        "{all:#?}"
+    );
+    let unhealthy = all
+        .iter()
+        .position(|(k, t)| {
+            k == "state"
+                && t.starts_with("running -> unhealthy: 2 liveness probes failed in a row (")
+        })
+        .expect("the transition to unhealthy");
+    assert!(unhealthy > probes[1], "{all:#?}");
+    let restart = all
+        .iter()
+        .position(|(k, t)| k == "restart" && t.starts_with("1st crash in a row"))
+        .expect("the restart decision");
+    assert!(restart > unhealthy, "{all:#?}");
+}
