@@ -752,6 +752,11 @@ mod tests {
                     stream: 1,
                     text: "hello".into(),
                 }],
+                history: vec![pb::HistoryEntry {
+                    time_unix_ms: 7,
+                    kind: "state".into(),
+                    text: "starting -> running: ready".into(),
+                }],
                 ..Default::default()
             }],
         };
@@ -772,6 +777,14 @@ mod tests {
         assert_eq!(d.resume.next_start_in, None);
         assert_eq!(d.resume.tail[0].text, "hello");
         assert_eq!(d.resume.tail[0].stream, Stream::Stderr);
+        assert_eq!(
+            d.resume.history,
+            vec![crate::supervise::history::Entry {
+                time: SystemTime::UNIX_EPOCH + Duration::from_millis(7),
+                kind: "state".into(),
+                text: "starting -> running: ready".into(),
+            }]
+        );
         let c = d.child.as_ref().unwrap();
         assert_eq!(c.stdout.as_ref().unwrap().1, b"half a li");
         assert_eq!(c.changed, Some(vec!["port".to_string()]));
