@@ -34,6 +34,8 @@ struct Inner {
     ring: VecDeque<Entry>,
     /// When the next liveness probe is due, while one is.
     next_probe: Option<tokio::time::Instant>,
+    /// When the next start (or, blocked, the next look) is due, while one is.
+    next_start: Option<tokio::time::Instant>,
 }
 
 impl History {
@@ -61,19 +63,24 @@ impl History {
         inner.ring.iter().cloned().collect()
     }
 
-    /// Notes when the next liveness probe is due (`None`: none is).
-    pub fn set_next_probe(&self, at: Option<tokio::time::Instant>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).next_probe = at;
+    /// Notes when the next liveness probe and the next start are due (`None`: not at all).
+    pub fn set_timers(
+        &self,
+        probe: Option<tokio::time::Instant>,
+        start: Option<tokio::time::Instant>,
+    ) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (inner.next_probe, inner.next_start) = (probe, start);
     }
 
-    /// How long until the next liveness probe, if one is due.
-    pub fn next_probe_in(&self) -> Option<Duration> {
-        let at = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_probe?;
-        Some(at.saturating_duration_since(tokio::time::Instant::now()))
+    /// How long until the next liveness probe and the next start, as far as each is due.
+    pub fn timers(&self) -> Timers {
+        let inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        Timers {
+            probe_in: inner.next_probe.map(|t| t.saturating_duration_since(now)),
+            start_in: inner.next_start.map(|t| t.saturating_duration_since(now)),
+        }
     }
 
     /// Puts back the entries a task before this one kept (a re-exec), oldest first.
@@ -82,6 +89,15 @@ impl History {
             self.push_entry(e);
         }
     }
+}
+
+/// How long until an instance task's timers fire, as of the call.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timers {
+    /// The next liveness probe.
+    pub probe_in: Option<Duration>,
+    /// The next start (or, blocked, the next look).
+    pub start_in: Option<Duration>,
 }
 
 /// What `explain` shows of an instance.
@@ -100,7 +116,7 @@ impl super::instance::Handle {
     pub fn explain(&self) -> Explanation {
         let status = self.status.borrow().clone();
         Explanation {
-            next: next_step(&status, self.history.next_probe_in()),
+            next: next_step(&status, self.history.timers()),
             name: status.name,
             entries: self.history.entries(),
         }
@@ -172,19 +188,20 @@ pub fn start_limit_text(policy: &RestartPolicy, starts: usize) -> String {
     )
 }
 
-/// What will happen next to an instance in `status`, in one sentence. `probe_in`: when the next
-/// liveness probe is due, if one is.
-pub fn next_step(status: &Status, probe_in: Option<Duration>) -> String {
+/// What will happen next to an instance in `status`, in one sentence, with its task's `timers`
+/// (fresher than the status's `next_start_in`, which is as of its last change).
+pub fn next_step(status: &Status, timers: Timers) -> String {
     let name = &status.name;
+    let start_in = timers.start_in.or(status.next_start_in);
     match status.state {
-        State::Running => match probe_in {
+        State::Running => match timers.probe_in {
             Some(d) => format!("running; next liveness probe in {}", secs(d)),
             None => "running".into(),
         },
         State::Starting => "starting: waiting for its readiness probe".into(),
         State::Unhealthy => "unhealthy: being stopped, then restarted by its policy".into(),
         State::Stopping => "stopping".into(),
-        State::Backoff => match status.next_start_in {
+        State::Backoff => match start_in {
             Some(d) => format!("will start again in {}", secs(d)),
             None => "will start again shortly".into(),
         },
@@ -194,7 +211,7 @@ pub fn next_step(status: &Status, probe_in: Option<Duration>) -> String {
                 .as_ref()
                 .map(|h| format!("pid {}", h.pid))
                 .unwrap_or_else(|| "another process".into());
-            match status.next_start_in {
+            match start_in {
                 Some(d) => format!(
                     "blocked by {who}: will look again in {} and start once it is gone",
                     secs(d)
@@ -204,7 +221,7 @@ pub fn next_step(status: &Status, probe_in: Option<Duration>) -> String {
         }
         State::Fatal => format!("fatal: waiting for `openclawctl start {name}`"),
         State::Exited => format!("exited: waiting for `openclawctl start {name}`"),
-        State::Stopped if status.want_running => match status.next_start_in {
+        State::Stopped if status.want_running => match start_in {
             Some(d) => format!("will start in {}", secs(d)),
             None => "will start shortly".into(),
         },
@@ -226,6 +243,56 @@ mod tests {
         assert_eq!(e.len(), CAPACITY);
         assert_eq!(e[0].text, "5");
         assert_eq!(e[CAPACITY - 1].text, format!("{}", CAPACITY + 4));
+    }
+
+    fn status(state: State, want_running: bool) -> Status {
+        Status {
+            name: "main".into(),
+            state,
+            pid: None,
+            started_at: None,
+            restarts: 0,
+            operator_restarts: 0,
+            reason: String::new(),
+            last_exit: None,
+            last_exit_adopted: false,
+            last_error: None,
+            port: 18789,
+            want_running,
+            next_start_in: Some(Duration::from_secs(9)),
+            holder: None,
+        }
+    }
+
+    #[test]
+    fn the_next_step_is_one_sentence_with_the_task_timers() {
+        let timers = Timers {
+            probe_in: Some(Duration::from_secs(3)),
+            start_in: Some(Duration::from_millis(4230)),
+        };
+        let said = |state, want| next_step(&status(state, want), timers);
+        assert_eq!(
+            said(State::Running, true),
+            "running; next liveness probe in 3 s"
+        );
+        // The task's timer, not the status's older `next_start_in`.
+        assert_eq!(said(State::Backoff, true), "will start again in 4.2 s");
+        assert_eq!(
+            next_step(&status(State::Backoff, true), Timers::default()),
+            "will start again in 9 s"
+        );
+        assert_eq!(
+            said(State::Fatal, true),
+            "fatal: waiting for `openclawctl start main`"
+        );
+        assert_eq!(
+            said(State::Stopped, false),
+            "stopped: waiting for `openclawctl start main`"
+        );
+        assert_eq!(
+            said(State::Blocked, true),
+            "blocked by another process: will look again in 4.2 s and start once it is gone"
+        );
     }
 
     #[test]

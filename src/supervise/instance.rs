@@ -553,6 +553,7 @@ impl Task {
         tokio::pin!(cancelled, start_timer, probe_timer);
         // The next probe as the history last heard of it.
         let mut probe_timer_noted = None;
+        let mut start_timer_noted = None;
         if let Some(a) = self.adopted.take() {
             self.adopt(a).await;
         }
@@ -568,9 +569,9 @@ impl Task {
             }
             let next_start = self.next_start.filter(|_| self.child.is_none());
             let next_probe = self.next_probe.filter(|_| self.child.is_some());
-            if next_probe != probe_timer_noted {
-                probe_timer_noted = next_probe;
-                self.history.set_next_probe(next_probe);
+            if (next_probe, next_start) != (probe_timer_noted, start_timer_noted) {
+                (probe_timer_noted, start_timer_noted) = (next_probe, next_start);
+                self.history.set_timers(next_probe, next_start);
             }
             for (timer, at) in [
                 (&mut start_timer, next_start),
