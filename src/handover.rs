@@ -295,6 +295,15 @@ pub fn encode(
                 })
                 .collect(),
             started_at_unix_ms: d.child.as_ref().map_or(0, |c| unix_ms(c.started_at)),
+            history: r
+                .history
+                .iter()
+                .map(|e| pb::HistoryEntry {
+                    time_unix_ms: unix_ms(e.time),
+                    kind: e.kind.clone(),
+                    text: e.text.clone(),
+                })
+                .collect(),
         });
     }
     let message = pb::Handover {
@@ -505,6 +514,15 @@ fn read_inherited(var: &str) -> Result<Inherited, String> {
                         _ => Stream::Supervisor,
                     },
                     text: l.text,
+                })
+                .collect(),
+            history: i
+                .history
+                .into_iter()
+                .map(|e| crate::supervise::history::Entry {
+                    time: from_unix_ms(e.time_unix_ms),
+                    kind: e.kind,
+                    text: e.text,
                 })
                 .collect(),
         };
@@ -734,6 +752,11 @@ mod tests {
                     stream: 1,
                     text: "hello".into(),
                 }],
+                history: vec![pb::HistoryEntry {
+                    time_unix_ms: 7,
+                    kind: "state".into(),
+                    text: "starting -> running: ready".into(),
+                }],
                 ..Default::default()
             }],
         };
@@ -754,6 +777,14 @@ mod tests {
         assert_eq!(d.resume.next_start_in, None);
         assert_eq!(d.resume.tail[0].text, "hello");
         assert_eq!(d.resume.tail[0].stream, Stream::Stderr);
+        assert_eq!(
+            d.resume.history,
+            vec![crate::supervise::history::Entry {
+                time: SystemTime::UNIX_EPOCH + Duration::from_millis(7),
+                kind: "state".into(),
+                text: "starting -> running: ready".into(),
+            }]
+        );
         let c = d.child.as_ref().unwrap();
         assert_eq!(c.stdout.as_ref().unwrap().1, b"half a li");
         assert_eq!(c.changed, Some(vec!["port".to_string()]));

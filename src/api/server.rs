@@ -516,6 +516,30 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         }))
     }
 
+    async fn explain(
+        &self,
+        req: Request<v1::ExplainRequest>,
+    ) -> Result<Response<v1::ExplainResponse>, GrpcStatus> {
+        let name = req.into_inner().name;
+        let e = self.handle(&name)?.explain();
+        Ok(Response::new(v1::ExplainResponse {
+            name: e.name,
+            entries: e
+                .entries
+                .into_iter()
+                .map(|e| v1::HistoryEntry {
+                    time_unix_ms: e
+                        .time
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    kind: e.kind,
+                    text: e.text,
+                })
+                .collect(),
+            next: e.next,
+        }))
+    }
+
     async fn get_token(
         &self,
         req: Request<v1::GetTokenRequest>,

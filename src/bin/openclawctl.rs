@@ -166,6 +166,16 @@ enum Command {
     /// is checked first; if it cannot take over, nothing changes. Upgrading the supervisor is
     /// `install` the new binary, then `openclawctl reexec`.
     Reexec,
+    /// Why an instance is in its state: its recent history (transitions with their reasons,
+    /// restart decisions with their delays, the start-limit count, probe failures, operator
+    /// actions), oldest first, then what will happen next.
+    Explain {
+        /// The instance.
+        name: String,
+        /// One JSON object: {name, entries: [{time, time_unix_ms, kind, text}], next}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the gateway token the daemon made for an instance (`gateway_token: generate`).
     Token {
         /// The instance.
@@ -403,6 +413,7 @@ fn main() -> ExitCode {
         Command::Reload { dry_run } => on_daemon(Box::pin(remote::reload(target, dry_run))),
         Command::Version => on_daemon(Box::pin(remote::version(target))),
         Command::Reexec => on_daemon(Box::pin(remote::reexec(target))),
+        Command::Explain { name, json } => on_daemon(Box::pin(remote::explain(target, name, json))),
         Command::Token { name } => on_daemon(Box::pin(remote::token(target, name))),
         Command::Env { name } => on_daemon(Box::pin(remote::env(target, name))),
         Command::Exec { name, command } => exec(target, name, command),

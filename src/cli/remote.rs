@@ -422,6 +422,50 @@ pub async fn logs(target: &Target, name: String, lines: u32, follow: bool) -> Re
     Ok(())
 }
 
+/// `explain NAME [--json]`: the instance's recent history, oldest first (`TIME  kind  text`), then
+/// what will happen next; with `--json`, one object.
+pub async fn explain(target: &Target, name: String, json: bool) -> Result<(), Error> {
+    let e = connect(target)
+        .await?
+        .explain(v1::ExplainRequest { name })
+        .await?
+        .into_inner();
+    print!("{}", explain_text(&e, json));
+    Ok(())
+}
+
+/// What `explain` prints for `e`.
+pub fn explain_text(e: &v1::ExplainResponse, json: bool) -> String {
+    if json {
+        let entries: Vec<serde_json::Value> = e
+            .entries
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "time": time_of(h.time_unix_ms),
+                    "time_unix_ms": h.time_unix_ms,
+                    "kind": h.kind,
+                    "text": h.text,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({ "name": e.name, "entries": entries, "next": e.next });
+        return format!("{v}\n");
+    }
+    let width = e.entries.iter().map(|h| h.kind.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for h in &e.entries {
+        out.push_str(&format!(
+            "{}  {:width$}  {}\n",
+            time_of(h.time_unix_ms),
+            h.kind,
+            h.text
+        ));
+    }
+    out.push_str(&format!("next: {}\n", e.next));
+    out
+}
+
 /// `watch [NAME...] [--json]`: every state change, one line each, until interrupted.
 pub async fn watch(target: &Target, names: Vec<String>, json: bool) -> Result<(), Error> {
     use std::io::Write;

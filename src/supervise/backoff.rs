@@ -58,6 +58,18 @@ impl RestartTracker {
         }
     }
 
+    /// The crashes in a row the backoff counts (after [`RestartTracker::next_delay`]: including
+    /// the one it was asked about).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The starts still in the start-limit window (as of the last
+    /// [`RestartTracker::start_limit_hit`]).
+    pub fn starts(&self) -> usize {
+        self.starts.len()
+    }
+
     /// Forgets failures and starts: after an operator's explicit start.
     pub fn reset(&mut self) {
         self.starts.clear();

@@ -17,6 +17,7 @@ use super::backoff::RestartTracker;
 use super::cgroup::Containment;
 use super::decide::{self, AfterExit};
 use super::desired::{DesiredState, Want};
+use super::history::{self, History};
 use super::logs::{Capture, InstanceLog, LogLine, Stream};
 use super::ownership::{self, Diag, Holder, Lock, Owner, Preflight, Verified};
 use super::probe::{Prober, Verify};
@@ -243,6 +244,8 @@ pub struct Resume {
     pub started_once: bool,
     /// The log's tail, oldest first.
     pub tail: Vec<LogLine>,
+    /// The history `explain` shows, oldest first.
+    pub history: Vec<history::Entry>,
 }
 
 /// What every instance task shares.
@@ -285,6 +288,8 @@ pub struct Handle {
     pub status: watch::Receiver<Status>,
     /// Its log.
     pub log: InstanceLog,
+    /// Its recent history, for `explain` (written by the task, read without waiting for it).
+    pub history: History,
     /// The profile it runs.
     pub profile: Arc<Profile>,
     /// The profile's file, as text (made once: statuses of hundreds of instances repeat it).
@@ -424,9 +429,11 @@ pub fn spawn(
     let mut tracker = RestartTracker::default();
     let mut next_start = start.then(Instant::now);
     let mut started_once = false;
+    let history = History::default();
     if let Some(r) = resume {
         // A re-exec: the instance goes on as it was (a child handed over is taken in `adopt`).
         log.restore_tail(r.tail);
+        history.restore(r.history);
         status.restarts = r.restarts;
         status.operator_restarts = r.operator_restarts;
         status.last_exit = r.last_exit;
@@ -462,6 +469,7 @@ pub fn spawn(
         profile: profile.clone(),
         shared,
         log: log.clone(),
+        history: history.clone(),
         status,
         status_tx,
         child: None,
@@ -484,6 +492,7 @@ pub fn spawn(
             tx,
             status: status_rx,
             log,
+            history,
             file,
             profile,
             cancel,
@@ -499,6 +508,8 @@ struct Task {
     file: Arc<str>,
     shared: Shared,
     log: InstanceLog,
+    /// What `explain` shows.
+    history: History,
     status: Status,
     status_tx: watch::Sender<Status>,
     child: Option<Child>,
@@ -540,6 +551,9 @@ impl Task {
         let start_timer = tokio::time::sleep_until(Instant::now());
         let probe_timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(cancelled, start_timer, probe_timer);
+        // The next probe as the history last heard of it.
+        let mut probe_timer_noted = None;
+        let mut start_timer_noted = None;
         if let Some(a) = self.adopted.take() {
             self.adopt(a).await;
         }
@@ -555,6 +569,10 @@ impl Task {
             }
             let next_start = self.next_start.filter(|_| self.child.is_none());
             let next_probe = self.next_probe.filter(|_| self.child.is_some());
+            if (next_probe, next_start) != (probe_timer_noted, start_timer_noted) {
+                (probe_timer_noted, start_timer_noted) = (next_probe, next_start);
+                self.history.set_timers(next_probe, next_start);
+            }
             for (timer, at) in [
                 (&mut start_timer, next_start),
                 (&mut probe_timer, next_probe),
@@ -792,6 +810,7 @@ impl Task {
                 failures,
                 started_once: self.started_once,
                 tail: self.log.tail(),
+                history: self.history.entries(),
             },
             child,
             lock: self.lock.take(),
@@ -850,8 +869,15 @@ impl Task {
     /// Enters `state` for `reason` (said to watchers with the change).
     fn set_state(&mut self, state: State, reason: impl Into<String>) {
         let previous = self.status.state;
+        let reason = reason.into();
+        if previous != state || self.status.reason != reason {
+            self.history.push(
+                "state",
+                format!("{} -> {}: {reason}", previous.as_str(), state.as_str()),
+            );
+        }
         self.status.state = state;
-        self.status.reason = reason.into();
+        self.status.reason = reason;
         if state != State::Blocked {
             self.status.holder = None;
         }
@@ -891,6 +917,10 @@ impl Task {
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Start(by, reply) => {
+                self.history.push(
+                    "operator",
+                    format!("start ({by}), while {}", self.status.state.as_str()),
+                );
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
                 match self.status.state {
@@ -909,6 +939,10 @@ impl Task {
                 }
             }
             Command::Stop(timeout, by, reply) => {
+                self.history.push(
+                    "operator",
+                    format!("stop ({by}), while {}", self.status.state.as_str()),
+                );
                 self.status.want_running = false;
                 self.remember(Want::Stopped).await;
                 self.next_start = None;
@@ -917,6 +951,10 @@ impl Task {
                 let _ = reply.send(Ok(self.status.clone()));
             }
             Command::Restart(by, reply) => {
+                self.history.push(
+                    "operator",
+                    format!("restart ({by}), while {}", self.status.state.as_str()),
+                );
                 self.status.want_running = true;
                 self.remember(Want::Running).await;
                 let what = format!("restart ({by})");
@@ -1023,6 +1061,15 @@ impl Task {
                 self.verified.clear();
                 self.refused = None;
                 self.tracker.record_start(now);
+                self.history.push(
+                    "start",
+                    format!(
+                        "pid {} started ({}); {}",
+                        child.pid,
+                        self.cause.reason(),
+                        history::start_limit_text(&self.profile.restart, self.tracker.starts())
+                    ),
+                );
                 if self.started_once {
                     match self.cause {
                         Cause::Operator(_) => self.status.operator_restarts += 1,
@@ -1098,6 +1145,8 @@ impl Task {
                 "blocked: {why}; looking again every {}",
                 humantime::format_duration(BLOCKED_RECHECK)
             ));
+            // `why` names the holder: its pid, command line, what it holds, its unit.
+            self.history.push("blocked", why.clone());
         }
         self.status.last_error = Some(why.clone());
         self.status.holder = Some(holder);
@@ -1108,6 +1157,13 @@ impl Task {
 
     fn start_limit_fatal(&mut self) {
         let r = &self.profile.restart;
+        self.history.push(
+            "start-limit",
+            format!(
+                "{}: the limit is reached, no more starts",
+                history::start_limit_text(r, self.tracker.starts())
+            ),
+        );
         let why = format!(
             "started {} times within {}: giving up (start limit); see the last exit and the log, then `openclawctl start {}`",
             r.start_limit_burst,
@@ -1188,6 +1244,13 @@ impl Task {
                     c.liveness_failures
                 });
                 tracing::warn!(instance = %self.profile.name, failures, "liveness probe failed: {e}");
+                self.history.push(
+                    "probe",
+                    format!(
+                        "liveness probe failed ({failures} of {} in a row): {e}",
+                        h.failure_threshold
+                    ),
+                );
                 if failures >= h.failure_threshold {
                     self.unhealthy(format!("{failures} liveness probes failed in a row ({e})"))
                         .await;
@@ -1245,6 +1308,7 @@ impl Task {
         let delay = self
             .tracker
             .next_delay(&self.profile.restart, uptime, fastrand::f64());
+        self.note_backoff(uptime, delay);
         self.schedule_restart(delay, why);
     }
 
@@ -1264,6 +1328,14 @@ impl Task {
             humantime::format_duration(round(uptime))
         ));
         tracing::warn!(instance = %self.profile.name, pid = child.pid, "child ended: {how}");
+        self.history.push(
+            "exit",
+            format!(
+                "pid {} ended: {how} after {}",
+                child.pid,
+                history::secs(uptime)
+            ),
+        );
         // Whatever the gateway left behind (its setsid'd broker, say) would hold its state lock.
         let ended = if child.adopted {
             format!("ended: {how}")
@@ -1315,12 +1387,33 @@ impl Task {
                 self.answer_waiters();
             }
             AfterExit::Restart { delay, error } => {
+                self.note_backoff(uptime, delay);
                 if error.is_some() {
                     self.status.last_error = error;
                 }
                 self.schedule_restart(delay, ended);
             }
         }
+    }
+
+    /// The restart decision's delay and why, for `explain` (unless the start limit forbids the
+    /// restart: `schedule_restart` says that instead).
+    fn note_backoff(&mut self, uptime: Duration, delay: Duration) {
+        if self
+            .tracker
+            .start_limit_hit(&self.profile.restart, Instant::now())
+        {
+            return;
+        }
+        self.history.push(
+            "restart",
+            history::backoff_text(
+                &self.profile.restart,
+                self.tracker.failures(),
+                uptime,
+                delay,
+            ),
+        );
     }
 
     /// A restart by policy, `delay` from now, after `why` (how the last child ended).

@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod decide;
 pub mod desired;
 pub mod fdstore;
+pub mod history;
 pub mod instance;
 pub mod logs;
 pub mod ownership;
@@ -304,6 +305,11 @@ impl Supervisor {
     /// The instance named `name`.
     pub fn get(&self, name: &str) -> Option<Handle> {
         self.instances().get(name).cloned()
+    }
+
+    /// The history of the instance named `name` and what comes next (`openclawctl explain`).
+    pub fn explain(&self, name: &str) -> Option<history::Explanation> {
+        self.get(name).map(|h| h.explain())
     }
 
     /// Waits until every instance meant to run has left `stopped`: its first start was attempted

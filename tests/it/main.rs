@@ -13,6 +13,7 @@ mod adopt;
 mod api;
 mod check;
 mod desired_state;
+mod explain;
 mod fdstore;
 mod gateway;
 mod hostile_claim;
