@@ -270,7 +270,10 @@ async fn run(
             }
             Msg::Log(..) => {}
             Msg::Done(s) | Msg::Failed(s) => app.status = s,
-            Msg::Explained(name, lines) => app.mode = Mode::Explain(name, lines),
+            Msg::Explained(name, lines) => {
+                app.status = format!("{name}: any key closes its explanation");
+                app.mode = Mode::Explain(name, lines);
+            }
         }
     };
     stop.store(true, Ordering::Relaxed);
@@ -626,7 +629,7 @@ fn draw(f: &mut ratatui::Frame, app: &App, target: &Target) {
         status,
     );
     if let Mode::Explain(name, lines) = &app.mode {
-        let area = centred(f.area(), 90, lines.len() as u16 + 3);
+        let area = centred(f.area(), 90, lines.len() as u16 + 2);
         f.render_widget(Clear, area);
         f.render_widget(
             Paragraph::new(
@@ -673,17 +676,25 @@ fn draw_table(f: &mut ratatui::Frame, app: &App, area: Rect) {
             Cell::from(i.port.to_string()),
         ])
     });
+    // The names as wide as the longest; what is left goes to the last column.
+    let name_width = app
+        .instances
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4) as u16;
     let table = Table::new(
         rows,
         [
-            Constraint::Min(12),
+            Constraint::Length(name_width),
             Constraint::Length(10),
             Constraint::Length(8),
             Constraint::Length(16),
             Constraint::Length(22),
             Constraint::Length(8),
             Constraint::Length(9),
-            Constraint::Length(6),
+            Constraint::Min(6),
         ],
     )
     .header(header)
