@@ -298,7 +298,7 @@ fn on_key(app: &mut App, k: KeyEvent, client: &Client, tx: &mpsc::UnboundedSende
         return false;
     }
     match std::mem::replace(&mut app.mode, Mode::Normal) {
-        Mode::Explain(..) => {}
+        Mode::Explain(..) => app.status.clear(),
         Mode::Confirm(call, name) => {
             if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
                 app.status = format!("{} {name} ...", verb(call));

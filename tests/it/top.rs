@@ -97,6 +97,30 @@ fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
+/// `openclawctl top` against `d`, in a 160x40 pane of a private tmux server; the pane's pid
+/// (openclawctl's own: the shell execs it).
+fn start_top(scene: &Scene, d: &common::Daemon) -> (Tmux, u32) {
+    let tmux = Tmux {
+        socket: scene.path("tmux.sock"),
+    };
+    let command = format!("exec {} top", shell_quote(&bin_path("openclawctl")));
+    let o = Command::new("tmux")
+        .arg("-S")
+        .arg(&tmux.socket)
+        .args(["-f", "/dev/null", "new-session", "-d", "-s", "top"])
+        .args(["-x", "160", "-y", "40", &command])
+        .env("OPENCLAW_SUPERVISOR_SOCKET", &d.socket)
+        .env_remove("OPENCLAW_SUPERVISOR_ENDPOINT")
+        .output()
+        .expect("run tmux");
+    assert!(o.status.success(), "tmux new-session: {}", stderr(&o));
+    let pane_pid = common::stdout(&tmux.cmd(&["display", "-p", "-t", "top", "#{pane_pid}"]))
+        .trim()
+        .parse()
+        .expect("the pane's pid");
+    (tmux, pane_pid)
+}
+
 #[test]
 fn top_in_tmux_shows_every_instance_and_restarts_the_selected_one() {
     if !tmux_found() {
@@ -112,24 +136,7 @@ fn top_in_tmux_shows_every_instance_and_restarts_the_selected_one() {
     }
     let (alpha, beta) = (pid(&d, "alpha"), pid(&d, "beta"));
 
-    let tmux = Tmux {
-        socket: scene.path("tmux.sock"),
-    };
-    let command = format!("exec {} top", shell_quote(&bin_path("openclawctl")));
-    let o = Command::new("tmux")
-        .arg("-S")
-        .arg(&tmux.socket)
-        .args(["-f", "/dev/null", "new-session", "-d", "-s", "top"])
-        .args(["-x", "160", "-y", "40", &command])
-        .env("OPENCLAW_SUPERVISOR_SOCKET", &d.socket)
-        .env_remove("OPENCLAW_SUPERVISOR_ENDPOINT")
-        .output()
-        .expect("run tmux");
-    assert!(o.status.success(), "tmux new-session: {}", stderr(&o));
-    let pane_pid: u32 = common::stdout(&tmux.cmd(&["display", "-p", "-t", "top", "#{pane_pid}"]))
-        .trim()
-        .parse()
-        .expect("the pane's pid");
+    let (tmux, pane_pid) = start_top(&scene, &d);
 
     // Both rows, each with its pid, and the first selected.
     let screen = tmux.wait_screen("both instances running with their pids", |s| {
@@ -168,4 +175,45 @@ fn top_in_tmux_shows_every_instance_and_restarts_the_selected_one() {
     });
     assert_eq!(pid(&d, "alpha"), alpha);
     assert_eq!(pid(&d, "beta"), new_beta);
+}
+
+#[test]
+fn top_e_shows_why_an_instance_is_fatal() {
+    if !tmux_found() {
+        return;
+    }
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    scene.profile(
+        "broken.yaml",
+        &format!(
+            "port: {}\nstate_dir: ~/state/broken\ncommand: [{:?}, \"--exit-code\", \"78\"]\n",
+            ports[0],
+            common::fake_gateway().display().to_string()
+        ),
+    );
+    let d = scene.daemon();
+    d.wait_status("broken", "fatal", |s| s["state"] == "fatal");
+    let (tmux, pane_pid) = start_top(&scene, &d);
+    tmux.wait_screen("broken, fatal", |s| {
+        s.lines()
+            .any(|l| l.contains("> broken") && l.contains("fatal"))
+    });
+    tmux.keys(&["e"]);
+    let screen = tmux.wait_screen("broken's explanation", |s| {
+        s.contains("explain broken") && s.contains("last error:")
+    });
+    for want in ["state:      fatal", "last exit:  exit code 78", "EX_CONFIG"] {
+        assert!(
+            screen.contains(want),
+            "no {want:?} in the explanation:\n{screen}"
+        );
+    }
+    // Any key closes it; q then quits.
+    tmux.keys(&["Escape"]);
+    tmux.wait_screen("the explanation closed", |s| !s.contains("explain broken"));
+    tmux.keys(&["q"]);
+    wait_for("openclawctl top to end after q", || {
+        (!alive(pane_pid)).then_some(())
+    });
 }
