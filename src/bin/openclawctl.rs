@@ -143,6 +143,10 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// A full-screen live view: every instance (state, pid, uptime, restarts, CPU, RSS, port),
+    /// the selected one's log; keys start (s), stop (x), restart (r, each asking y/n) and explain
+    /// (e) it; q, Esc or Ctrl-C quits.
+    Top,
     /// Print every state change of the instances (or of those named) as it happens.
     Watch {
         /// Only these instances.
@@ -409,6 +413,7 @@ fn main() -> ExitCode {
             lines,
             follow,
         } => on_daemon(Box::pin(remote::logs(target, name, lines, follow))),
+        Command::Top => on_daemon(Box::pin(cli::top::top(target))),
         Command::Watch { names, json } => on_daemon(Box::pin(remote::watch(target, names, json))),
         Command::Reload { dry_run } => on_daemon(Box::pin(remote::reload(target, dry_run))),
         Command::Version => on_daemon(Box::pin(remote::version(target))),

@@ -12,6 +12,7 @@ pub mod completion;
 pub mod import;
 pub mod new;
 pub mod remote;
+pub mod top;
 
 use crate::profile::ephemeral::{self, Ephemeral};
 use crate::profile::resolve::ClaimSource;

@@ -33,6 +33,9 @@ pub enum Error {
         /// What went wrong.
         error: String,
     },
+    /// The terminal could not be set up or drawn on (`top`).
+    #[error("terminal: {0}")]
+    Terminal(String),
     /// Some of several steps failed; each was reported as it came.
     #[error("{failed} of {total} failed")]
     SomeFailed {
@@ -66,7 +69,7 @@ pub fn finish(r: Result<(), Error>) -> ExitCode {
     }
 }
 
-async fn connect(target: &Target) -> Result<Client, Error> {
+pub(crate) async fn connect(target: &Target) -> Result<Client, Error> {
     match target {
         Target::Socket(socket) => {
             // The daemon refuses such a dir; a client refuses it too: the socket there may be
@@ -121,7 +124,7 @@ pub enum Lifecycle {
     Restart,
 }
 
-fn state_name(s: i32) -> &'static str {
+pub(crate) fn state_name(s: i32) -> &'static str {
     match v1::InstanceState::try_from(s).unwrap_or(v1::InstanceState::Unspecified) {
         v1::InstanceState::Unspecified => "unknown",
         v1::InstanceState::Stopped => "stopped",
@@ -136,7 +139,7 @@ fn state_name(s: i32) -> &'static str {
     }
 }
 
-fn uptime(i: &v1::Instance, now_ms: i64) -> String {
+pub(crate) fn uptime(i: &v1::Instance, now_ms: i64) -> String {
     if i.started_at_unix_ms <= 0 {
         return "-".into();
     }
@@ -145,11 +148,11 @@ fn uptime(i: &v1::Instance, now_ms: i64) -> String {
 }
 
 /// `n` tenths as `12.3` followed by `unit`, without float formatting.
-fn tenths(n: u64, unit: char) -> String {
+pub(crate) fn tenths(n: u64, unit: char) -> String {
     format!("{}.{}{unit}", n / 10, n % 10)
 }
 
-fn mib(b: u64) -> String {
+pub(crate) fn mib(b: u64) -> String {
     tenths((b * 10 + (1 << 19)) >> 20, 'M')
 }
 
@@ -165,7 +168,7 @@ fn one_decimal(x: f32) -> f64 {
 }
 
 /// The RESTARTS cell: the policy's restarts, then an operator's, when there were any.
-fn restarts_cell(i: &v1::Instance) -> String {
+pub(crate) fn restarts_cell(i: &v1::Instance) -> String {
     if i.operator_restarts == 0 {
         i.restarts.to_string()
     } else {

@@ -28,3 +28,4 @@ mod onboard_new;
 mod reexec;
 mod supervise;
 mod systemd;
+mod top;
