@@ -504,11 +504,31 @@ async fn explain(mut client: Client, name: String, reason: String, tx: mpsc::Unb
         .get_instance(v1::GetInstanceRequest { name: name.clone() })
         .await
     {
-        Ok(i) => Msg::Explained(name, status_lines(&i.into_inner(), &reason)),
+        Ok(i) => {
+            let mut lines = status_lines(&i.into_inner(), &reason);
+            // Then what comes next and its history, newest first (the popup may cut the end),
+            // as `openclawctl explain` prints each entry.
+            if let Ok(e) = client
+                .explain(v1::ExplainRequest { name: name.clone() })
+                .await
+            {
+                let text = remote::explain_text(&e.into_inner(), false);
+                let mut all: Vec<&str> = text.lines().collect();
+                let next = all.pop().unwrap_or_default();
+                lines.push(next.to_string());
+                lines.push(String::new());
+                lines.extend(all.iter().rev().take(EXPLAIN_LINES).map(|l| l.to_string()));
+            }
+            Msg::Explained(name, lines)
+        }
         Err(s) => Msg::Failed(format!("explain {name}: {}", s.message())),
     };
     let _ = tx.send(msg);
 }
+
+/// How many entries of an instance's history (`Explain`) `e` shows below its status and what
+/// comes next, newest first.
+const EXPLAIN_LINES: usize = 16;
 
 /// An instance's status, a line a field, as `e` shows it.
 fn status_lines(i: &v1::Instance, reason: &str) -> Vec<String> {

@@ -203,7 +203,13 @@ fn top_e_shows_why_an_instance_is_fatal() {
     let screen = tmux.wait_screen("broken's explanation", |s| {
         s.contains("explain broken") && s.contains("last error:")
     });
-    for want in ["state:      fatal", "last exit:  exit code 78", "EX_CONFIG"] {
+    // Its status, then the end of its history and what comes next (the Explain call).
+    for want in [
+        "state:      fatal",
+        "last exit:  exit code 78",
+        "EX_CONFIG",
+        "next: fatal: waiting for",
+    ] {
         assert!(
             screen.contains(want),
             "no {want:?} in the explanation:\n{screen}"
