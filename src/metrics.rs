@@ -58,6 +58,8 @@ pub struct Metrics {
     rss: Family<Labels, Gauge>,
     uptime: Gauge<f64, AtomicU64>,
     reloads: Family<Labels, Counter>,
+    probe_latency: HistogramFamily,
+    probe_failures: Family<Labels, Counter>,
     /// When each instance last entered `starting` (for its time to ready).
     starting_since: Mutex<HashMap<String, SystemTime>>,
 }
@@ -73,6 +75,11 @@ fn with(name: &str, key: &'static str, value: &str) -> Labels {
 fn time_to_ready_histogram() -> Histogram {
     // 0.25 s .. about 2 min.
     Histogram::new(exponential_buckets(0.25, 2.0, 10))
+}
+
+fn probe_histogram() -> Histogram {
+    // 1 ms .. about 4 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 13))
 }
 
 /// What a start's reason (`Status::reason` of the `starting` event) counts as.
@@ -112,6 +119,8 @@ impl Metrics {
             rss: Family::default(),
             uptime: Gauge::default(),
             reloads: Family::default(),
+            probe_latency: Family::new_with_constructor(probe_histogram),
+            probe_failures: Family::default(),
             starting_since: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -160,6 +169,16 @@ impl Metrics {
             m.rss.clone(),
         );
         registry.register(
+            "instance_probe_seconds",
+            "Latency of each liveness probe (answered or not)",
+            m.probe_latency.clone(),
+        );
+        registry.register(
+            "instance_probe_failures",
+            "Liveness probes that failed",
+            m.probe_failures.clone(),
+        );
+        registry.register(
             "uptime_seconds",
             "Seconds since this daemon process started",
             m.uptime.clone(),
@@ -189,6 +208,18 @@ impl Metrics {
         self.reloads
             .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc();
+    }
+
+    /// One liveness probe of `name`: how long it took, and whether it failed.
+    pub fn probe(&self, name: &str, took: std::time::Duration, ok: bool) {
+        let one = instance(name);
+        self.probe_latency
+            .get_or_create(&one)
+            .observe(took.as_secs_f64());
+        let failures = self.probe_failures.get_or_create(&one);
+        if !ok {
+            failures.inc();
+        }
     }
 
     /// Takes one state change in.
@@ -251,6 +282,8 @@ impl Metrics {
         self.time_to_ready.remove(&one);
         self.cpu_percent.remove(&one);
         self.rss.remove(&one);
+        self.probe_latency.remove(&one);
+        self.probe_failures.remove(&one);
         for s in STATES {
             self.state.remove(&with(name, "state", s.as_str()));
         }
@@ -313,6 +346,7 @@ pub async fn start(
         .await
         .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
     let metrics = Arc::new(Metrics::new());
+    supervisor.set_metrics(metrics.clone());
     let mut events = supervisor.events();
     for h in supervisor.instances().values() {
         let status = h.status.borrow().clone();

@@ -57,12 +57,14 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
 fn a_scrape_has_every_metric_with_its_type_and_labels() {
     let scene = Scene::new();
     let ports = free_ports(3);
-    scene.fake_profile("main", ports[0], "");
+    scene.fake_profile("main", ports[0], "health: { interval: 200ms }\n");
     scene.fake_profile("idle", ports[1], "autostart: false\n");
     let addr = format!("127.0.0.1:{}", ports[2]);
     let d = scene.daemon_with(&["--metrics", &addr]);
     d.wait_status("main", "running", |s| s["state"] == "running");
     let out = d.ctl(&["restart", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = d.ctl(&["reload"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // The restart's `running` reaches the metrics through the event broadcast.
     let (types, scrape) = wait_for("the restart in the metrics", || {
@@ -74,7 +76,12 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
             "openclaw_supervisor_instance_time_to_ready_seconds_count",
             &[("instance", "main")],
         );
-        (counted == Some(2.0)).then_some((types, scrape))
+        let probed = value(
+            &scrape,
+            "openclaw_supervisor_instance_probe_seconds_count",
+            &[("instance", "main")],
+        );
+        (counted == Some(2.0) && probed.is_some_and(|n| n > 0.0)).then_some((types, scrape))
     });
     let p = "openclaw_supervisor_";
     for (family, ty) in [
@@ -87,6 +94,8 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
         ("instance_time_to_ready_seconds", SampleType::Histogram),
         ("instance_cpu_percent", SampleType::Gauge),
         ("instance_rss_bytes", SampleType::Gauge),
+        ("instance_probe_seconds", SampleType::Histogram),
+        ("instance_probe_failures", SampleType::Counter),
         ("uptime_seconds", SampleType::Gauge),
         ("reloads", SampleType::Counter),
     ] {
@@ -142,6 +151,9 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
     assert_eq!(v("instance_seconds_since_start", &idle), Some(0.0));
     assert!(v("instance_rss_bytes", &main).unwrap() > 0.0);
     assert!(v("instance_cpu_percent", &main).is_some());
+    assert_eq!(v("instance_probe_failures_total", &main), Some(0.0));
+    assert_eq!(v("reloads_total", &[("outcome", "applied")]), Some(1.0));
+    assert_eq!(v("reloads_total", &[("outcome", "refused")]), Some(0.0));
     assert!(v("uptime_seconds", &[]).unwrap() > 0.0);
     assert!(v("build_info", &[("version", env!("CARGO_PKG_VERSION"))]).is_some());
 }
