@@ -59,6 +59,9 @@ pub struct Metrics {
     uptime: Gauge<f64, AtomicU64>,
     reloads: Family<Labels, Counter>,
     probe_latency: HistogramFamily,
+    log_lines: Family<Labels, Counter>,
+    log_bytes: Family<Labels, Counter>,
+    log_dropped: Family<Labels, Counter>,
     probe_failures: Family<Labels, Counter>,
     /// When each instance last entered `starting` (for its time to ready).
     starting_since: Mutex<HashMap<String, SystemTime>>,
@@ -120,6 +123,9 @@ impl Metrics {
             uptime: Gauge::default(),
             reloads: Family::default(),
             probe_latency: Family::new_with_constructor(probe_histogram),
+            log_lines: Family::default(),
+            log_bytes: Family::default(),
+            log_dropped: Family::default(),
             probe_failures: Family::default(),
             starting_since: Mutex::new(HashMap::new()),
         };
@@ -177,6 +183,21 @@ impl Metrics {
             "instance_probe_failures",
             "Liveness probes that failed",
             m.probe_failures.clone(),
+        );
+        registry.register(
+            "instance_log_lines",
+            "Lines of the instance's log handed to the disk writer",
+            m.log_lines.clone(),
+        );
+        registry.register(
+            "instance_log_bytes",
+            "Bytes of the instance's log handed to the disk writer",
+            m.log_bytes.clone(),
+        );
+        registry.register(
+            "instance_log_dropped_lines",
+            "Lines of the instance's log dropped because its disk did not keep up",
+            m.log_dropped.clone(),
         );
         registry.register(
             "uptime_seconds",
@@ -283,6 +304,9 @@ impl Metrics {
         self.cpu_percent.remove(&one);
         self.rss.remove(&one);
         self.probe_latency.remove(&one);
+        self.log_lines.remove(&one);
+        self.log_bytes.remove(&one);
+        self.log_dropped.remove(&one);
         self.probe_failures.remove(&one);
         for s in STATES {
             self.state.remove(&with(name, "state", s.as_str()));
@@ -315,6 +339,19 @@ impl Metrics {
             self.rss
                 .get_or_create(&one)
                 .set(i64::try_from(r.rss_bytes).unwrap_or(i64::MAX));
+        }
+        // The log totals: counters kept by each log, copied in (a counter only rises).
+        for (name, h) in supervisor.instances().iter() {
+            let c = h.log.counts();
+            let one = instance(name);
+            for (family, total) in [
+                (&self.log_lines, c.lines),
+                (&self.log_bytes, c.bytes),
+                (&self.log_dropped, c.dropped),
+            ] {
+                let counter = family.get_or_create(&one);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
         }
         self.uptime.set(self.started.elapsed().as_secs_f64());
         let mut out = String::new();

@@ -96,6 +96,9 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
         ("instance_rss_bytes", SampleType::Gauge),
         ("instance_probe_seconds", SampleType::Histogram),
         ("instance_probe_failures", SampleType::Counter),
+        ("instance_log_lines", SampleType::Counter),
+        ("instance_log_bytes", SampleType::Counter),
+        ("instance_log_dropped_lines", SampleType::Counter),
         ("uptime_seconds", SampleType::Gauge),
         ("reloads", SampleType::Counter),
     ] {
@@ -152,6 +155,10 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
     assert!(v("instance_rss_bytes", &main).unwrap() > 0.0);
     assert!(v("instance_cpu_percent", &main).is_some());
     assert_eq!(v("instance_probe_failures_total", &main), Some(0.0));
+    // At least the supervisor's own "started pid" notes.
+    assert!(v("instance_log_lines_total", &main).unwrap() >= 2.0);
+    assert!(v("instance_log_bytes_total", &main).unwrap() > 0.0);
+    assert_eq!(v("instance_log_dropped_lines_total", &main), Some(0.0));
     assert_eq!(v("reloads_total", &[("outcome", "applied")]), Some(1.0));
     assert_eq!(v("reloads_total", &[("outcome", "refused")]), Some(0.0));
     assert!(v("uptime_seconds", &[]).unwrap() > 0.0);
