@@ -45,6 +45,10 @@ pub struct Options {
     pub tcp: Option<SocketAddr>,
     /// Allow `tcp` to be other than a loopback address.
     pub tcp_allow_remote: bool,
+    /// Serve Prometheus metrics on this TCP address (`GET /metrics`), loopback unless allowed.
+    pub metrics: Option<SocketAddr>,
+    /// Allow `metrics` to be other than a loopback address.
+    pub metrics_allow_remote: bool,
     /// The file whose first line is the TCP listener's bearer token.
     pub token_file: Option<PathBuf>,
     /// Contain instances by their process trees even where cgroups could be had (`--no-cgroups`).
@@ -499,6 +503,25 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
     };
     let (servers, server_stop) = routes.serve(socket, tcp);
     tracing::info!(socket = %opts.socket.display(), "serving the control API");
+    if let Some(addr) = opts.metrics {
+        // Ends with the process (a re-exec binds it again).
+        let metrics_stop = CancellationToken::new();
+        if let Err(e) = crate::metrics::start(
+            addr,
+            opts.metrics_allow_remote,
+            supervisor.clone(),
+            metrics_stop,
+        )
+        .await
+        {
+            systemd.fail(&e);
+            tracing::error!("{e}");
+            end_servers(servers, &server_stop, DRAIN).await;
+            supervisor.shutdown().await;
+            let _ = std::fs::remove_file(&opts.socket);
+            return Err(ExitCode::FAILURE);
+        }
+    }
 
     // Wishes for instances whose profiles are gone are forgotten.
     let instances = supervisor.instances();

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fsx;
 pub mod handover;
+pub mod metrics;
 pub mod paths;
 pub mod profile;
 pub mod supervise;

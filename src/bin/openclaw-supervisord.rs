@@ -47,6 +47,13 @@ struct Args {
     /// Allow --tcp to listen on an address other than loopback.
     #[arg(long, requires = "tcp")]
     tcp_allow_remote: bool,
+    /// Serve Prometheus metrics on this TCP address at /metrics (loopback unless
+    /// --metrics-allow-remote; no token: anyone who reaches it may read the figures).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics to listen on an address other than loopback.
+    #[arg(long, requires = "metrics")]
+    metrics_allow_remote: bool,
     /// The file whose first line is the TCP bearer token; read on every call, so it may be rotated.
     #[arg(long, env = "OPENCLAW_SUPERVISOR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -127,6 +134,8 @@ fn main() -> ExitCode {
         socket_group: args.socket_group,
         tcp: args.tcp,
         tcp_allow_remote: args.tcp_allow_remote,
+        metrics: args.metrics,
+        metrics_allow_remote: args.metrics_allow_remote,
         token_file: args.token_file,
         no_cgroups: args.no_cgroups,
         on_crash: args

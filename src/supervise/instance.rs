@@ -277,6 +277,9 @@ pub struct Shared {
     pub records: adopt::Records,
     /// The service manager's fd store: each child's pipes, while its tree lives.
     pub fdstore: super::fdstore::FdStore,
+    /// The Prometheus families, set once by `--metrics` (`Supervisor::set_metrics`; one cell for
+    /// every clone of this); empty, the hooks cost one load.
+    pub metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
 }
 
 /// The handle the supervisor keeps for an instance task.
@@ -1231,7 +1234,11 @@ impl Task {
             }
             return;
         }
-        match self.prober.live(h.timeout, &mut identity).await {
+        let probed = self.prober.live(h.timeout, &mut identity).await;
+        if let Some(m) = self.shared.metrics.get() {
+            m.probe(self.profile.name.as_str(), now.elapsed(), probed.is_ok());
+        }
+        match probed {
             Ok(()) => {
                 if let Some(c) = self.child.as_mut() {
                     c.liveness_failures = 0;

@@ -149,11 +149,23 @@ impl InstanceLog {
             disk: disk.clone(),
             file: Arc::new(LogFile {
                 dropped: AtomicU64::new(0),
+                totals: Totals::default(),
                 state: Mutex::new(state),
                 mem: mem.clone(),
             }),
             mem,
         })
+    }
+
+    /// Lines and bytes handed to the disk writer, and lines dropped (the queue full), since the
+    /// log was opened.
+    pub fn counts(&self) -> LogCounts {
+        let t = &self.file.totals;
+        LogCounts {
+            lines: t.lines.load(Ordering::Relaxed),
+            bytes: t.bytes.load(Ordering::Relaxed),
+            dropped: t.dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// Writes a line of the supervisor's own about this instance.
@@ -397,10 +409,31 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// What `InstanceLog::counts` reads.
+#[derive(Default)]
+struct Totals {
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// An instance log's totals (`InstanceLog::counts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Lines handed to the disk writer.
+    pub lines: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Lines dropped because the disk writer did not keep up.
+    pub dropped: u64,
+}
+
 /// One instance's file.
 struct LogFile {
     /// Lines that found the queue full since the last marker.
     dropped: AtomicU64,
+    /// Totals for the metrics (`InstanceLog::counts`).
+    totals: Totals,
     /// Locked by the disk thread alone (a mutex so that the file can travel in jobs).
     state: Mutex<FileState>,
     /// The instance's tail, where the disk thread says what the file could not take.
@@ -494,9 +527,15 @@ impl Disk {
             lines.insert(0, dropped_marker(owed).render());
         }
         let n = lines.len() as u64;
+        let bytes: usize = lines.iter().map(String::len).sum();
         if self.tx.try_send(Job::Lines(file.clone(), lines)).is_err() {
             // The marker (if any) is not a line of the child's: count only what it counted.
-            self.count_dropped(file, n - u64::from(owed > 0) + owed);
+            let lost = n - u64::from(owed > 0);
+            file.totals.dropped.fetch_add(lost, Ordering::Relaxed);
+            self.count_dropped(file, lost + owed);
+        } else {
+            file.totals.lines.fetch_add(n, Ordering::Relaxed);
+            file.totals.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 

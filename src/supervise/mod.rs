@@ -162,6 +162,7 @@ impl Supervisor {
             diag: Arc::new(ownership::Diag::default()),
             containment: Arc::new(containment),
             known: tree::Seen::default(),
+            metrics: Arc::default(),
         };
         // Whether the kernel's listener lookups can be used, found once off the runtime (the
         // first may load a kernel module) before the first probe needs them.
@@ -383,6 +384,19 @@ impl Supervisor {
     /// changed instances are stopped (in parallel, each by its stop policy), then new and changed
     /// ones are started. Unchanged instances are not touched. Returns the check and the changes.
     pub async fn reload(&self, dir: &std::path::Path, dry_run: bool) -> ReloadOutcome {
+        let outcome = self.reload_now(dir, dry_run).await;
+        if let (false, Some(m)) = (dry_run, self.shared.metrics.get()) {
+            m.reload(outcome.applied);
+        }
+        outcome
+    }
+
+    /// Feeds `m` from now on (the probe and reload hooks); the first call wins.
+    pub fn set_metrics(&self, m: Arc<crate::metrics::Metrics>) {
+        let _ = self.shared.metrics.set(m);
+    }
+
+    async fn reload_now(&self, dir: &std::path::Path, dry_run: bool) -> ReloadOutcome {
         let _one = self.reloading.lock().await;
         let d = dir.to_path_buf();
         // The check's advice in a clash goes to the instance that is new or changed.

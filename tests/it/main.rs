@@ -20,6 +20,7 @@ mod hostile_claim;
 mod hostile_files;
 mod hostile_own;
 mod hostile_tree;
+mod metrics;
 mod onboard_edges;
 mod onboard_everywhere;
 mod onboard_grpc;
