@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -41,35 +40,15 @@ fn main() {
     let fake = fake_gateway();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let conf = dir.join("supervisor.d");
-    std::fs::create_dir_all(&conf).unwrap();
     let all = ports(n + 1, 1300);
-    for (i, p) in all[..n].iter().enumerate() {
-        std::fs::write(
-            conf.join(format!("bot{i:03}.yaml")),
-            fake_profile(&fake, *p, NEVER_RESTART),
-        )
-        .unwrap();
-    }
+    let profiles: Vec<(String, String)> = all[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("bot{i:03}"), fake_profile(&fake, *p, NEVER_RESTART)))
+        .collect();
     let addr = format!("127.0.0.1:{}", all[n]);
-    let socket = dir.join("supervisor.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_openclaw-supervisord"))
-        .arg("--config-dir")
-        .arg(&conf)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--log-dir")
-        .arg(dir.join("logs"))
-        .arg("--state-dir")
-        .arg(dir.join("daemon-state"))
-        .args(["--metrics", &addr])
-        .env("HOME", dir)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let d = common::Daemon { child, socket };
+    let d = common::Daemon::start_with(dir, &profiles, &["--metrics", &addr]);
+    let pid = d.child.id();
     let running = d.wait_all_running(n);
     std::thread::sleep(Duration::from_secs(if quick { 1 } else { 5 }));
 

@@ -196,22 +196,6 @@ pub fn exit_of(e: &pb::Exit) -> Exit {
     }
 }
 
-fn state_of(s: &str) -> Option<State> {
-    [
-        State::Stopped,
-        State::Starting,
-        State::Running,
-        State::Unhealthy,
-        State::Backoff,
-        State::Stopping,
-        State::Exited,
-        State::Fatal,
-        State::Blocked,
-    ]
-    .into_iter()
-    .find(|st| st.as_str() == s)
-}
-
 /// The handover of `detached` (each instance's task as it ended) and of the daemon (`carry`):
 /// the message, and every fd it names (their numbers stay valid in the new program once their
 /// close-on-exec flag is cleared). `exit_of_pid`: a detached child's exit, if it was reaped
@@ -484,7 +468,7 @@ fn read_inherited(var: &str) -> Result<Inherited, String> {
             }
         });
         let resume = Resume {
-            state: state_of(&i.state),
+            state: State::parse(&i.state),
             reason: i.reason,
             restarts: i.restarts,
             operator_restarts: i.operator_restarts,

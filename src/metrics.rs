@@ -30,19 +30,6 @@ use crate::supervise::Supervisor;
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// Every state, in the order `openclaw_supervisor_instance_state` lists them.
-const STATES: [State; 9] = [
-    State::Stopped,
-    State::Starting,
-    State::Running,
-    State::Unhealthy,
-    State::Backoff,
-    State::Stopping,
-    State::Exited,
-    State::Fatal,
-    State::Blocked,
-];
-
 /// The registry and its families; shared by the event follower and the HTTP server.
 pub struct Metrics {
     registry: Registry,
@@ -254,7 +241,7 @@ impl Metrics {
         self.up
             .get_or_create(&instance(name))
             .set(i64::from(st.state == State::Running));
-        for s in STATES {
+        for s in State::ALL {
             self.state
                 .get_or_create(&with(name, "state", s.as_str()))
                 .set(i64::from(s == st.state));
@@ -308,7 +295,7 @@ impl Metrics {
         self.log_bytes.remove(&one);
         self.log_dropped.remove(&one);
         self.probe_failures.remove(&one);
-        for s in STATES {
+        for s in State::ALL {
             self.state.remove(&with(name, "state", s.as_str()));
         }
         for r in ["first", "operator", "crash", "probe", "reload", "other"] {

@@ -96,6 +96,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path, profiles: &[(String, String)]) -> Daemon {
+        Daemon::start_with(dir, profiles, &[])
+    }
+
+    /// [`Daemon::start`] with more flags for the daemon.
+    pub fn start_with(dir: &Path, profiles: &[(String, String)], extra: &[&str]) -> Daemon {
         let conf = dir.join("supervisor.d");
         std::fs::create_dir_all(&conf).unwrap();
         for (name, text) in profiles {
@@ -111,6 +116,7 @@ impl Daemon {
             .arg(dir.join("logs"))
             .arg("--state-dir")
             .arg(dir.join("daemon-state"))
+            .args(extra)
             .env("HOME", dir)
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())

@@ -53,6 +53,24 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order they are declared.
+    pub const ALL: [State; 9] = [
+        State::Stopped,
+        State::Starting,
+        State::Running,
+        State::Unhealthy,
+        State::Backoff,
+        State::Stopping,
+        State::Exited,
+        State::Fatal,
+        State::Blocked,
+    ];
+
+    /// The state named `s` (as [`State::as_str`] spells it).
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     /// The lower-case name used in logs and by the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
