@@ -82,6 +82,19 @@ struct App {
 }
 
 impl App {
+    /// An empty view, `status` on its status line.
+    fn new(status: String) -> App {
+        App {
+            instances: Vec::new(),
+            reasons: HashMap::new(),
+            selected: None,
+            logs: VecDeque::new(),
+            log_feed: 0,
+            mode: Mode::Normal,
+            status,
+        }
+    }
+
     fn index(&self) -> Option<usize> {
         let name = self.selected.as_ref()?;
         self.instances.iter().position(|i| &i.name == name)
@@ -218,15 +231,7 @@ async fn run(
         tokio::spawn(watch_feed(client.clone(), tx.clone())),
         tokio::spawn(list_feed(client.clone(), tx.clone())),
     ];
-    let mut app = App {
-        instances: Vec::new(),
-        reasons: HashMap::new(),
-        selected: None,
-        logs: VecDeque::new(),
-        log_feed: 0,
-        mode: Mode::Normal,
-        status: format!("connected to {target}"),
-    };
+    let mut app = App::new(format!("connected to {target}"));
     app.list(first);
     let mut log_task: Option<(String, JoinHandle<()>)> = None;
     let r = loop {
@@ -751,15 +756,7 @@ mod tests {
     }
 
     fn app() -> App {
-        App {
-            instances: Vec::new(),
-            reasons: HashMap::new(),
-            selected: None,
-            logs: VecDeque::new(),
-            log_feed: 0,
-            mode: Mode::Normal,
-            status: String::new(),
-        }
+        App::new(String::new())
     }
 
     #[test]
