@@ -594,7 +594,9 @@ pub fn take_over(
             // The same process still (a zombie counts: our reaper has its exit).
             let same = tree::read_stat(c.pid).is_some_and(|p| c.start == 0 || p.start == c.start);
             if same {
-                let pidfd = adopt::pidfd_open(c.pid).ok();
+                // Only a gateway that is not our child is watched through a pidfd; our own
+                // children's exits come from the reaper.
+                let pidfd = (!c.ours).then(|| adopt::pidfd_open(c.pid).ok()).flatten();
                 let (stdout, stderr) = (c.stdout, c.stderr);
                 let pending = (
                     stdout.as_ref().map(|(_, b)| b.clone()).unwrap_or_default(),
