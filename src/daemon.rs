@@ -496,10 +496,17 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
             return Err(ExitCode::FAILURE);
         }
     };
+    let calls = api::calls::Calls::new(&[
+        api::v1::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
     let routes = Routes {
         services,
         refusing: refusing.clone(),
         token_file: opts.token_file.clone(),
+        calls: calls.clone(),
     };
     let (servers, server_stop) = routes.serve(socket, tcp);
     tracing::info!(socket = %opts.socket.display(), "serving the control API");
@@ -510,6 +517,7 @@ async fn serve(opts: &Options, systemd: &Notifier, p: Prepared) -> Result<Servin
             addr,
             opts.metrics_allow_remote,
             supervisor.clone(),
+            calls.family(),
             metrics_stop,
         )
         .await
@@ -556,6 +564,8 @@ struct Routes {
     services: tonic::service::Routes,
     refusing: Arc<AtomicBool>,
     token_file: Option<PathBuf>,
+    /// Counts every call, refused ones too (for the metrics endpoint).
+    calls: api::calls::Calls,
 }
 
 /// The API's servers (socket, then TCP), and what ends them.
@@ -573,6 +583,7 @@ impl Routes {
         let until = stop.clone();
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(api::calls::CountLayer(self.calls.clone()))
                 .layer(tonic::service::InterceptorLayer::new(
                     api::server::refuse_while(self.refusing.clone()),
                 ))
@@ -594,6 +605,7 @@ impl Routes {
                 .map_or_else(|e| e.to_string(), |a| a.to_string());
             servers.push(tokio::spawn(
                 tonic::transport::Server::builder()
+                    .layer(api::calls::CountLayer(self.calls.clone()))
                     .layer(tonic::service::InterceptorLayer::new(
                         api::server::refuse_while(self.refusing.clone()),
                     ))

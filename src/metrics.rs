@@ -1,10 +1,12 @@
 //! The Prometheus endpoint (`--metrics ADDR`): the registry, its families, and the HTTP server
 //! that serves `GET /metrics` in the OpenMetrics text format (prometheus-client's encoder).
 //!
-//! Two feeds, so a scrape costs the daemon no walk of /proc: the event broadcast
-//! (`Supervisor::events`), followed by one task, keeps the counters and the state gauges; at scrape
-//! time the figures the sampler already holds (`Supervisor::reports`: CPU and RSS of each tree) and
-//! each status (seconds since start) are copied in. Without `--metrics` none of this exists.
+//! Three feeds, so a scrape costs the daemon no walk of /proc: the event broadcast
+//! (`Supervisor::events`), followed by one task, keeps the counters and the state gauges; the API
+//! servers' layer (`api::calls`) counts the calls; at scrape time the figures the sampler already
+//! holds (`Supervisor::reports`: CPU and RSS of each tree), each status (seconds since start) and
+//! each log's totals are copied in, one scrape at a time. Without `--metrics` only the call
+//! counters exist.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::calls::CallLabels;
 use crate::supervise::instance::{Event, State};
 use crate::supervise::reaper::Exit;
 use crate::supervise::Supervisor;
@@ -42,6 +45,7 @@ pub struct Metrics {
     since_start: Family<Labels, Gauge<f64, AtomicU64>>,
     time_to_ready: HistogramFamily,
     cpu_percent: Family<Labels, Gauge<f64, AtomicU64>>,
+    cpu_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     rss: Family<Labels, Gauge>,
     uptime: Gauge<f64, AtomicU64>,
     reloads: Family<Labels, Counter>,
@@ -52,6 +56,28 @@ pub struct Metrics {
     probe_failures: Family<Labels, Counter>,
     /// When each instance last entered `starting` (for its time to ready).
     starting_since: Mutex<HashMap<String, SystemTime>>,
+    /// What the last scrape copied in; held by each scrape while it copies, so two at once
+    /// cannot add the same rise twice.
+    copied: Mutex<Copied>,
+}
+
+/// The totals a scrape copied into the counters, per instance: each next scrape adds the rise.
+#[derive(Default)]
+struct Copied {
+    /// The CPU seconds of each instance's tree, and the child it was of.
+    cpu: HashMap<String, (i32, f64)>,
+    /// Each instance's log totals (lines, bytes, dropped).
+    log: HashMap<String, [u64; 3]>,
+}
+
+/// What a counter gains when a total that only rises, except when it starts again from zero (a
+/// new child's tree, a log opened again), goes from `before` to `now`.
+fn rise<T: PartialOrd + std::ops::Sub<Output = T> + Copy>(before: T, now: T) -> T {
+    if now >= before {
+        now - before
+    } else {
+        now
+    }
 }
 
 fn instance(name: &str) -> Labels {
@@ -92,8 +118,9 @@ pub fn start_reason(reason: &str) -> &'static str {
 }
 
 impl Metrics {
-    /// A registry with every family registered, and the daemon's build info.
-    pub fn new() -> Self {
+    /// A registry with every family registered (`calls`: the API servers' counters), and the
+    /// daemon's build info.
+    pub fn new(calls: Family<CallLabels, Counter>) -> Self {
         let mut registry = Registry::with_prefix("openclaw_supervisor");
         let m = Metrics {
             registry: Registry::default(),
@@ -106,6 +133,7 @@ impl Metrics {
             since_start: Family::default(),
             time_to_ready: Family::new_with_constructor(time_to_ready_histogram),
             cpu_percent: Family::default(),
+            cpu_seconds: Family::default(),
             rss: Family::default(),
             uptime: Gauge::default(),
             reloads: Family::default(),
@@ -115,6 +143,7 @@ impl Metrics {
             log_dropped: Family::default(),
             probe_failures: Family::default(),
             starting_since: Mutex::new(HashMap::new()),
+            copied: Mutex::new(Copied::default()),
         };
         registry.register(
             "instance_up",
@@ -157,6 +186,11 @@ impl Metrics {
             m.cpu_percent.clone(),
         );
         registry.register(
+            "instance_cpu_seconds",
+            "CPU time used by the instance's process trees (or cgroup), all its children together, at the sampler's last sample",
+            m.cpu_seconds.clone(),
+        );
+        registry.register(
             "instance_rss_bytes",
             "Resident memory of the instance's process tree, at the sampler's last sample",
             m.rss.clone(),
@@ -195,6 +229,11 @@ impl Metrics {
             "reloads",
             "Reloads of the profiles by outcome (applied, refused)",
             m.reloads.clone(),
+        );
+        registry.register(
+            "api_calls",
+            "Calls answered by the control API (socket and TCP), by service, method and gRPC code; a stream counts when it ends",
+            calls,
         );
         registry.register(
             "build",
@@ -289,6 +328,7 @@ impl Metrics {
         self.since_start.remove(&one);
         self.time_to_ready.remove(&one);
         self.cpu_percent.remove(&one);
+        self.cpu_seconds.remove(&one);
         self.rss.remove(&one);
         self.probe_latency.remove(&one);
         self.log_lines.remove(&one);
@@ -304,13 +344,20 @@ impl Metrics {
         if let Ok(mut since) = self.starting_since.lock() {
             since.remove(name);
         }
+        let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+        copied.cpu.remove(name);
+        copied.log.remove(name);
     }
 
     /// The text of one scrape: the figures the sampler holds copied in, then everything encoded.
     pub async fn scrape(&self, supervisor: &Supervisor) -> Result<String, std::fmt::Error> {
+        let reports = supervisor.reports(&[]).await;
         let now = SystemTime::now();
-        for r in supervisor.reports(&[]).await {
-            let one = instance(&r.status.name);
+        let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+        let copied = &mut *copied;
+        for r in reports {
+            let name = r.status.name.as_str();
+            let one = instance(name);
             let since = r
                 .status
                 .started_at
@@ -326,30 +373,34 @@ impl Metrics {
             self.rss
                 .get_or_create(&one)
                 .set(i64::try_from(r.rss_bytes).unwrap_or(i64::MAX));
+            // Each child's tree counts from zero; the counter goes on across children.
+            let cpu = self.cpu_seconds.get_or_create(&one);
+            if let Some(pid) = r.status.pid.filter(|_| r.cpu_seconds > 0.0) {
+                let before = match copied.cpu.get(name) {
+                    Some((p, s)) if *p == pid => *s,
+                    _ => 0.0,
+                };
+                cpu.inc_by(rise(before, r.cpu_seconds));
+                copied.cpu.insert(name.to_string(), (pid, r.cpu_seconds));
+            }
         }
-        // The log totals: counters kept by each log, copied in (a counter only rises).
         for (name, h) in supervisor.instances().iter() {
             let c = h.log.counts();
             let one = instance(name);
-            for (family, total) in [
-                (&self.log_lines, c.lines),
-                (&self.log_bytes, c.bytes),
-                (&self.log_dropped, c.dropped),
-            ] {
-                let counter = family.get_or_create(&one);
-                counter.inc_by(total.saturating_sub(counter.get()));
+            let now = [c.lines, c.bytes, c.dropped];
+            let before = copied.log.get(name).copied().unwrap_or_default();
+            for (i, family) in [&self.log_lines, &self.log_bytes, &self.log_dropped]
+                .into_iter()
+                .enumerate()
+            {
+                family.get_or_create(&one).inc_by(rise(before[i], now[i]));
             }
+            copied.log.insert(name.clone(), now);
         }
         self.uptime.set(self.started.elapsed().as_secs_f64());
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -359,6 +410,7 @@ pub async fn start(
     addr: SocketAddr,
     allow_remote: bool,
     supervisor: Arc<Supervisor>,
+    calls: Family<CallLabels, Counter>,
     stop: CancellationToken,
 ) -> Result<Arc<Metrics>, String> {
     if !addr.ip().is_loopback() && !allow_remote {
@@ -369,7 +421,7 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(calls));
     supervisor.set_metrics(metrics.clone());
     let mut events = supervisor.events();
     for h in supervisor.instances().values() {

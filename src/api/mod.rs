@@ -2,6 +2,7 @@
 //! conversions between the library's own types and its messages.
 
 pub mod authority;
+pub mod calls;
 pub mod client;
 pub mod server;
 pub mod socket;

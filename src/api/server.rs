@@ -275,6 +275,7 @@ fn event(e: &supervise::Event) -> v1::Event {
     let report = supervise::InstanceReport {
         status: e.status.clone(),
         cpu_percent: 0.0,
+        cpu_seconds: 0.0,
         rss_bytes: 0,
         sample_age: Duration::ZERO,
         file: e.file.clone(),

@@ -48,6 +48,8 @@ pub struct InstanceReport {
     pub status: Status,
     /// CPU use of the tree, in percent of one core, between the last two samples.
     pub cpu_percent: f32,
+    /// CPU time the tree has used, in seconds, at the last sample (`sample::Figures::cpu_seconds`).
+    pub cpu_seconds: f64,
     /// Resident memory of the tree, in bytes, at the last sample.
     pub rss_bytes: u64,
     /// How old the figures are.
@@ -370,6 +372,7 @@ impl Supervisor {
                     let figures = latest.of(&status.name, status.pid);
                     InstanceReport {
                         cpu_percent: figures.map_or(0.0, |f| f.cpu_percent),
+                        cpu_seconds: figures.map_or(0.0, |f| f.cpu_seconds),
                         rss_bytes: figures.map_or(0, |f| f.rss_bytes),
                         status,
                         sample_age,

@@ -23,6 +23,9 @@ pub struct Figures {
     pub pid: i32,
     /// CPU use of the tree, in percent of one core, between the last two refreshes.
     pub cpu_percent: f32,
+    /// CPU time the tree has used, in seconds: that of its processes (threads that ended
+    /// included) and of the children they waited for; in cgroup mode, the cgroup's `usage_usec`.
+    pub cpu_seconds: f64,
     /// Resident memory of the tree, in bytes.
     pub rss_bytes: u64,
 }
@@ -155,6 +158,9 @@ fn sample(latest: &Mutex<Latest>, roots: &[Root]) {
         .iter()
         .filter_map(|r| r.pid.map(|p| (r.name.as_str(), p, index.descendants(p))))
         .collect();
+    let ticks: std::collections::HashMap<i32, u64> =
+        all.iter().map(|p| (p.pid, p.cpu_ticks)).collect();
+    let per_second = tree::ticks_per_second() as f64;
     // sysinfo's System is taken out while it refreshes, so readers never wait for the walk.
     let mut system = latest
         .lock()
@@ -173,6 +179,7 @@ fn sample(latest: &Mutex<Latest>, roots: &[Root]) {
         .into_iter()
         .map(|(name, root, tree)| {
             let (mut cpu, mut rss) = (0.0, 0);
+            let cpu_ticks: u64 = tree.iter().filter_map(|p| ticks.get(p)).sum();
             for pid in tree {
                 if let Some(p) = system
                     .as_ref()
@@ -185,6 +192,7 @@ fn sample(latest: &Mutex<Latest>, roots: &[Root]) {
             let figures = Figures {
                 pid: root,
                 cpu_percent: cpu,
+                cpu_seconds: cpu_ticks as f64 / per_second,
                 rss_bytes: rss,
             };
             (name.to_string(), figures)
@@ -253,6 +261,7 @@ fn sample_cgroups(latest: &Mutex<Latest>, roots: &[&Root]) -> BTreeMap<String, F
             Figures {
                 pid,
                 cpu_percent,
+                cpu_seconds: usec as f64 / 1e6,
                 rss_bytes,
             },
         );

@@ -23,6 +23,19 @@ pub struct Proc {
     pub pgid: i32,
     /// Start time in clock ticks since boot: with the pid, names one process even if the pid is reused.
     pub start: u64,
+    /// CPU time in clock ticks: its own (user and system, threads that ended included) and that of
+    /// its children it waited for.
+    pub cpu_ticks: u64,
+}
+
+/// Clock ticks a second (`sysconf(_SC_CLK_TCK)`), to read `Proc::cpu_ticks` and `start`.
+pub fn ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
 }
 
 /// Every process on the host that /proc shows.
@@ -55,15 +68,20 @@ fn parse_stat(pid: i32, text: &[u8]) -> Option<Proc> {
     }
     let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // f[0] is field 3 (state); ppid is field 4, pgrp 5, starttime 22.
+    // f[0] is field 3 (state); ppid is field 4, pgrp 5, utime..cstime 14..17, starttime 22.
     if *f.first()? == "Z" {
         return None;
+    }
+    let mut cpu_ticks = 0u64;
+    for i in 11..=14 {
+        cpu_ticks = cpu_ticks.saturating_add(f.get(i)?.parse().ok()?);
     }
     Some(Proc {
         pid,
         ppid: f.get(1)?.parse().ok()?,
         pgid: f.get(2)?.parse().ok()?,
         start: f.get(19)?.parse().ok()?,
+        cpu_ticks,
     })
 }
 
@@ -570,6 +588,7 @@ mod tests {
         ppid: 1,
         pgid: 4242,
         start: 98765,
+        cpu_ticks: 8,
     };
 
     #[test]

@@ -397,3 +397,35 @@ impl Drop for Follower {
         let _ = self.child.wait();
     }
 }
+
+/// The cgroup2 mount, if the test can make a cgroup under it; else why not.
+pub fn writable_cgroup2() -> Result<std::path::PathBuf, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root".into());
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let mount = info
+        .lines()
+        .find_map(|l| {
+            let (before, after) = l.split_once(" - ")?;
+            let point = before.split_whitespace().nth(4)?;
+            (after.split_whitespace().next()? == "cgroup2").then(|| std::path::PathBuf::from(point))
+        })
+        .ok_or("no cgroup2 mount")?;
+    let probe = mount.join(format!("openclaw-supervisor-test-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot make a cgroup under {}: {e}", mount.display()))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(mount)
+}
+
+/// The daemon's flags for each mode a test runs in: cgroups (where the test can make one; else
+/// that half is skipped, said on stderr) and `--no-cgroups`.
+pub fn both_modes() -> Vec<&'static [&'static str]> {
+    let mut modes: Vec<&'static [&'static str]> = vec![&["--no-cgroups"]];
+    match writable_cgroup2() {
+        Ok(_) => modes.insert(0, &[]),
+        Err(why) => eprintln!("SKIPPED the cgroup half: {why}"),
+    }
+    modes
+}

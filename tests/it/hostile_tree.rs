@@ -13,28 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::common;
 
-use common::{alive, fake_gateway, free_ports, stderr, stdout, wait_for, Scene};
-
-/// The cgroup2 mount, if the test can make a cgroup under it; else why not.
-fn writable_cgroup2() -> Result<PathBuf, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("not root".into());
-    }
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mount = info
-        .lines()
-        .find_map(|l| {
-            let (before, after) = l.split_once(" - ")?;
-            let point = before.split_whitespace().nth(4)?;
-            (after.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(point))
-        })
-        .ok_or("no cgroup2 mount")?;
-    let probe = mount.join(format!("openclaw-supervisor-test-{}", std::process::id()));
-    std::fs::create_dir(&probe)
-        .map_err(|e| format!("cannot make a cgroup under {}: {e}", mount.display()))?;
-    let _ = std::fs::remove_dir(&probe);
-    Ok(mount)
-}
+use common::{
+    alive, both_modes, fake_gateway, free_ports, stderr, stdout, wait_for, writable_cgroup2, Scene,
+};
 
 /// The cgroup2 mount, or None after printing why the test is skipped.
 fn cgroups_or_skip(test: &str) -> Option<PathBuf> {
@@ -50,17 +31,6 @@ fn cgroups_or_skip(test: &str) -> Option<PathBuf> {
 /// A profile `name` whose command is a shell script: it starts `env -i setsid sh -c '...; exec
 /// sleep 1000'` in the background (a session of its own, no environment, so no marker), which
 /// writes its pid to `escapee.pid` in the scene, then becomes the stand-in gateway.
-/// The daemon's flags for each mode a test runs in: cgroups (where the test can make one; else
-/// that half is skipped, said on stderr) and `--no-cgroups`.
-fn both_modes() -> Vec<&'static [&'static str]> {
-    let mut modes: Vec<&'static [&'static str]> = vec![&["--no-cgroups"]];
-    match writable_cgroup2() {
-        Ok(_) => modes.insert(0, &[]),
-        Err(why) => eprintln!("SKIPPED the cgroup half: {why}"),
-    }
-    modes
-}
-
 fn escaping_profile(scene: &Scene, name: &str, port: u16) -> PathBuf {
     escaping_profile_with(scene, name, port, &[], "")
 }

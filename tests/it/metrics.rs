@@ -66,6 +66,8 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = d.ctl(&["reload"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = d.ctl(&["stop", "nosuch"]);
+    assert!(!out.status.success());
     // The restart's `running` reaches the metrics through the event broadcast.
     let (types, scrape) = wait_for("the restart in the metrics", || {
         let (status, body) = get(&addr, "/metrics");
@@ -93,6 +95,7 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
         ("instance_seconds_since_start", SampleType::Gauge),
         ("instance_time_to_ready_seconds", SampleType::Histogram),
         ("instance_cpu_percent", SampleType::Gauge),
+        ("instance_cpu_seconds", SampleType::Counter),
         ("instance_rss_bytes", SampleType::Gauge),
         ("instance_probe_seconds", SampleType::Histogram),
         ("instance_probe_failures", SampleType::Counter),
@@ -101,6 +104,7 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
         ("instance_log_dropped_lines", SampleType::Counter),
         ("uptime_seconds", SampleType::Gauge),
         ("reloads", SampleType::Counter),
+        ("api_calls", SampleType::Counter),
     ] {
         assert_eq!(types.get(&format!("{p}{family}")), Some(&ty), "{family}");
     }
@@ -162,7 +166,97 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
     assert_eq!(v("reloads_total", &[("outcome", "applied")]), Some(1.0));
     assert_eq!(v("reloads_total", &[("outcome", "refused")]), Some(0.0));
     assert!(v("uptime_seconds", &[]).unwrap() > 0.0);
+    // Each call openclawctl made, by method and code; the stop of an unknown name failed.
+    let call = |method: &str, code: &str| {
+        v(
+            "api_calls_total",
+            &[
+                ("service", "openclaw.supervisor.v1.SupervisorService"),
+                ("method", method),
+                ("code", code),
+            ],
+        )
+    };
+    assert_eq!(call("RestartInstance", "OK"), Some(1.0));
+    assert_eq!(call("Reload", "OK"), Some(1.0));
+    assert_eq!(call("StopInstance", "NOT_FOUND"), Some(1.0));
+    assert_eq!(call("StopInstance", "OK"), None);
+    assert!(call("ListInstances", "OK").unwrap() >= 1.0);
     assert!(v("build_info", &[("version", env!("CARGO_PKG_VERSION"))]).is_some());
+}
+
+/// utime + stime + cutime + cstime of `pid` in seconds, as /proc/PID/stat has them.
+fn cpu_of(pid: u64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    (f[11] + f[12] + f[13] + f[14]) / ticks
+}
+
+#[test]
+fn cpu_seconds_count_children_that_ended_and_go_on_across_restarts() {
+    for flags in common::both_modes() {
+        cpu_seconds_in(flags);
+    }
+}
+
+/// The CPU time counter of a gateway whose shell first waits for a child that keeps a core busy a
+/// moment, then becomes the gateway: the tree's CPU time is mostly that of a child that ended.
+fn cpu_seconds_in(flags: &[&str]) {
+    let scene = Scene::new();
+    let ports = free_ports(2);
+    let fake = common::fake_gateway();
+    scene.profile(
+        "busy.yaml",
+        &format!(
+            "port: {}\nstate_dir: ~/state/busy\ncommand: [/bin/sh, -c, '(i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done); exec {}']\n",
+            ports[0],
+            fake.display()
+        ),
+    );
+    let addr = format!("127.0.0.1:{}", ports[1]);
+    let mut args = vec!["--metrics", addr.as_str()];
+    args.extend_from_slice(flags);
+    let d = scene.daemon_with(&args);
+    let cpu = || {
+        let (_, body) = get(&addr, "/metrics");
+        let (_, scrape) = parse(&body);
+        value(
+            &scrape,
+            "openclaw_supervisor_instance_cpu_seconds_total",
+            &[("instance", "busy")],
+        )
+        .unwrap_or(0.0)
+    };
+    let pid = |d: &common::Daemon| {
+        let s = d.wait_status("busy", "running", |s| s["state"] == "running");
+        s["pid"].as_u64().unwrap()
+    };
+    let first = pid(&d);
+    let used = cpu_of(first);
+    assert!(used > 0.0, "{flags:?}: the busy child used no CPU time");
+    let before = wait_for(
+        &format!("{flags:?}: the first child's CPU time in the metrics"),
+        || {
+            let c = cpu();
+            (c >= used).then_some(c)
+        },
+    );
+    let out = d.ctl(&["restart", "busy"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = pid(&d);
+    assert_ne!(first, second);
+    let used = cpu_of(second);
+    wait_for(
+        &format!("{flags:?}: both children's CPU time in the metrics"),
+        || (cpu() >= before + used).then_some(()),
+    );
 }
 
 #[test]
