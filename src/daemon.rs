@@ -35,6 +35,8 @@ pub struct Options {
     pub log_dir: PathBuf,
     /// The daemon's own state.
     pub state_dir: PathBuf,
+    /// The runtime store (`crate::runtime`).
+    pub runtimes: PathBuf,
     /// Rotate an instance log past this size.
     pub log_max_bytes: u64,
     /// Rotated instance logs kept.
@@ -385,6 +387,7 @@ async fn prepare(
             scan,
             fdstore,
             drain: pipes,
+            runtimes: crate::runtime::Store::new(&opts.runtimes),
         },
     ) {
         Ok(s) => Arc::new(s),

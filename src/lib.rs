@@ -12,5 +12,6 @@ pub mod handover;
 pub mod metrics;
 pub mod paths;
 pub mod profile;
+pub mod runtime;
 pub mod supervise;
 pub mod systemd;

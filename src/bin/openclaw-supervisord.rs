@@ -30,6 +30,10 @@ struct Args {
     /// ~/.local/state/openclaw-supervisor otherwise].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The runtime store: OpenClaw releases with their Node, one directory each, that profiles
+    /// name with `runtime:` [default: STATE_DIR/runtimes].
+    #[arg(long, env = "OPENCLAW_SUPERVISOR_RUNTIMES")]
+    runtimes: Option<PathBuf>,
     /// Rotate an instance log when it passes this many bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     log_max_bytes: u64,
@@ -128,6 +132,11 @@ fn main() -> ExitCode {
         config_dir: dir,
         socket: args.socket.unwrap_or_else(paths::default_socket),
         log_dir: args.log_dir.unwrap_or_else(paths::default_log_dir),
+        runtimes: args
+            .runtimes
+            .clone()
+            .or_else(|| args.state_dir.as_ref().map(|d| d.join("runtimes")))
+            .unwrap_or_else(|| paths::default_state_dir().join("runtimes")),
         state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
         log_max_bytes: args.log_max_bytes,
         log_keep: args.log_keep,

@@ -411,6 +411,48 @@ pub struct RawProfile {
     pub openclaw_profile: Option<InstanceName>,
     pub limits: Option<RawLimits>,
     pub gateway_token: Option<GatewayToken>,
+    pub runtime: Option<RawRuntime>,
+}
+
+/// `runtime`: the OpenClaw release (and optionally the Node) the instance runs, from the daemon's
+/// runtime store (`crate::runtime`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub openclaw: Version,
+    pub node: Option<Version>,
+}
+
+/// A version as npm publishes them (`2026.9.6`, `24.21.0`), written as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Version;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a version, MAJOR.MINOR.PATCH, as in 2026.9.6")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Version, E> {
+                crate::runtime::check_version(v).map_err(E::custom)?;
+                Ok(Version(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Version, E> {
+                Err(E::custom(format!(
+                    "`{v}` is not a version: MAJOR.MINOR.PATCH, as in 2026.9.6 (quote it)"
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Version, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Version, E> {
+                self.visit_f64(v as f64)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]

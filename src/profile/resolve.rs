@@ -225,6 +225,9 @@ pub struct Profile {
     /// `gateway_token: generate`: the daemon gives the gateway a token of its own, made once in
     /// the state dir (`supervise::token`), as `OPENCLAW_GATEWAY_TOKEN`.
     pub gateway_token: Option<super::raw::GatewayToken>,
+    /// `runtime`: the OpenClaw release (and Node) from the daemon's runtime store; `None` runs
+    /// whatever `openclaw` the PATH finds.
+    pub runtime: Option<Sourced<crate::runtime::Spec>>,
 }
 
 /// Looks up an environment variable of the daemon.
@@ -418,6 +421,7 @@ impl Resolver<'_> {
             ports,
             limits: self.limits(),
             gateway_token: self.pf.raw.gateway_token,
+            runtime: self.runtime(),
         })
     }
 
@@ -884,6 +888,18 @@ impl Resolver<'_> {
             signal: s.signal.unwrap_or(SignalName(Signal::SIGTERM)),
             timeout: s.timeout.map_or(Duration::from_secs(330), |d| d.0),
         }
+    }
+
+    /// `runtime`, with its line.
+    fn runtime(&self) -> Option<Sourced<crate::runtime::Spec>> {
+        let r = self.pf.raw.runtime.as_ref()?;
+        Some(Sourced {
+            value: crate::runtime::Spec {
+                openclaw: r.openclaw.0.clone(),
+                node: r.node.as_ref().map(|n| n.0.clone()),
+            },
+            origin: Origin::Profile(self.at(&["runtime"])),
+        })
     }
 
     /// `limits`, each with its line.

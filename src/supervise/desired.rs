@@ -67,13 +67,37 @@ impl Want {
     }
 }
 
-/// The file: read with `M` a map of raw values, so a bad one costs only itself; written with `M` a
-/// reference to the wishes.
+/// The runtime an operator's upgrade chose for an instance, over its profile's `runtime`, until
+/// written into the profile (`crate::runtime`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeWish {
+    /// The runtime it runs on.
+    pub runtime: crate::runtime::Spec,
+    /// While the upgrade that chose it is still soaking: what it rolls back to if the soak fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
+}
+
+/// An upgrade's soak under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Soak {
+    /// When it ends, in ms since the Unix epoch: the instance must have stayed healthy until then.
+    pub until_unix_ms: u64,
+    /// The runtime it ran before (None: the profile's, or the PATH's `openclaw` without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<crate::runtime::Spec>,
+}
+
+/// The file: read with `M` and `R` maps of raw values, so a bad one costs only itself; written
+/// with references to the wishes.
 #[derive(Serialize, Deserialize)]
-struct FileFormat<M> {
+struct FileFormat<M, R> {
     version: u32,
     /// Instance name to its wish.
     instances: M,
+    /// Instance name to the runtime an upgrade chose (absent in files of older daemons).
+    #[serde(default)]
+    runtimes: R,
 }
 
 /// The wishes, in memory and on disk. Cheap to clone (an `Arc`).
@@ -94,6 +118,7 @@ struct Inner {
 /// the file is written.
 struct Book {
     wants: BTreeMap<String, Want>,
+    runtimes: BTreeMap<String, RuntimeWish>,
     /// Bumped by every change of `wants`.
     generation: u64,
     /// The newest snapshot the writer has not taken.
@@ -102,7 +127,14 @@ struct Book {
     closed: bool,
 }
 
-type Snapshot = (u64, BTreeMap<String, Want>);
+type Snapshot = (u64, Wishes);
+
+/// Everything the file holds.
+#[derive(Debug, Clone, Default)]
+struct Wishes {
+    wants: BTreeMap<String, Want>,
+    runtimes: BTreeMap<String, RuntimeWish>,
+}
 
 /// The writer's last outcomes, by generation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -135,11 +167,11 @@ impl DesiredState {
     /// line and field), never as an error.
     pub fn load(dir: &Path) -> (DesiredState, Vec<String>) {
         let path = dir.join(FILE_NAME);
-        let (wants, mut warnings) = match read_nofollow(&path) {
+        let (wishes, mut warnings) = match read_nofollow(&path) {
             Ok(text) => parse(&path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Wishes::default(), Vec::new()),
             Err(e) => (
-                BTreeMap::new(),
+                Wishes::default(),
                 vec![format!(
                     "{}: cannot read it ({e}); ignored: instances start as their profiles' autostart say",
                     path.display()
@@ -148,7 +180,8 @@ impl DesiredState {
         };
         let book = Arc::new((
             Mutex::new(Book {
-                wants,
+                wants: wishes.wants,
+                runtimes: wishes.runtimes,
                 generation: 0,
                 pending: None,
                 closed: false,
@@ -222,14 +255,51 @@ impl DesiredState {
         }
     }
 
+    /// The runtime an upgrade chose for `name`, if any (and its soak, while under way).
+    pub fn runtime(&self, name: &str) -> Option<RuntimeWish> {
+        self.lock().runtimes.get(name).cloned()
+    }
+
+    /// Every instance's runtime wish.
+    pub fn runtimes(&self) -> BTreeMap<String, RuntimeWish> {
+        self.lock().runtimes.clone()
+    }
+
+    /// Records (or, with None, forgets) the runtime an upgrade chose for `name`, and waits for the
+    /// file as `record` does. Returns whether it is on disk.
+    pub async fn set_runtime(&self, name: &str, wish: Option<RuntimeWish>) -> bool {
+        let generation = {
+            let mut book = self.lock();
+            let before = match &wish {
+                Some(w) => book.runtimes.insert(name.to_string(), w.clone()),
+                None => book.runtimes.remove(name),
+            };
+            if before != wish {
+                self.changed(&mut book)
+            } else {
+                book.generation
+            }
+        };
+        let saved = self.wait(generation, RECORD_WAIT).await;
+        if saved != Saved::Yes {
+            tracing::warn!(
+                instance = name,
+                file = %self.inner.path.display(),
+                "{name}'s runtime choice is not on disk yet; still trying: a daemon restart before it is saved runs {name} on its profile's runtime"
+            );
+        }
+        saved == Saved::Yes
+    }
+
     /// Forgets every instance not in `names` (removed by a reload or gone from the profiles), and
     /// waits for the file as `record` does.
     pub async fn retain(&self, names: &[&str]) {
         let generation = {
             let mut book = self.lock();
-            let before = book.wants.len();
+            let before = (book.wants.len(), book.runtimes.len());
             book.wants.retain(|n, _| names.contains(&n.as_str()));
-            if book.wants.len() != before {
+            book.runtimes.retain(|n, _| names.contains(&n.as_str()));
+            if (book.wants.len(), book.runtimes.len()) != before {
                 self.changed(&mut book)
             } else {
                 book.generation
@@ -262,7 +332,13 @@ impl DesiredState {
     /// Hands the writer a snapshot of the changed map; returns its generation.
     fn changed(&self, book: &mut Book) -> u64 {
         book.generation += 1;
-        book.pending = Some((book.generation, book.wants.clone()));
+        book.pending = Some((
+            book.generation,
+            Wishes {
+                wants: book.wants.clone(),
+                runtimes: book.runtimes.clone(),
+            },
+        ));
         self.inner.book.1.notify_one();
         book.generation
     }
@@ -356,13 +432,14 @@ fn write_loop(path: &Path, book: &(Mutex<Book>, Condvar), progress: &watch::Send
     }
 }
 
-fn parse(path: &Path, text: &str) -> (BTreeMap<String, Want>, Vec<String>) {
+fn parse(path: &Path, text: &str) -> (Wishes, Vec<String>) {
     let ignored = "ignored: instances start as their profiles' autostart say";
-    let file: FileFormat<BTreeMap<String, serde_json::Value>> = match serde_json::from_str(text) {
+    type Raw = BTreeMap<String, serde_json::Value>;
+    let file: FileFormat<Raw, Raw> = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             return (
-                BTreeMap::new(),
+                Wishes::default(),
                 vec![format!(
                     "{}:{}: cannot parse it ({e}); {ignored}",
                     path.display(),
@@ -373,7 +450,7 @@ fn parse(path: &Path, text: &str) -> (BTreeMap<String, Want>, Vec<String>) {
     };
     if file.version != VERSION {
         return (
-            BTreeMap::new(),
+            Wishes::default(),
             vec![format!(
                 "{}: version {} is not the version this daemon writes ({VERSION}); {ignored}",
                 path.display(),
@@ -394,7 +471,25 @@ fn parse(path: &Path, text: &str) -> (BTreeMap<String, Want>, Vec<String>) {
             )),
         }
     }
-    (wants, warnings)
+    let mut runtimes = BTreeMap::new();
+    for (name, value) in file.runtimes {
+        let wish = serde_json::from_value::<RuntimeWish>(value.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|w| {
+                crate::runtime::Spec::parse(&w.runtime.to_string())?;
+                Ok(w)
+            });
+        match wish {
+            Ok(w) => {
+                runtimes.insert(name, w);
+            }
+            Err(e) => warnings.push(format!(
+                "{}: runtimes.{name}: {value} is not a runtime choice ({e}); ignored: {name} runs on its profile's runtime",
+                path.display()
+            )),
+        }
+    }
+    (Wishes { wants, runtimes }, warnings)
 }
 
 /// The file, read without following a link at its name (nor opening anything but a regular file).
@@ -406,12 +501,13 @@ fn read_nofollow(path: &Path) -> std::io::Result<String> {
 }
 
 /// Writes the file so that a crash at any point leaves either the old file or the new one.
-fn write_atomically(path: &Path, wants: &BTreeMap<String, Want>) -> std::io::Result<()> {
+fn write_atomically(path: &Path, wishes: &Wishes) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::fsx::create_dir(dir, DIR_MODE)?;
     let file = FileFormat {
         version: VERSION,
-        instances: wants,
+        instances: &wishes.wants,
+        runtimes: &wishes.runtimes,
     };
     let mut text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
     text.push(b'\n');

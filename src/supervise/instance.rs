@@ -289,6 +289,8 @@ pub struct Shared {
     pub diag: Arc<Diag>,
     /// Cgroups, or the process tree: decided once at the daemon's start.
     pub containment: Arc<Containment>,
+    /// The runtime store (`crate::runtime`): where a profile's or an upgrade's `runtime` is.
+    pub runtimes: crate::runtime::Store,
     /// Without cgroups: the processes seen in each instance's tree while its gateway lived.
     pub known: tree::Seen,
     /// The records of running children, for the next daemon's adoption.

