@@ -91,13 +91,32 @@ pub struct Soak {
 /// The file: read with `M` and `R` maps of raw values, so a bad one costs only itself; written
 /// with references to the wishes.
 #[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "M: Serialize, R: Serialize + Empty"))]
 struct FileFormat<M, R> {
     version: u32,
     /// Instance name to its wish.
     instances: M,
-    /// Instance name to the runtime an upgrade chose (absent in files of older daemons).
-    #[serde(default)]
+    /// Instance name to the runtime an upgrade chose (absent in files of older daemons, and left
+    /// out when there is none).
+    #[serde(default, skip_serializing_if = "Empty::is_empty")]
     runtimes: R,
+}
+
+/// A map the file leaves out when it is empty.
+trait Empty {
+    fn is_empty(&self) -> bool;
+}
+
+impl<V> Empty for BTreeMap<String, V> {
+    fn is_empty(&self) -> bool {
+        BTreeMap::is_empty(self)
+    }
+}
+
+impl<T: Empty> Empty for &T {
+    fn is_empty(&self) -> bool {
+        (**self).is_empty()
+    }
 }
 
 /// The wishes, in memory and on disk. Cheap to clone (an `Arc`).
