@@ -205,6 +205,13 @@ pub fn next_step(status: &Status, timers: Timers) -> String {
             Some(d) => format!("will start again in {}", secs(d)),
             None => "will start again shortly".into(),
         },
+        // No holder: its runtime is not installed (the reason says which, and how to install it).
+        State::Blocked if status.holder.is_none() && start_in.is_none() => {
+            format!(
+                "waiting: {}; it starts once that is installed",
+                status.reason
+            )
+        }
         State::Blocked => {
             let who = status
                 .holder
@@ -261,6 +268,7 @@ mod tests {
             want_running,
             next_start_in: Some(Duration::from_secs(9)),
             holder: None,
+            versions: Default::default(),
         }
     }
 
