@@ -209,10 +209,10 @@ pub fn openclaw_of_program(program: &Path) -> Option<String> {
         .map(|p| p.version)
 }
 
-/// A Node version as `node --version` prints it (`v24.21.0`), without its `v`; None for output
-/// that is not one.
+/// A Node version as `node --version` prints it (`v24.21.0`, its first line), without its `v`;
+/// None for output that is not one.
 pub fn node_version_of(output: &str) -> Option<String> {
-    let v = output.trim();
+    let v = output.lines().next().unwrap_or_default().trim();
     let v = v.strip_prefix('v').unwrap_or(v);
     check_version(v).is_ok().then(|| v.to_string())
 }
@@ -410,6 +410,10 @@ mod tests {
         assert_eq!(openclaw_of_program(&bin), None);
         assert_eq!(openclaw_of_program(&tmp.path().join("none")), None);
         assert_eq!(node_version_of("v24.21.0\n").as_deref(), Some("24.21.0"));
+        assert_eq!(
+            node_version_of("v24.21.0\n(node:1) Warning: x\n").as_deref(),
+            Some("24.21.0")
+        );
         assert_eq!(node_version_of("node: not found"), None);
     }
 

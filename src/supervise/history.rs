@@ -301,6 +301,14 @@ mod tests {
             said(State::Blocked, true),
             "blocked by another process: will look again in 4.2 s and start once it is gone"
         );
+        // No holder and no next look: waiting for its runtime.
+        let mut waiting = status(State::Blocked, true);
+        waiting.next_start_in = None;
+        waiting.reason = "runtime openclaw@2026.9.8 is not installed: run `openclawctl runtime install openclaw@2026.9.8`".into();
+        assert_eq!(
+            next_step(&waiting, Timers::default()),
+            "waiting: runtime openclaw@2026.9.8 is not installed: run `openclawctl runtime install openclaw@2026.9.8`; it starts once that is installed"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! that reading it never waits for the task. Invariant: at most one child per instance, because only
 //! this task spawns, and it spawns only when it has none.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +27,6 @@ use super::spawn::Spawner;
 use super::tree;
 use crate::profile::Profile;
 use crate::runtime::{node_version_of, Spec, Versions};
-use std::path::PathBuf;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
