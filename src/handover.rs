@@ -288,6 +288,9 @@ pub fn encode(
                     text: e.text.clone(),
                 })
                 .collect(),
+            runtime: r.versions.runtime.clone().unwrap_or_default(),
+            openclaw_version: r.versions.openclaw.clone().unwrap_or_default(),
+            node_version: r.versions.node.clone().unwrap_or_default(),
         });
     }
     let message = pb::Handover {
@@ -509,6 +512,11 @@ fn read_inherited(var: &str) -> Result<Inherited, String> {
                     text: e.text,
                 })
                 .collect(),
+            versions: crate::runtime::Versions {
+                runtime: Some(i.runtime).filter(|v| !v.is_empty()),
+                openclaw: Some(i.openclaw_version).filter(|v| !v.is_empty()),
+                node: Some(i.node_version).filter(|v| !v.is_empty()),
+            },
         };
         instances.push((
             i.name,
@@ -629,6 +637,7 @@ pub fn take_over(
                             ours: c.ours,
                             ready: c.ready,
                         },
+                        versions: resume.versions.clone(),
                     },
                 );
             } else {

@@ -54,6 +54,7 @@ pub struct Metrics {
     log_bytes: Family<Labels, Counter>,
     log_dropped: Family<Labels, Counter>,
     probe_failures: Family<Labels, Counter>,
+    runtime_info: Family<Labels, Gauge>,
     /// When each instance last entered `starting` (for its time to ready).
     starting_since: Mutex<HashMap<String, SystemTime>>,
     /// What the last scrape copied in; held by each scrape while it copies, so two at once
@@ -68,6 +69,8 @@ struct Copied {
     cpu: HashMap<String, (i32, f64)>,
     /// Each instance's log totals (lines, bytes, dropped).
     log: HashMap<String, [u64; 3]>,
+    /// The labels of each instance's `instance_runtime_info`: a new version drops the old series.
+    runtime: HashMap<String, Labels>,
 }
 
 /// What a counter gains when a total that only rises, except when it starts again from zero (a
@@ -142,6 +145,7 @@ impl Metrics {
             log_bytes: Family::default(),
             log_dropped: Family::default(),
             probe_failures: Family::default(),
+            runtime_info: Family::default(),
             starting_since: Mutex::new(HashMap::new()),
             copied: Mutex::new(Copied::default()),
         };
@@ -219,6 +223,11 @@ impl Metrics {
             "instance_log_dropped_lines",
             "Lines of the instance's log dropped because its disk did not keep up",
             m.log_dropped.clone(),
+        );
+        registry.register(
+            "instance_runtime_info",
+            "1, labelled with the OpenClaw and Node versions the instance's child runs (or last ran), as read at its start (empty when not known)",
+            m.runtime_info.clone(),
         );
         registry.register(
             "uptime_seconds",
@@ -347,6 +356,9 @@ impl Metrics {
         let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
         copied.cpu.remove(name);
         copied.log.remove(name);
+        if let Some(labels) = copied.runtime.remove(name) {
+            self.runtime_info.remove(&labels);
+        }
     }
 
     /// The text of one scrape: the figures the sampler holds copied in, then everything encoded.
@@ -373,6 +385,17 @@ impl Metrics {
             self.rss
                 .get_or_create(&one)
                 .set(i64::try_from(r.rss_bytes).unwrap_or(i64::MAX));
+            let v = &r.status.versions;
+            let labels = vec![
+                ("instance", name.to_string()),
+                ("openclaw", v.openclaw.clone().unwrap_or_default()),
+                ("node", v.node.clone().unwrap_or_default()),
+            ];
+            if let Some(old) = copied.runtime.get(name).filter(|old| **old != labels) {
+                self.runtime_info.remove(old);
+            }
+            self.runtime_info.get_or_create(&labels).set(1);
+            copied.runtime.insert(name.to_string(), labels);
             // Each child's tree counts from zero; the counter goes on across children.
             let cpu = self.cpu_seconds.get_or_create(&one);
             if let Some(pid) = r.status.pid.filter(|_| r.cpu_seconds > 0.0) {

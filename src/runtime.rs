@@ -175,14 +175,74 @@ impl Runtime {
 
 /// The `version` of a `package.json`, read without following a symlink at its name.
 pub fn package_version(file: &Path) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Package {
-        version: String,
-    }
+    package(file).map(|p| p.version)
+}
+
+/// A `package.json`'s name and version.
+#[derive(Deserialize)]
+struct Package {
+    #[serde(default)]
+    name: String,
+    version: String,
+}
+
+fn package(file: &Path) -> Option<Package> {
     let text = crate::fsx::read_regular(file, 1 << 20).ok()?;
-    serde_json::from_str::<Package>(&text)
-        .ok()
+    serde_json::from_str::<Package>(&text).ok()
+}
+
+/// How many directories above a program's own [`openclaw_of_program`] looks in.
+const PACKAGE_LEVELS: usize = 4;
+
+/// The OpenClaw version `program` runs, for a gateway started from PATH: the `version` of the
+/// `package.json` named `openclaw` in the directory of the program's canonical path (npm's
+/// `bin/openclaw` links to `lib/node_modules/openclaw/openclaw.mjs`) or one of the
+/// [`PACKAGE_LEVELS`] above it; None for a program that is not in such a package (a stand-in, a
+/// wrapper script). Blocking: a few stats and reads.
+pub fn openclaw_of_program(program: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(program).ok()?;
+    real.ancestors()
+        .skip(1)
+        .take(PACKAGE_LEVELS + 1)
+        .filter_map(|d| package(&d.join("package.json")))
+        .find(|p| p.name == "openclaw")
         .map(|p| p.version)
+}
+
+/// A Node version as `node --version` prints it (`v24.21.0`, its first line), without its `v`;
+/// None for output that is not one.
+pub fn node_version_of(output: &str) -> Option<String> {
+    let v = output.lines().next().unwrap_or_default().trim();
+    let v = v.strip_prefix('v').unwrap_or(v);
+    check_version(v).is_ok().then(|| v.to_string())
+}
+
+/// What an instance's child runs, as read when it was started (never from a profile): kept in
+/// its status, across a re-exec (the handover) and a crash (the child's record).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// The runtime's id (`openclaw@2026.9.6+node@24.21.0`); None for a child that runs the
+    /// `openclaw` its PATH finds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The OpenClaw version; None if it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openclaw: Option<String>,
+    /// The Node version; None if it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl Versions {
+    /// What a child on `r` runs: the OpenClaw its `package.json` says, the Node its manifest
+    /// says. Blocking: one read.
+    pub fn of_runtime(r: &Runtime) -> Versions {
+        Versions {
+            runtime: Some(r.id()),
+            openclaw: r.installed_openclaw(),
+            node: Some(r.node.clone()),
+        }
+    }
 }
 
 /// A runtime's `runtime.json`.
@@ -315,6 +375,46 @@ mod tests {
         ] {
             assert!(Spec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_programs_openclaw_is_read_from_its_package_up_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("lib/node_modules/openclaw");
+        std::fs::create_dir_all(pkg.join("dist/cli")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("bin")).unwrap();
+        std::fs::write(
+            pkg.join("package.json"),
+            "{\"name\":\"openclaw\",\"version\":\"2026.9.6\"}",
+        )
+        .unwrap();
+        std::fs::write(pkg.join("openclaw.mjs"), "").unwrap();
+        std::fs::write(pkg.join("dist/cli/run.js"), "").unwrap();
+        std::os::unix::fs::symlink(
+            "../lib/node_modules/openclaw/openclaw.mjs",
+            tmp.path().join("bin/openclaw"),
+        )
+        .unwrap();
+        let bin = tmp.path().join("bin/openclaw");
+        assert_eq!(openclaw_of_program(&bin).as_deref(), Some("2026.9.6"));
+        assert_eq!(
+            openclaw_of_program(&pkg.join("dist/cli/run.js")).as_deref(),
+            Some("2026.9.6")
+        );
+        // Another package's name is not OpenClaw's.
+        std::fs::write(
+            pkg.join("package.json"),
+            "{\"name\":\"other\",\"version\":\"1.0.0\"}",
+        )
+        .unwrap();
+        assert_eq!(openclaw_of_program(&bin), None);
+        assert_eq!(openclaw_of_program(&tmp.path().join("none")), None);
+        assert_eq!(node_version_of("v24.21.0\n").as_deref(), Some("24.21.0"));
+        assert_eq!(
+            node_version_of("v24.21.0\n(node:1) Warning: x\n").as_deref(),
+            Some("24.21.0")
+        );
+        assert_eq!(node_version_of("node: not found"), None);
     }
 
     #[test]

@@ -236,6 +236,11 @@ fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
             unit: h.unit_text(),
             stop_hint: h.stop_hint(),
         }),
+        runtime: s.versions.runtime.clone().unwrap_or_default(),
+        openclaw_version: s.versions.openclaw.clone().unwrap_or_default(),
+        node_version: s.versions.node.clone().unwrap_or_default(),
+        profile_runtime: r.profile_runtime.clone().unwrap_or_default(),
+        chosen_runtime: r.chosen_runtime.clone().unwrap_or_default(),
     }
 }
 
@@ -279,6 +284,9 @@ fn event(e: &supervise::Event) -> v1::Event {
         rss_bytes: 0,
         sample_age: Duration::ZERO,
         file: e.file.clone(),
+        // An event carries the status alone.
+        profile_runtime: None,
+        chosen_runtime: None,
     };
     v1::Event {
         time_unix_ms: unix_ms(e.time),
@@ -490,13 +498,16 @@ impl v1::supervisor_service_server::SupervisorService for Api {
     ) -> Result<Response<v1::GetEnvironmentResponse>, GrpcStatus> {
         let name = req.into_inner().name;
         let p = self.handle(&name)?.profile;
-        // The token file is on disk: off the runtime.
+        let sup = self.supervisor.clone();
+        let n = name.clone();
+        // The token file and the runtime store are on disk: off the runtime.
         let built = tokio::task::spawn_blocking(move || {
             let token = match p.gateway_token {
                 Some(_) => Some(supervise::token::ensure(&p.state_dir.value)?),
                 None => None,
             };
-            let env = supervise::spawn::environment(&p, token.as_deref());
+            let runtime = sup.runtime_of(&n)?;
+            let env = supervise::spawn::environment(&p, token.as_deref(), runtime.as_ref());
             Ok::<_, String>((
                 supervise::spawn::without_marker(env),
                 supervise::spawn::working_dir(&p),

@@ -200,7 +200,51 @@ pub fn instance_json(i: &v1::Instance) -> serde_json::Value {
             "unit": (!h.unit.is_empty()).then(|| h.unit.clone()),
             "stop_hint": (!h.stop_hint.is_empty()).then(|| h.stop_hint.clone()),
         })),
+        "runtime": some(&i.runtime),
+        "openclaw_version": some(&i.openclaw_version),
+        "node_version": some(&i.node_version),
+        "profile_runtime": some(&i.profile_runtime),
+        "chosen_runtime": some(&i.chosen_runtime),
     })
+}
+
+/// A text field of the API as JSON: null when empty.
+fn some(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Whether an upgrade chose another runtime for `i` than its profile names.
+fn chosen_differs(i: &v1::Instance) -> bool {
+    !i.chosen_runtime.is_empty() && i.chosen_runtime != i.profile_runtime
+}
+
+/// The OPENCLAW cell: the version as run (`-` when not known), `*` when an upgrade chose another
+/// runtime than the profile's.
+pub(crate) fn openclaw_cell(i: &v1::Instance) -> String {
+    let v = some(&i.openclaw_version).unwrap_or("-");
+    if chosen_differs(i) {
+        format!("{v}*")
+    } else {
+        v.to_string()
+    }
+}
+
+/// The note under the table for an instance whose upgrade's runtime is not its profile's yet.
+fn upgrade_note(i: &v1::Instance) -> Option<String> {
+    if !chosen_differs(i) {
+        return None;
+    }
+    let to = crate::runtime::Spec::parse(&i.chosen_runtime)
+        .map_or_else(|_| i.chosen_runtime.clone(), |s| s.openclaw);
+    let says = match some(&i.profile_runtime) {
+        Some(p) => format!("says {p}"),
+        None => "names none (PATH)".into(),
+    };
+    Some(format!(
+        "{name} runs {chosen} (upgrade); its profile {says}: `openclawctl upgrade {name} --to {to} --write` writes it\n",
+        name = i.name,
+        chosen = i.chosen_runtime,
+    ))
 }
 
 /// The table of `status`.
@@ -212,6 +256,7 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
         "UPTIME",
         "RESTARTS",
         "PORT",
+        "OPENCLAW",
         "CPU",
         "RSS",
         "LAST EXIT",
@@ -233,6 +278,7 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
             uptime(i, now_ms),
             restarts_cell(i),
             i.port.to_string(),
+            openclaw_cell(i),
             tenths(
                 (f64::from(i.cpu_percent.max(0.0)) * 10.0).round() as u64,
                 '%',
@@ -242,6 +288,9 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
         ]);
     }
     let mut out = super::align(&rows, "");
+    for note in instances.iter().filter_map(upgrade_note) {
+        out.push_str(&note);
+    }
     for i in instances.iter().filter(|i| !i.last_error.is_empty()) {
         out.push_str(&format!("{}: {}\n", i.name, i.last_error));
     }
@@ -769,6 +818,35 @@ mod tests {
             (json["restarts"].clone(), json["operator_restarts"].clone()),
             (2.into(), 3.into())
         );
+    }
+
+    #[test]
+    fn an_upgrade_not_written_back_is_starred_with_a_note() {
+        let mut i = v1::Instance {
+            name: "main".into(),
+            openclaw_version: "2026.9.7".into(),
+            profile_runtime: "openclaw@2026.9.6".into(),
+            ..Default::default()
+        };
+        assert_eq!(openclaw_cell(&i), "2026.9.7");
+        assert_eq!(upgrade_note(&i), None);
+        i.chosen_runtime = "openclaw@2026.9.7".into();
+        assert_eq!(openclaw_cell(&i), "2026.9.7*");
+        assert_eq!(
+            upgrade_note(&i).unwrap(),
+            "main runs openclaw@2026.9.7 (upgrade); its profile says openclaw@2026.9.6: `openclawctl upgrade main --to 2026.9.7 --write` writes it\n"
+        );
+        let table = status_table(std::slice::from_ref(&i));
+        assert!(table.contains("2026.9.7*"), "{table}");
+        assert!(table.contains("(upgrade)"), "{table}");
+        // Written back: the same runtime, no star.
+        i.profile_runtime = i.chosen_runtime.clone();
+        assert_eq!(openclaw_cell(&i), "2026.9.7");
+        let json = instance_json(&i);
+        assert_eq!(json["chosen_runtime"], "openclaw@2026.9.7");
+        assert_eq!(json["runtime"], serde_json::Value::Null);
+        i.openclaw_version.clear();
+        assert_eq!(openclaw_cell(&i), "-");
     }
 
     #[test]

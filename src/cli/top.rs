@@ -584,6 +584,26 @@ fn status_lines(i: &v1::Instance, reason: &str) -> Vec<String> {
             h.pid, h.command, h.what
         ));
     }
+    if !i.openclaw_version.is_empty() || !i.runtime.is_empty() {
+        let on = if i.runtime.is_empty() {
+            "PATH"
+        } else {
+            &i.runtime
+        };
+        out.push(format!(
+            "openclaw:   {} on node {} ({on})",
+            if i.openclaw_version.is_empty() {
+                "-"
+            } else {
+                &i.openclaw_version
+            },
+            if i.node_version.is_empty() {
+                "-"
+            } else {
+                &i.node_version
+            },
+        ));
+    }
     out.push(format!("profile:    {}", i.profile_file));
     out
 }
@@ -678,7 +698,7 @@ fn draw_table(f: &mut ratatui::Frame, app: &App, area: Rect) {
     let now_ms = now_ms();
     let header = Row::new(
         [
-            "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "RSS", "PORT",
+            "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "RSS", "PORT", "OPENCLAW",
         ]
         .map(|h| Cell::from(h).style(Style::default().add_modifier(Modifier::BOLD))),
     );
@@ -699,6 +719,7 @@ fn draw_table(f: &mut ratatui::Frame, app: &App, area: Rect) {
             )),
             Cell::from(remote::mib(i.rss_bytes)),
             Cell::from(i.port.to_string()),
+            Cell::from(remote::openclaw_cell(i)),
         ])
     });
     // The names as wide as the longest; what is left goes to the last column.
@@ -719,7 +740,8 @@ fn draw_table(f: &mut ratatui::Frame, app: &App, area: Rect) {
             Constraint::Length(22),
             Constraint::Length(8),
             Constraint::Length(9),
-            Constraint::Min(6),
+            Constraint::Length(7),
+            Constraint::Min(8),
         ],
     )
     .header(header)

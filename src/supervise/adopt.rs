@@ -66,6 +66,10 @@ pub struct Record {
     /// cycle. Absent in records of older daemons: not ready.
     #[serde(default)]
     pub ready: bool,
+    /// What it runs (runtime, OpenClaw and Node versions), as read at its spawn: status shows the
+    /// same after an adoption. Absent in records of older daemons: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<crate::runtime::Versions>,
 }
 
 impl Record {
@@ -90,6 +94,7 @@ impl Record {
                 .map_or(0, |d| d.as_secs()),
             daemon_pid: std::process::id(),
             ready: false,
+            versions: None,
         }
     }
 }
@@ -219,6 +224,8 @@ pub struct Adopted {
     pub pending: (Vec<u8>, Vec<u8>),
     /// How it came to this daemon.
     pub how: How,
+    /// What it runs, as its record (or the handover) says.
+    pub versions: crate::runtime::Versions,
 }
 
 /// How a gateway came to be taken over.
@@ -315,6 +322,7 @@ pub fn examine(state_dir: &Path, profile: &Profile, cgroup: Option<&Path>, me: &
         pipes: None,
         pending: Default::default(),
         how: How::Crash { ready: r.ready },
+        versions: r.versions.unwrap_or_default(),
     })
 }
 
@@ -378,6 +386,11 @@ mod tests {
             started_at: 1,
             daemon_pid: 2,
             ready: true,
+            versions: Some(crate::runtime::Versions {
+                runtime: Some("openclaw@2026.9.6+node@24.21.0".into()),
+                openclaw: Some("2026.9.6".into()),
+                node: Some("24.21.0".into()),
+            }),
         };
         write(&dir.path().join(DIR), &r).unwrap();
         assert_eq!(read(&dir.path().join(DIR), "main").unwrap(), Some(r));
@@ -388,6 +401,11 @@ mod tests {
         )
         .unwrap();
         assert!(read(&dir.path().join(DIR), "rescue").is_err());
+        // A record of a daemon that knew no versions reads, without them.
+        let older = "{\"version\":1,\"name\":\"old\",\"pid\":42,\"start\":7,\"file\":\"/x.yaml\",\"digest\":{},\"cgroup\":null,\"started_at\":1,\"daemon_pid\":2,\"ready\":true}";
+        std::fs::write(dir.path().join(DIR).join("old.json"), older).unwrap();
+        let old = read(&dir.path().join(DIR), "old").unwrap().unwrap();
+        assert_eq!(old.versions, None);
     }
 
     #[test]

@@ -205,6 +205,13 @@ pub fn next_step(status: &Status, timers: Timers) -> String {
             Some(d) => format!("will start again in {}", secs(d)),
             None => "will start again shortly".into(),
         },
+        // No holder: its runtime is not installed (the reason says which, and how to install it).
+        State::Blocked if status.holder.is_none() && start_in.is_none() => {
+            format!(
+                "waiting: {}; it starts once that is installed",
+                status.reason
+            )
+        }
         State::Blocked => {
             let who = status
                 .holder
@@ -261,6 +268,7 @@ mod tests {
             want_running,
             next_start_in: Some(Duration::from_secs(9)),
             holder: None,
+            versions: Default::default(),
         }
     }
 
@@ -292,6 +300,14 @@ mod tests {
         assert_eq!(
             said(State::Blocked, true),
             "blocked by another process: will look again in 4.2 s and start once it is gone"
+        );
+        // No holder and no next look: waiting for its runtime.
+        let mut waiting = status(State::Blocked, true);
+        waiting.next_start_in = None;
+        waiting.reason = "runtime openclaw@2026.9.8 is not installed: run `openclawctl runtime install openclaw@2026.9.8`".into();
+        assert_eq!(
+            next_step(&waiting, Timers::default()),
+            "waiting: runtime openclaw@2026.9.8 is not installed: run `openclawctl runtime install openclaw@2026.9.8`; it starts once that is installed"
         );
     }
 

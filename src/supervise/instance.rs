@@ -3,6 +3,7 @@
 //! that reading it never waits for the task. Invariant: at most one child per instance, because only
 //! this task spawns, and it spawns only when it has none.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,7 @@ use super::reaper::{Exit, Reaper};
 use super::spawn::Spawner;
 use super::tree;
 use crate::profile::Profile;
+use crate::runtime::{node_version_of, Spec, Versions};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +50,9 @@ pub enum State {
     Fatal,
     /// Meant to run, but a process that is not the instance's holds its place (its state dir's
     /// lock, its state dir, its port): `Status::holder` says who. Looked at again every few
-    /// seconds, without spawning; starts by itself once the holder is gone.
+    /// seconds, without spawning; starts by itself once the holder is gone. Or (no holder) its
+    /// runtime is not installed: it starts when one is (`Supervisor::runtime_installed`), or at
+    /// an operator's start; no start is counted against its restart policy meanwhile.
     Blocked,
 }
 
@@ -119,6 +123,8 @@ pub struct Status {
     pub next_start_in: Option<Duration>,
     /// Who holds the instance's place, while blocked.
     pub holder: Option<Holder>,
+    /// What its child runs (or last ran): runtime, OpenClaw and Node versions, read at the spawn.
+    pub versions: Versions,
 }
 
 /// A change of an instance's state, for watchers.
@@ -184,6 +190,8 @@ pub enum Command {
     /// ([`Go`]) and does nothing else until it comes. A reply nobody waits for any more (the re-exec
     /// gave up) is ignored and the task goes on.
     Hold(oneshot::Sender<oneshot::Sender<Go>>),
+    /// A runtime was installed: an instance waiting for its runtime tries to start again.
+    RuntimeInstalled,
 }
 
 /// What a held task does next.
@@ -264,6 +272,8 @@ pub struct Resume {
     pub tail: Vec<LogLine>,
     /// The history `explain` shows, oldest first.
     pub history: Vec<history::Entry>,
+    /// `Status::versions`.
+    pub versions: Versions,
 }
 
 /// What every instance task shares.
@@ -300,7 +310,17 @@ pub struct Shared {
     /// The Prometheus families, set once by `--metrics` (`Supervisor::set_metrics`; one cell for
     /// every clone of this); empty, the hooks cost one load.
     pub metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
+    /// What `node --version` said, by the node binary's canonical path, with its mtime then:
+    /// the Node of an instance that runs from PATH, asked once per binary.
+    pub node_versions: NodeVersions,
 }
+
+/// See `Shared::node_versions`.
+pub type NodeVersions =
+    Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, (SystemTime, Option<String>)>>>;
+
+/// How long `node --version` may take.
+const NODE_VERSION_BOUND: Duration = Duration::from_secs(5);
 
 impl Shared {
     /// The runtime instance `name` runs on: the one an upgrade chose (the desired state), else its
@@ -311,6 +331,41 @@ impl Shared {
             .runtime(name)
             .map(|w| w.runtime)
             .or_else(|| profile.runtime.as_ref().map(|r| r.value.clone()))
+    }
+
+    /// The Node version of `node` (canonical path, mtime), asked once per binary: run with
+    /// `--version` from the spawning thread, for at most [`NODE_VERSION_BOUND`]. None if it does
+    /// not answer with a version (a stand-in, a broken install).
+    async fn node_version(&self, node: PathBuf, mtime: SystemTime) -> Option<String> {
+        let cached = |m: &std::collections::HashMap<PathBuf, (SystemTime, Option<String>)>| {
+            m.get(&node)
+                .filter(|(t, _)| *t == mtime)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(v) = cached(&self.node_versions.lock().unwrap_or_else(|e| e.into_inner())) {
+            return v;
+        }
+        let v = match super::run_tool(
+            &self.spawner,
+            &self.reaper,
+            &node,
+            vec!["--version".into()],
+            NODE_VERSION_BOUND,
+        )
+        .await
+        {
+            Ok((Exit::Code(0), out)) => node_version_of(&String::from_utf8_lossy(&out)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("{e}");
+                None
+            }
+        };
+        self.node_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, (mtime, v.clone()));
+        v
     }
 }
 
@@ -327,6 +382,10 @@ pub struct Handle {
     pub history: History,
     /// The profile it runs.
     pub profile: Arc<Profile>,
+    /// The newest profile the supervisor has read for it, shared with the task: a reload that
+    /// keeps the task (a change that needs no restart) sends the new one here, and the task reads
+    /// it at each start for its runtime (`Shared::runtime_for`).
+    pub newest: watch::Sender<Arc<Profile>>,
     /// The profile's file, as text (made once: statuses of hundreds of instances repeat it).
     pub file: Arc<str>,
     /// Ends the task (after it stops its child): for a reload that removes or replaces it.
@@ -417,6 +476,48 @@ pub struct Begin {
     pub resume: Option<Resume>,
 }
 
+/// What a start's preflight read of what the child will run: the versions, and for a child on
+/// PATH the `node` its PATH finds (canonical path, mtime), whose version is asked next.
+#[derive(Default)]
+struct RunsOn {
+    versions: Versions,
+    node: Option<(PathBuf, SystemTime)>,
+}
+
+impl RunsOn {
+    /// For a child on PATH: OpenClaw from the package of the program, and the `node` on the
+    /// child's PATH. Blocking: stats and reads.
+    fn path(req: &super::spawn::SpawnRequest) -> RunsOn {
+        let path = req
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| std::ffi::OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"));
+        let here = req
+            .cwd
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let node = super::spawn::resolve_program("node", path, &here)
+            .ok()
+            .and_then(|n| std::fs::canonicalize(n).ok())
+            .and_then(|n| {
+                let mtime = std::fs::metadata(&n).and_then(|m| m.modified()).ok()?;
+                Some((n, mtime))
+            });
+        RunsOn {
+            versions: Versions {
+                runtime: None,
+                openclaw: crate::runtime::openclaw_of_program(&req.program),
+                node: None,
+            },
+            node,
+        }
+    }
+}
+
 /// Starts the task of one instance, which starts its child at once if `start` (and `begin` has no
 /// child for it). The task ends when `cancel` fires, after stopping its child.
 pub fn spawn(
@@ -460,6 +561,10 @@ pub fn spawn(
         want_running: start,
         next_start_in: None,
         holder: None,
+        versions: adopted
+            .as_ref()
+            .map(|a| a.versions.clone())
+            .unwrap_or_default(),
     };
     let mut tracker = RestartTracker::default();
     let mut next_start = start.then(Instant::now);
@@ -475,6 +580,7 @@ pub fn spawn(
         status.last_exit_adopted = r.last_exit_adopted;
         status.last_error = r.last_error;
         status.want_running = r.want_running;
+        status.versions = r.versions;
         if let Some(state) = r.state {
             status.state = state;
             status.reason = r.reason;
@@ -498,6 +604,7 @@ pub fn spawn(
     });
     let (status_tx, status_rx) = watch::channel(status.clone());
     let profile = Arc::new(profile);
+    let (newest, newest_rx) = watch::channel(profile.clone());
     let task = Task {
         file: file.clone(),
         prober: Prober::new(&profile.health.readiness_url, &profile.health.liveness_url),
@@ -519,6 +626,8 @@ pub fn spawn(
         refused: None,
         scanned,
         adopted,
+        newest: newest_rx,
+        waiting_runtime: false,
     };
     let cancelled_because = Arc::new(std::sync::OnceLock::new());
     let join = tokio::spawn(task.run(rx, cancel.clone(), cancelled_because.clone()));
@@ -530,6 +639,7 @@ pub fn spawn(
             history,
             file,
             profile,
+            newest,
             cancel,
             cancelled_because,
         },
@@ -570,6 +680,10 @@ struct Task {
     scanned: Option<Vec<tree::Holder>>,
     /// A gateway to adopt before anything else.
     adopted: Option<Adopted>,
+    /// The handle's `newest`.
+    newest: watch::Receiver<Arc<Profile>>,
+    /// Blocked because its runtime is not installed: a `RuntimeInstalled` starts it.
+    waiting_runtime: bool,
 }
 
 impl Task {
@@ -846,6 +960,7 @@ impl Task {
                 started_once: self.started_once,
                 tail: self.log.tail(),
                 history: self.history.entries(),
+                versions: self.status.versions.clone(),
             },
             child,
             lock: self.lock.take(),
@@ -862,6 +977,7 @@ impl Task {
             started_at,
         );
         r.ready = ready;
+        r.versions = Some(self.status.versions.clone());
         self.shared.records.write(r);
     }
 
@@ -915,6 +1031,7 @@ impl Task {
         self.status.reason = reason;
         if state != State::Blocked {
             self.status.holder = None;
+            self.waiting_runtime = false;
         }
         if matches!(
             state,
@@ -1003,6 +1120,11 @@ impl Task {
             }
             // Taken by the loop in `run`.
             Command::Hold(_) => {}
+            Command::RuntimeInstalled => {
+                if self.waiting_runtime && self.status.want_running && self.child.is_none() {
+                    self.next_start = Some(Instant::now());
+                }
+            }
         }
         self.publish();
     }
@@ -1041,30 +1163,63 @@ impl Task {
             self.start_limit_fatal();
             return;
         }
-        // Off the runtime: making the dirs, taking the lock, looking for holders of the instance's
-        // places, finding the program and making the instance's cgroup (limits applied, and
-        // whatever an earlier child left in it ended, once the lock is ours) touch disks that may
-        // hang, and /proc.
+        // The runtime: an upgrade's choice, else the newest profile's (a reload that kept this
+        // task may have read a newer one than the task's own).
+        let newest = self.newest.borrow().clone();
+        let spec = self.shared.runtime_for(self.profile.name.as_str(), &newest);
+        // Off the runtime: finding the runtime in the store, making the dirs, taking the lock,
+        // looking for holders of the instance's places, finding the program and making the
+        // instance's cgroup (limits applied, and whatever an earlier child left in it ended, once
+        // the lock is ours) touch disks that may hang, and /proc.
         let profile = self.profile.clone();
         let containment = self.shared.containment.clone();
+        let store = self.shared.runtimes.clone();
         let (lock, owner, scanned, diag) = (
             self.lock.take(),
             self.shared.owner.clone(),
             self.scanned.take(),
             self.shared.diag.clone(),
         );
-        let pre = tokio::task::spawn_blocking(move || {
-            let mut pre = ownership::preflight(&profile, lock, &owner, scanned, &diag);
+        let prepared = tokio::task::spawn_blocking(move || {
+            let runtime = match &spec {
+                Some(s) => match store.find(s) {
+                    Some(r) => Some(r),
+                    None => return Err(s.clone()),
+                },
+                None => None,
+            };
+            let mut pre =
+                ownership::preflight(&profile, lock, &owner, scanned, &diag, runtime.as_ref());
             if let (Preflight::Ready { request, .. }, Some(c)) = (&mut pre, containment.cgroups()) {
                 match c.prepare(profile.name.as_str(), &profile.limits) {
                     Ok(joined) => request.cgroup = Some(Arc::new(joined.procs)),
-                    Err(e) => return Preflight::Failed(e),
+                    Err(e) => return Ok((Preflight::Failed(e), RunsOn::default())),
                 }
             }
-            pre
+            let runs = match (&pre, &runtime) {
+                (Preflight::Ready { .. }, Some(r)) => RunsOn {
+                    versions: Versions::of_runtime(r),
+                    node: None,
+                },
+                (Preflight::Ready { request, .. }, None) => RunsOn::path(request),
+                _ => RunsOn::default(),
+            };
+            Ok((pre, runs))
         })
         .await
-        .unwrap_or_else(|e| Preflight::Failed(format!("preparing the start failed: {e}")));
+        .unwrap_or_else(|e| {
+            Ok((
+                Preflight::Failed(format!("preparing the start failed: {e}")),
+                RunsOn::default(),
+            ))
+        });
+        let (pre, runs) = match prepared {
+            Ok(p) => p,
+            Err(spec) => {
+                self.wait_for_runtime(&spec);
+                return;
+            }
+        };
         let (req, leftovers) = match pre {
             Preflight::Ready {
                 request,
@@ -1091,6 +1246,14 @@ impl Task {
             ));
             super::end_leftovers(leftovers).await;
         }
+        let mut versions = runs.versions;
+        if let Some((node, mtime)) = runs.node {
+            versions.node = self.shared.node_version(node, mtime).await;
+        }
+        let on = versions
+            .runtime
+            .as_ref()
+            .map_or_else(String::new, |r| format!(" on {r}"));
         match self.shared.spawner.spawn(req).await {
             Ok(child) => {
                 self.verified.clear();
@@ -1114,15 +1277,10 @@ impl Task {
                     }
                 }
                 self.started_once = true;
+                self.status.versions = versions;
                 let exit = self.shared.reaper.watch(child.pid);
                 if let Some(start) = child.start {
-                    self.shared.records.write(adopt::Record::new(
-                        &self.profile,
-                        child.pid,
-                        start,
-                        self.shared.containment.dir(self.profile.name.as_str()),
-                        SystemTime::now(),
-                    ));
+                    self.record(child.pid, start, SystemTime::now(), false);
                 }
                 {
                     use std::os::fd::AsFd;
@@ -1135,7 +1293,7 @@ impl Task {
                     self.log.capture(child.stderr, Stream::Stderr, Vec::new()),
                 ];
                 self.log.note(format!(
-                    "started pid {} ({})",
+                    "started pid {} ({}){on}",
                     child.pid,
                     self.profile.command.join(" ")
                 ));
@@ -1161,6 +1319,28 @@ impl Task {
                 self.schedule_restart(Duration::ZERO, why);
             }
         }
+    }
+
+    /// The runtime `spec` is not installed: wait (blocked, without a holder), without spawning
+    /// and without counting a start, until `Command::RuntimeInstalled` or an operator's start.
+    fn wait_for_runtime(&mut self, spec: &Spec) {
+        let why =
+            format!("runtime {spec} is not installed: run `openclawctl runtime install {spec}`");
+        if !self.status.want_running {
+            self.set_state(State::Stopped, format!("not meant to run; {why}"));
+            self.answer_waiters();
+            return;
+        }
+        if self.status.state != State::Blocked || self.status.reason != why {
+            self.log.note(why.clone());
+            self.history.push("blocked", why.clone());
+            tracing::warn!(instance = %self.profile.name, "{why}");
+        }
+        self.status.last_error = Some(why.clone());
+        self.next_start = None;
+        self.set_state(State::Blocked, why);
+        self.waiting_runtime = true;
+        self.answer_waiters();
     }
 
     /// A process that is not the instance's holds its place: wait, without spawning, and look

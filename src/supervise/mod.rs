@@ -56,6 +56,10 @@ pub struct InstanceReport {
     pub sample_age: Duration,
     /// The file of the instance's profile.
     pub file: Arc<str>,
+    /// The runtime its profile names, as written.
+    pub profile_runtime: Option<String>,
+    /// The runtime an upgrade chose for it (the desired state), if one did.
+    pub chosen_runtime: Option<String>,
 }
 
 /// What a reload does to one instance.
@@ -166,6 +170,7 @@ impl Supervisor {
             runtimes: run.runtimes.clone(),
             known: tree::Seen::default(),
             metrics: Arc::default(),
+            node_versions: Arc::default(),
         };
         // Whether the kernel's listener lookups can be used, found once off the runtime (the
         // first may load a kernel module) before the first probe needs them.
@@ -360,16 +365,26 @@ impl Supervisor {
                 .collect()
         };
         self.sampler.refresh(lacks, roots).await;
-        let statuses: Vec<(Status, Arc<str>)> = instances
+        let statuses: Vec<_> = instances
             .values()
             .filter(wanted)
-            .map(|h| (h.status.borrow().clone(), h.file.clone()))
+            .map(|h| {
+                let name = h.profile.name.as_str();
+                let runtimes = (
+                    h.profile.runtime.as_ref().map(|r| r.value.to_string()),
+                    self.shared
+                        .desired
+                        .runtime(name)
+                        .map(|w| w.runtime.to_string()),
+                );
+                (h.status.borrow().clone(), h.file.clone(), runtimes)
+            })
             .collect();
         self.sampler.read(|latest| {
             let sample_age = latest.age();
             statuses
                 .into_iter()
-                .map(|(status, file)| {
+                .map(|(status, file, (profile_runtime, chosen_runtime))| {
                     let figures = latest.of(&status.name, status.pid);
                     InstanceReport {
                         cpu_percent: figures.map_or(0.0, |f| f.cpu_percent),
@@ -378,6 +393,8 @@ impl Supervisor {
                         status,
                         sample_age,
                         file,
+                        profile_runtime,
+                        chosen_runtime,
                     }
                 })
                 .collect()
@@ -522,6 +539,8 @@ impl Supervisor {
                         // reload compares with what the files say now (a new `autostart`).
                         let profile =
                             profile.map_or_else(|| h.profile.clone(), |p| Arc::new(p.clone()));
+                        // The task sees it too: its next start takes its runtime from it.
+                        h.newest.send_replace(profile.clone());
                         next.insert(
                             c.name.clone(),
                             Handle {
@@ -566,6 +585,8 @@ impl Supervisor {
         let names: Vec<&str> = next.keys().map(String::as_str).collect();
         self.shared.desired.retain(&names).await;
         *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        // A runtime installed by hand (`scripts/install-openclaw --store`) is found at a reload.
+        self.runtime_installed().await;
         ReloadOutcome {
             plan,
             changes,
@@ -669,47 +690,39 @@ impl Supervisor {
         args: Vec<String>,
         bound: Duration,
     ) -> Result<(Exit, Vec<u8>), String> {
-        let req = spawn::SpawnRequest {
-            program: program.to_path_buf(),
+        run_tool(
+            &self.shared.spawner,
+            &self.shared.reaper,
+            program,
             args,
-            env: Vec::new(),
-            cwd: None,
-            cgroup: None,
+            bound,
+        )
+        .await
+    }
+
+    /// A runtime was installed (helper of `openclawctl runtime install`, and every reload): each
+    /// instance that waits for its runtime (blocked, its runtime not installed) and is meant to
+    /// run tries to start again; one whose runtime is still missing goes on waiting, no start
+    /// counted. Never waits for a task: a full command queue skips it until the next call.
+    pub async fn runtime_installed(&self) {
+        for h in self.instances().values() {
+            let _ = h.tx.try_send(Command::RuntimeInstalled);
+        }
+    }
+
+    /// The runtime instance `name` runs on next (the upgrade's choice, else its profile's), found
+    /// in the store: `Ok(None)` for an instance on PATH; the error says how to install a runtime
+    /// that is not installed. Blocking: reads the store.
+    pub fn runtime_of(&self, name: &str) -> Result<Option<crate::runtime::Runtime>, String> {
+        let Some(h) = self.get(name) else {
+            return Ok(None);
         };
-        let child = self
-            .shared
-            .spawner
-            .spawn(req)
-            .await
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-        let exit = self.shared.reaper.watch(child.pid);
-        let read = |fd: std::os::fd::OwnedFd| {
-            tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut out);
-                out
-            })
-        };
-        let (out, err) = (read(child.stdout), read(child.stderr));
-        let all = async {
-            let (out, err, exit) = tokio::join!(out, err, exit);
-            let mut out = out.unwrap_or_default();
-            out.extend(err.unwrap_or_default());
-            (exit.unwrap_or(Exit::Unknown), out)
-        };
-        match tokio::time::timeout(bound, all).await {
-            Ok(done) => Ok(done),
-            Err(_) => {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child.pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                Err(format!(
-                    "{} did not finish within {}",
-                    program.display(),
-                    humantime::format_duration(bound)
-                ))
-            }
+        let newest = h.newest.borrow().clone();
+        match self.shared.runtime_for(name, &newest) {
+            None => Ok(None),
+            Some(spec) => self.shared.runtimes.find(&spec).map(Some).ok_or_else(|| {
+                format!("runtime {spec} is not installed: run `openclawctl runtime install {spec}`")
+            }),
         }
     }
 
@@ -777,6 +790,57 @@ impl Supervisor {
         self.end_tasks().await;
         if let Some(c) = self.shared.containment.cgroups() {
             c.close();
+        }
+    }
+}
+
+/// Runs `program` with `args` from `spawner`'s thread, its exit from `reaper`, for at most
+/// `bound` (see `Supervisor::run_tool`).
+pub(crate) async fn run_tool(
+    spawner: &spawn::Spawner,
+    reaper: &reaper::Reaper,
+    program: &std::path::Path,
+    args: Vec<String>,
+    bound: Duration,
+) -> Result<(Exit, Vec<u8>), String> {
+    let req = spawn::SpawnRequest {
+        program: program.to_path_buf(),
+        args,
+        env: Vec::new(),
+        cwd: None,
+        cgroup: None,
+    };
+    let child = spawner
+        .spawn(req)
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let exit = reaper.watch(child.pid);
+    let read = |fd: std::os::fd::OwnedFd| {
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut out);
+            out
+        })
+    };
+    let (out, err) = (read(child.stdout), read(child.stderr));
+    let all = async {
+        let (out, err, exit) = tokio::join!(out, err, exit);
+        let mut out = out.unwrap_or_default();
+        out.extend(err.unwrap_or_default());
+        (exit.unwrap_or(Exit::Unknown), out)
+    };
+    match tokio::time::timeout(bound, all).await {
+        Ok(done) => Ok(done),
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            Err(format!(
+                "{} did not finish within {}",
+                program.display(),
+                humantime::format_duration(bound)
+            ))
         }
     }
 }

@@ -391,7 +391,7 @@ pub enum Preflight {
 
 /// Before a spawn: the dirs, the lock (kept if `lock` is given), the processes on the instance's
 /// state dir and ports (`scanned` if the daemon's start-up scan found them, else a scan of the
-/// host), the program. Blocking: touches the disk and /proc.
+/// host), the program (on `runtime`'s PATH, if it has one). Blocking: touches the disk and /proc.
 ///
 /// A restart while the lock is still held (`lock` given: the instance's last child ran under it
 /// until now) scans the host only if something listens on one of the instance's ports: the lock
@@ -403,6 +403,7 @@ pub fn preflight(
     me: &Owner,
     scanned: Option<Vec<tree::Holder>>,
     diag: &Diag,
+    runtime: Option<&crate::runtime::Runtime>,
 ) -> Preflight {
     let restart = lock.is_some();
     if let Err(e) = super::spawn::prepare_dirs(profile) {
@@ -440,7 +441,7 @@ pub fn preflight(
         },
         None => None,
     };
-    match super::spawn::request(profile, token.as_deref()) {
+    match super::spawn::request(profile, token.as_deref(), runtime) {
         Ok(request) => Preflight::Ready {
             request,
             lock,

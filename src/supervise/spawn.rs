@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use super::reaper::Reaper;
 use super::tree;
 use crate::profile::Profile;
+use crate::runtime::Runtime;
 
 /// Caches a gateway, or a tool it runs, keeps under HOME unless told otherwise, which instances
 /// sharing a HOME would share: each instance gets them inside its own state dir (variable, dir
@@ -333,21 +334,21 @@ pub fn resolve_program(
     ))
 }
 
-/// What the child of `p` is started with: its command resolved on its PATH (the profile's, else
-/// the daemon's) from its working directory, and [`environment`]. The error says why it cannot
+/// What the child of `p` is started with: its command resolved on its PATH ([`child_path`]: on
+/// `runtime`'s, when it has one) from its working directory, and [`environment`]. The error says why it cannot
 /// start (an empty command, a program not found). `token`: the gateway token of `gateway_token`
 /// (`super::token`), read by the caller.
-pub fn request(p: &Profile, token: Option<&str>) -> Result<SpawnRequest, String> {
+pub fn request(
+    p: &Profile,
+    token: Option<&str>,
+    runtime: Option<&Runtime>,
+) -> Result<SpawnRequest, String> {
     let cwd = p.working_dir.clone();
     let here = working_dir(p);
-    let path = p
-        .env
-        .get("PATH")
-        .map(Into::into)
-        .or_else(|| std::env::var_os("PATH"));
+    let path = child_path(p, runtime).map(OsString::from);
     let (program, args) = p.command.split_first().ok_or("the command is empty")?;
     let program = resolve_program(program, path, &here).map_err(|e| {
-        match env_sh(p, &here).filter(|_| program == "openclaw") {
+        match env_sh(p, &here).filter(|_| program == "openclaw" && runtime.is_none()) {
             Some(env) => format!(
                 "{e}; {env} puts the gateway scripts/install-openclaw installed on PATH: `source {env}` in the shell that starts openclaw-supervisord, then start it again (or set PATH in the profile's env)",
                 env = env.display()
@@ -358,7 +359,7 @@ pub fn request(p: &Profile, token: Option<&str>) -> Result<SpawnRequest, String>
     Ok(SpawnRequest {
         program,
         args: args.to_vec(),
-        env: environment(p, token),
+        env: environment(p, token, runtime),
         cwd,
         cgroup: None,
     })
@@ -392,20 +393,50 @@ pub fn working_dir(p: &Profile) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// The PATH of the child of `p`: the profile's, else the daemon's; on a runtime, its `bin/` (its
+/// `node` and `openclaw`) first.
+pub fn child_path(p: &Profile, runtime: Option<&Runtime>) -> Option<String> {
+    let base = p
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var_os("PATH").map(|v| v.to_string_lossy().into_owned()));
+    let Some(r) = runtime else {
+        return base;
+    };
+    let bin = r.bin_dir().display().to_string();
+    Some(match base.filter(|b| !b.is_empty()) {
+        Some(b) => format!("{bin}:{b}"),
+        None => bin,
+    })
+}
+
 /// The variables the child of `p` gets on top of the daemon's environment, in the order they are
-/// set (a later one wins): the profile's `env` (and the daemon's PATH unless it names one), then the OPENCLAW_* variables the gateway reads
+/// set (a later one wins): the profile's `env` with PATH as [`child_path`] says (the daemon's,
+/// named, unless the profile names one; on `runtime`, its `bin/` first), then the OPENCLAW_* variables the gateway reads
 /// its places from (so the profile cannot contradict the checked ones), its own gateway token
 /// (`gateway_token`), the per-instance caches (`OWN_CACHES`), and the instance marker the stop's
 /// process walk looks for (always last: `openclawctl env` leaves it out, see
 /// [`without_marker`]).
-pub fn environment(p: &Profile, token: Option<&str>) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+pub fn environment(
+    p: &Profile,
+    token: Option<&str>,
+    runtime: Option<&Runtime>,
+) -> Vec<(String, String)> {
+    let path = child_path(p, runtime);
+    let mut env: Vec<(String, String)> = p
+        .env
+        .iter()
+        .map(|(k, v)| match (k.as_str(), &path) {
+            ("PATH", Some(path)) => (k.clone(), path.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
     // The child inherits the daemon's PATH anyway; named here so that `openclawctl env`/`exec`
     // find the programs the gateway finds.
     if !p.env.contains_key("PATH") {
-        if let Some(path) = std::env::var_os("PATH") {
-            env.push(("PATH".into(), path.to_string_lossy().into_owned()));
+        if let Some(path) = path {
+            env.push(("PATH".into(), path));
         }
     }
     env.push((
@@ -490,7 +521,7 @@ mod tests {
     }
 
     fn environment_of(p: &Profile) -> Vec<(String, String)> {
-        environment(p, None)
+        environment(p, None, None)
     }
 
     fn get<'a>(env: &'a [(String, String)], var: &str) -> Vec<&'a str> {
@@ -503,7 +534,7 @@ mod tests {
     #[test]
     fn a_child_learns_its_places_port_profile_and_marker() {
         let p = profile("command: [/bin/true]\n");
-        let env = environment(&p, None);
+        let env = environment(&p, None, None);
         let one = |var| get(&env, var);
         assert_eq!(one("OPENCLAW_STATE_DIR"), ["/srv/bots/main"]);
         assert_eq!(
@@ -523,7 +554,7 @@ mod tests {
     #[test]
     fn a_token_is_given_and_the_marker_can_be_left_out() {
         let p = profile("command: [/bin/true]\ngateway_token: generate\n");
-        let env = environment(&p, Some("abc"));
+        let env = environment(&p, Some("abc"), None);
         assert_eq!(get(&env, "OPENCLAW_GATEWAY_TOKEN"), ["abc"]);
         assert_eq!(env.last().map(|(k, _)| k.as_str()), Some(tree::MARKER_VAR));
         let env = without_marker(env);
@@ -534,10 +565,16 @@ mod tests {
     #[test]
     fn a_named_openclaw_profile_is_passed_on() {
         let p = profile("openclaw_profile: work\ncommand: [/bin/true]\n");
-        assert_eq!(get(&environment(&p, None), "OPENCLAW_PROFILE"), ["work"]);
+        assert_eq!(
+            get(&environment(&p, None, None), "OPENCLAW_PROFILE"),
+            ["work"]
+        );
         // OpenClaw's unnamed profile is passed as its name.
         let p = profile("openclaw_profile: default\ncommand: [/bin/true]\n");
-        assert_eq!(get(&environment(&p, None), "OPENCLAW_PROFILE"), ["default"]);
+        assert_eq!(
+            get(&environment(&p, None, None), "OPENCLAW_PROFILE"),
+            ["default"]
+        );
     }
 
     #[test]
@@ -603,23 +640,48 @@ mod tests {
             "command: [openclaw, gateway, run]\nenv:\n  PATH: {}\n",
             bin.path().display()
         ));
-        let req = request(&p, None).unwrap();
+        let req = request(&p, None, None).unwrap();
         assert_eq!(req.program, gw);
         assert_eq!(req.args, ["gateway", "run"]);
         assert_eq!(get(&req.env, "PATH"), [bin.path().to_str().unwrap()]);
     }
 
     #[test]
+    fn a_runtime_puts_its_bin_first_and_its_openclaw_runs() {
+        let store = tempfile::tempdir().unwrap();
+        let r = Runtime {
+            openclaw: "2026.9.6".into(),
+            node: "24.21.0".into(),
+            dir: store.path().join("openclaw-2026.9.6+node-24.21.0"),
+        };
+        std::fs::create_dir_all(r.bin_dir()).unwrap();
+        let gw = r.bin_dir().join("openclaw");
+        std::fs::write(&gw, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&gw, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let p = profile("command: [openclaw, gateway, run]\nenv:\n  PATH: /usr/bin:/bin\n");
+        let req = request(&p, None, Some(&r)).unwrap();
+        assert_eq!(req.program, gw);
+        let path = format!("{}:/usr/bin:/bin", r.bin_dir().display());
+        assert_eq!(get(&req.env, "PATH"), [path.as_str()]);
+        assert_eq!(
+            get(&environment(&p, None, Some(&r)), "PATH"),
+            [path.as_str()]
+        );
+        // Without the runtime, the profile's PATH as it is.
+        assert_eq!(get(&environment(&p, None, None), "PATH"), ["/usr/bin:/bin"]);
+    }
+
+    #[test]
     fn a_program_not_on_path_is_refused_with_the_path_searched() {
         let p = profile("command: [no-such-gateway]\nenv:\n  PATH: /nonexistent/bin\n");
-        let err = request(&p, None).unwrap_err();
+        let err = request(&p, None, None).unwrap_err();
         assert_eq!(err, "`no-such-gateway` not found on PATH: /nonexistent/bin");
     }
 
     #[test]
     fn openclaw_not_on_path_points_at_the_installed_env_sh() {
         let project = tempfile::tempdir().unwrap();
-        let text = |p: &Profile| request(p, None).unwrap_err();
+        let text = |p: &Profile| request(p, None, None).unwrap_err();
         let yaml = format!(
             "command: [openclaw, gateway, run]\nworking_dir: {}\nenv:\n  PATH: /nonexistent/bin\n",
             project.path().display()

@@ -102,6 +102,7 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
         ("instance_log_lines", SampleType::Counter),
         ("instance_log_bytes", SampleType::Counter),
         ("instance_log_dropped_lines", SampleType::Counter),
+        ("instance_runtime_info", SampleType::Gauge),
         ("uptime_seconds", SampleType::Gauge),
         ("reloads", SampleType::Counter),
         ("api_calls", SampleType::Counter),
@@ -163,6 +164,15 @@ fn a_scrape_has_every_metric_with_its_type_and_labels() {
     assert!(v("instance_log_lines_total", &main).unwrap() >= 2.0);
     assert!(v("instance_log_bytes_total", &main).unwrap() > 0.0);
     assert_eq!(v("instance_log_dropped_lines_total", &main), Some(0.0));
+    // The stand-in on PATH is in no OpenClaw package: its version is not known (`runtimes_run`
+    // has one on a runtime).
+    assert_eq!(
+        v(
+            "instance_runtime_info",
+            &[("instance", "main"), ("openclaw", "")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(v("reloads_total", &[("outcome", "applied")]), Some(1.0));
     assert_eq!(v("reloads_total", &[("outcome", "refused")]), Some(0.0));
     assert!(v("uptime_seconds", &[]).unwrap() > 0.0);

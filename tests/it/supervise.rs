@@ -372,7 +372,10 @@ fn status_shows_the_process_trees_memory() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "PORT", "CPU", "RSS", "LAST", "EXIT"]
+        [
+            "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "PORT", "OPENCLAW", "CPU", "RSS", "LAST",
+            "EXIT"
+        ]
     );
     assert!(table.lines().nth(1).unwrap().starts_with("main"), "{table}");
 }
