@@ -184,6 +184,10 @@ pub enum Command {
     /// ([`Go`]) and does nothing else until it comes. A reply nobody waits for any more (the re-exec
     /// gave up) is ignored and the task goes on.
     Hold(oneshot::Sender<oneshot::Sender<Go>>),
+    /// Take this profile from now on, without a restart: a reload (or an upgrade's `--write`) whose
+    /// only change to the fields the child runs with is a `runtime` equal to the one it runs on.
+    /// Replies once taken.
+    Profile(Arc<Profile>, oneshot::Sender<()>),
 }
 
 /// What a held task does next.
@@ -535,6 +539,40 @@ pub fn spawn(
         },
         join,
     )
+}
+
+/// `p` as its child starts on `runtime` (from `store`): its runtime's `bin` first on its PATH, so
+/// that `openclaw` and `node` are that runtime's. None: `p` as it is (the PATH's `openclaw`).
+/// The error says the runtime is not installed, and how to install it.
+fn on_runtime(
+    p: &Arc<Profile>,
+    runtime: Option<&crate::runtime::Spec>,
+    store: &crate::runtime::Store,
+) -> Result<Arc<Profile>, String> {
+    let Some(spec) = runtime else {
+        return Ok(p.clone());
+    };
+    let Some(r) = store.find(spec) else {
+        return Err(format!(
+            "its runtime {spec} is not installed in {}: `openclawctl runtime install {spec}`",
+            store.root().display()
+        ));
+    };
+    let mut on = (**p).clone();
+    let rest = on
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    let bin = r.bin_dir().display().to_string();
+    let path = if rest.is_empty() {
+        bin
+    } else {
+        format!("{bin}:{rest}")
+    };
+    on.env.insert("PATH".into(), path);
+    Ok(Arc::new(on))
 }
 
 struct Task {
@@ -1001,6 +1039,10 @@ impl Task {
                 self.next_start = Some(Instant::now());
                 self.waiting_ready.push(reply);
             }
+            Command::Profile(p, reply) => {
+                self.profile = p;
+                let _ = reply.send(());
+            }
             // Taken by the loop in `run`.
             Command::Hold(_) => {}
         }
@@ -1053,7 +1095,15 @@ impl Task {
             self.scanned.take(),
             self.shared.diag.clone(),
         );
+        let runtime = self
+            .shared
+            .runtime_for(self.profile.name.as_str(), &self.profile);
+        let store = self.shared.runtimes.clone();
         let pre = tokio::task::spawn_blocking(move || {
+            let profile = match on_runtime(&profile, runtime.as_ref(), &store) {
+                Ok(p) => p,
+                Err(e) => return Preflight::Failed(e),
+            };
             let mut pre = ownership::preflight(&profile, lock, &owner, scanned, &diag);
             if let (Preflight::Ready { request, .. }, Some(c)) = (&mut pre, containment.cgroups()) {
                 match c.prepare(profile.name.as_str(), &profile.limits) {
