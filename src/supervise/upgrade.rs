@@ -156,10 +156,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn shown(r: &Option<Spec>) -> String {
-    match r {
-        Some(s) => s.to_string(),
-        None => "its profile's runtime (or the PATH's openclaw)".into(),
+/// What `name` runs on with the choice `r`: it, else its profile's runtime, else the PATH's.
+fn shown(sup: &Supervisor, name: &str, r: &Option<Spec>) -> String {
+    if let Some(s) = r {
+        return s.to_string();
+    }
+    match sup.get(name).and_then(|h| h.profile.runtime.clone()) {
+        Some(p) => format!("{} (its profile's)", p.value),
+        None => "the PATH's openclaw".into(),
     }
 }
 
@@ -264,7 +268,7 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
                 Verdict::Nothing,
                 format!(
                     "no upgrade choice to write: {name} runs on {}",
-                    shown(&h.profile.runtime.as_ref().map(|r| r.value.clone()))
+                    shown(sup, name, &None)
                 ),
             ),
         };
@@ -333,7 +337,7 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
         .await;
     say.step(format!(
         "restarting {name} on {target} (it ran {}); it must be ready within {} and stay healthy for {}",
-        shown(&previous),
+        shown(sup, name, &previous),
         humantime::format_duration(start_deadline),
         humantime::format_duration(ask.soak)
     ))
@@ -536,7 +540,20 @@ async fn watch(sup: &Arc<Supervisor>, name: &str, pid: i32, until: u64) -> Soake
         if !st.want_running {
             return Soaked::Stopped;
         }
-        if st.state != State::Running || st.pid != Some(pid) {
+        if st.pid != Some(pid) {
+            let exit = st
+                .last_exit
+                .map_or("how is not known".into(), |e| e.to_string());
+            let now = match st.pid {
+                Some(p) => format!("; the restart policy started pid {p}"),
+                None => String::new(),
+            };
+            return Soaked::Unhealthy(format!(
+                "pid {pid} ended ({exit}) during the soak{now}; {}",
+                failure(&st)
+            ));
+        }
+        if st.state != State::Running {
             return Soaked::Unhealthy(failure(&st));
         }
         if let Some(p) = h
@@ -607,7 +624,7 @@ async fn rollback(say: &Say, target: &Spec, previous: &Option<Spec>, why: String
         .await;
     say.step(format!(
         "{target} failed ({why}): rolling back to {}",
-        shown(previous)
+        shown(sup, name, previous)
     ))
     .await;
     let deadline = sup
@@ -620,11 +637,11 @@ async fn rollback(say: &Say, target: &Spec, previous: &Option<Spec>, why: String
                 .get(name)
                 .and_then(|h| h.status.borrow().pid)
                 .map_or(String::new(), |p| format!(", pid {p}"));
-            format!("{name} runs on {} again{pid}", shown(previous))
+            format!("{name} runs on {} again{pid}", shown(sup, name, previous))
         }
         Restarted::Failed(e) => format!(
             "{name} is back on {}, but did not start: {e}",
-            shown(previous)
+            shown(sup, name, previous)
         ),
         Restarted::Stopped => format!("an operator stopped {name} during the rollback"),
         Restarted::Away(e) => e,

@@ -30,3 +30,4 @@ mod reexec;
 mod supervise;
 mod systemd;
 mod top;
+mod upgrade;
