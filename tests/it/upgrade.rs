@@ -296,3 +296,50 @@ fn a_profile_edited_by_hand_to_the_chosen_runtime_is_kept_on_reload() {
     assert_eq!(d.status("main")["pid"], main["pid"], "{}", stdout(&reload));
     assert_eq!(choice(&scene, "main"), serde_json::Value::Null);
 }
+
+#[test]
+fn an_operator_stop_ends_the_soak_and_keeps_the_choice_and_a_second_upgrade_waits() {
+    let (scene, store) = scene(&[("2026.9.7", "")]);
+    let d = daemon(&scene, &store, &[]);
+    let (main, rescue) = both_running(&d);
+    let upgrade = std::process::Command::new(common::bin_path("openclawctl"))
+        .args(["upgrade", "main", "--to", "2026.9.7", "--soak", "60s"])
+        .env("OPENCLAW_SUPERVISOR_SOCKET", &d.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_status("main", "soaking on the new release", |s| {
+        s["state"] == "running" && s["pid"] != main["pid"] && s["soak_until_unix_ms"].is_u64()
+    });
+    let second = d.ctl(&["upgrade", "main", "--to", "2026.9.6"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("an upgrade of main is under way"),
+        "{}",
+        stderr(&second)
+    );
+
+    assert!(d.ctl(&["stop", "main"]).status.success());
+    let out = upgrade.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("an operator stopped main during its soak"),
+        "{text}"
+    );
+    assert_eq!(
+        choice(&scene, "main"),
+        serde_json::json!({"runtime": {"openclaw": "2026.9.7", "node": NODE}})
+    );
+    assert_eq!(d.status("main")["state"], "stopped");
+    let explain = stdout(&d.ctl(&["explain", "main"]));
+    assert!(explain.contains("the soak ends"), "{explain}");
+    assert_eq!(d.status("rescue")["pid"], rescue["pid"]);
+    // Started again, it runs on the choice.
+    assert!(d.ctl(&["start", "main"]).status.success());
+    assert_eq!(
+        runs_on(pid_of(&running(&d, "main"))),
+        runtime_dir("2026.9.7")
+    );
+}
