@@ -91,13 +91,32 @@ pub struct Soak {
 /// The file: read with `M` and `R` maps of raw values, so a bad one costs only itself; written
 /// with references to the wishes.
 #[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "M: Serialize, R: Serialize + Empty"))]
 struct FileFormat<M, R> {
     version: u32,
     /// Instance name to its wish.
     instances: M,
-    /// Instance name to the runtime an upgrade chose (absent in files of older daemons).
-    #[serde(default)]
+    /// Instance name to the runtime an upgrade chose (absent in files of older daemons, and left
+    /// out when empty: such a file is what an older daemon wrote).
+    #[serde(default, skip_serializing_if = "Empty::empty")]
     runtimes: R,
+}
+
+/// Whether a map of the file has nothing in it.
+trait Empty {
+    fn empty(&self) -> bool;
+}
+
+impl<K, V> Empty for BTreeMap<K, V> {
+    fn empty(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T: Empty> Empty for &T {
+    fn empty(&self) -> bool {
+        (**self).empty()
+    }
 }
 
 /// The wishes, in memory and on disk. Cheap to clone (an `Arc`).
