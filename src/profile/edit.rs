@@ -326,6 +326,23 @@ mod tests {
     }
 
     #[test]
+    fn the_last_line_without_a_newline_stays_without_one() {
+        assert_eq!(
+            edited("port: 18789\nruntime: { openclaw: 2026.9.5 }", "2026.9.6"),
+            "port: 18789\nruntime: { openclaw: 2026.9.6 }"
+        );
+        assert_eq!(
+            edited("runtime:\n  openclaw: 2026.9.5", "2026.9.6"),
+            "runtime:\n  openclaw: 2026.9.6"
+        );
+        // A quoted key is not edited in place: appending would make a duplicate, which is refused.
+        let quoted = "\"runtime\": { openclaw: 2026.9.5 }\n";
+        let s = spec("2026.9.6");
+        let new = edit_runtime(quoted, &s).unwrap();
+        assert!(check_same(Path::new("m.yaml"), quoted, &new, &s).is_err());
+    }
+
+    #[test]
     fn a_key_named_like_runtime_deeper_down_is_not_it() {
         let text = "env:\n  runtime: x\nport: 18789\n";
         assert_eq!(

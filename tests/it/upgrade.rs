@@ -94,6 +94,16 @@ fn an_upgrade_that_stays_healthy_is_kept_and_rescue_is_untouched() {
     let d = daemon(&scene, &store, &[]);
     let (main, rescue) = both_running(&d);
 
+    // A bad version is refused before anything changes.
+    let bad = d.ctl(&["upgrade", "main", "--to", "openclaw@2026.9"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("is not a version"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(d.status("main")["pid"], main["pid"]);
+
     let out = d.ctl(&[
         "upgrade",
         "main",
