@@ -549,7 +549,17 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                     text: e.text,
                 })
                 .collect(),
-            next: e.next,
+            next: match self.supervisor.soak_until(&name) {
+                Some(until) => {
+                    let now = unix_ms(SystemTime::now());
+                    let left = (i64::try_from(until).unwrap_or(i64::MAX) - now).max(0) / 1000;
+                    format!(
+                        "{}; its upgrade soaks {left} s more, then is kept or rolled back",
+                        e.next
+                    )
+                }
+                None => e.next,
+            },
         }))
     }
 

@@ -194,6 +194,8 @@ fn restart_mid_soak(scene: &Scene, store: &Path, version: &str) -> Daemon {
     assert_eq!(runs_on(pid_of(&soaking)), runtime_dir(version));
     let table = stdout(&d.ctl(&["status"]));
     assert!(table.contains("main: upgrade soaking"), "{table}");
+    let explain = stdout(&d.ctl(&["explain", "main"]));
+    assert!(explain.contains("its upgrade soaks"), "{explain}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(d.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
