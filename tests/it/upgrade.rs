@@ -213,7 +213,7 @@ fn restart_mid_soak(scene: &Scene, store: &Path, version: &str) -> Daemon {
 
 #[test]
 fn a_soak_cut_by_a_daemon_restart_resumes_and_rolls_back_a_late_crash() {
-    let (scene, store) = scene(&[("2026.9.10", "--crash-after-ms 4000")]);
+    let (scene, store) = scene(&[("2026.9.10", "--crash-after-ms 6000")]);
     let d = restart_mid_soak(&scene, &store, "2026.9.10");
     let back = d.wait_status("main", "rolled back to 2026.9.5", |s| {
         s["state"] == "running"
