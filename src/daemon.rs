@@ -398,6 +398,7 @@ async fn prepare(
         }
     };
     supervisor.track();
+    supervisor.resume_soaks();
     Ok(Prepared {
         socket,
         tcp,

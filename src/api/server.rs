@@ -133,9 +133,19 @@ impl Api {
         reports
             .into_iter()
             .next()
-            .map(|r| to_instance(&r))
+            .map(|r| self.to_instance(&r))
             // A reload removed it in between.
             .ok_or_else(|| self.not_found(name))
+    }
+
+    /// The instance of `r`, with its upgrade's soak from the desired state.
+    fn to_instance(&self, r: &supervise::InstanceReport) -> v1::Instance {
+        let mut i = to_instance(r);
+        i.soak_until_unix_ms = self
+            .supervisor
+            .soak_until(&i.name)
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        i
     }
 
     async fn command(
@@ -241,6 +251,8 @@ fn to_instance(r: &supervise::InstanceReport) -> v1::Instance {
         node_version: s.versions.node.clone().unwrap_or_default(),
         profile_runtime: r.profile_runtime.clone().unwrap_or_default(),
         chosen_runtime: r.chosen_runtime.clone().unwrap_or_default(),
+        // Set from the desired state by `Api::to_instance`.
+        soak_until_unix_ms: 0,
     }
 }
 
@@ -426,7 +438,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             .reports(&names)
             .await
             .iter()
-            .map(to_instance)
+            .map(|r| self.to_instance(r))
             .collect();
         Ok(Response::new(v1::ListInstancesResponse { instances }))
     }
@@ -548,7 +560,17 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                     text: e.text,
                 })
                 .collect(),
-            next: e.next,
+            next: match self.supervisor.soak_until(&name) {
+                Some(until) => {
+                    let now = unix_ms(SystemTime::now());
+                    let left = (i64::try_from(until).unwrap_or(i64::MAX) - now).max(0) / 1000;
+                    format!(
+                        "{}; its upgrade soaks {left} s more, then is kept or rolled back",
+                        e.next
+                    )
+                }
+                None => e.next,
+            },
         }))
     }
 
@@ -582,6 +604,71 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                 .display()
                 .to_string(),
         }))
+    }
+
+    type UpgradeStream = Stream<v1::UpgradeProgress>;
+
+    async fn upgrade(
+        &self,
+        req: Request<v1::UpgradeRequest>,
+    ) -> Result<Response<Self::UpgradeStream>, GrpcStatus> {
+        use supervise::upgrade::{Ask, Step, Verdict};
+        let by = caller(&req);
+        let r = req.into_inner();
+        self.handle(&r.name)?;
+        let to = match r.to.trim() {
+            "" if r.write => None,
+            "" => {
+                return Err(GrpcStatus::invalid_argument(
+                    "name the runtime to upgrade to (`to`), or ask to `write` the current choice",
+                ))
+            }
+            text => Some(crate::runtime::Spec::parse(text).map_err(GrpcStatus::invalid_argument)?),
+        };
+        let ask = Ask {
+            name: r.name.clone(),
+            to,
+            soak: match r.soak_ms {
+                0 => supervise::upgrade::DEFAULT_SOAK,
+                ms => Duration::from_millis(ms),
+            },
+            write: r.write,
+            by,
+        };
+        let mut steps = self
+            .supervisor
+            .upgrade(ask)
+            .map_err(GrpcStatus::failed_precondition)?;
+        Ok(Response::new(stream_of(move |tx| {
+            Box::pin(async move {
+                while let Some(step) = steps.recv().await {
+                    let msg = match step {
+                        Step::Line(line) => v1::UpgradeProgress {
+                            line,
+                            outcome: None,
+                        },
+                        Step::Done(o) => v1::UpgradeProgress {
+                            line: String::new(),
+                            outcome: Some(v1::UpgradeOutcome {
+                                result: match o.verdict {
+                                    Verdict::Kept => v1::UpgradeResult::Kept,
+                                    Verdict::RolledBack => v1::UpgradeResult::RolledBack,
+                                    Verdict::Written => v1::UpgradeResult::Written,
+                                    Verdict::Nothing => v1::UpgradeResult::NothingToDo,
+                                    Verdict::Failed => v1::UpgradeResult::Failed,
+                                } as i32,
+                                reason: o.reason,
+                                log_lines: o.log_lines,
+                            }),
+                        },
+                    };
+                    // The client went away: the upgrade goes on without it.
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })))
     }
 
     type TailLogsStream = Stream<v1::LogLine>;

@@ -200,6 +200,25 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Upgrade one instance to another OpenClaw runtime: install it if needed, restart the
+    /// instance on it, keep it only if it becomes ready and stays healthy for the soak, else roll
+    /// back and say why. The daemon carries it through even if this command is interrupted.
+    ///
+    /// Exit status: 0 kept, written or nothing to do; 1 rolled back or failed.
+    Upgrade {
+        /// The instance.
+        name: String,
+        /// The runtime: openclaw@VERSION[+node@VERSION], or a bare VERSION.
+        #[arg(long, required_unless_present = "write")]
+        to: Option<String>,
+        /// How long it must stay healthy once ready.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        soak: std::time::Duration,
+        /// Then write the choice into the instance's profile (comments kept); alone, write the
+        /// current choice.
+        #[arg(long)]
+        write: bool,
+    },
     /// The instance names, one a line (for shell completion): the daemon's, else the config dir's.
     #[command(name = "__complete-names", hide = true)]
     CompleteNames,
@@ -422,6 +441,12 @@ fn main() -> ExitCode {
         Command::Token { name } => on_daemon(Box::pin(remote::token(target, name))),
         Command::Env { name } => on_daemon(Box::pin(remote::env(target, name))),
         Command::Exec { name, command } => exec(target, name, command),
+        Command::Upgrade {
+            name,
+            to,
+            soak,
+            write,
+        } => on_daemon(Box::pin(remote::upgrade(target, name, to, soak, write))),
         Command::CompleteNames => complete_names(target),
         Command::Completions { shell } => {
             use clap::CommandFactory;

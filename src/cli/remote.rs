@@ -36,6 +36,9 @@ pub enum Error {
     /// The terminal could not be set up or drawn on (`top`).
     #[error("terminal: {0}")]
     Terminal(String),
+    /// An upgrade was rolled back or could not be done (its steps were printed).
+    #[error("{0}")]
+    Upgrade(String),
     /// Some of several steps failed; each was reported as it came.
     #[error("{failed} of {total} failed")]
     SomeFailed {
@@ -193,6 +196,7 @@ pub fn instance_json(i: &v1::Instance) -> serde_json::Value {
         "want_running": i.want_running,
         "next_start_in_ms": (i.next_start_in_ms != 0).then_some(i.next_start_in_ms),
         "profile_file": i.profile_file,
+        "soak_until_unix_ms": (i.soak_until_unix_ms != 0).then_some(i.soak_until_unix_ms),
         "holder": i.holder.as_ref().map(|h| serde_json::json!({
             "pid": h.pid,
             "command": h.command,
@@ -293,6 +297,13 @@ pub fn status_table(instances: &[v1::Instance]) -> String {
     }
     for i in instances.iter().filter(|i| !i.last_error.is_empty()) {
         out.push_str(&format!("{}: {}\n", i.name, i.last_error));
+    }
+    for i in instances.iter().filter(|i| i.soak_until_unix_ms != 0) {
+        let left = (i.soak_until_unix_ms - now_ms).max(0) / 1000;
+        out.push_str(&format!(
+            "{}: upgrade soaking, {left}s left (rolled back if it fails)\n",
+            i.name
+        ));
     }
     for i in instances {
         // The holder's command line, unless the error line already gave it.
@@ -785,6 +796,56 @@ pub fn exports(vars: &[(String, String)]) -> String {
         out.push_str(&format!("export {k}='{}'\n", v.replace('\'', "'\\''")));
     }
     out
+}
+
+/// `upgrade NAME [--to VERSION] [--soak 60s] [--write]`: prints the steps as they come, then the
+/// outcome; an error (exit 1) if it was rolled back or could not be done.
+pub async fn upgrade(
+    target: &Target,
+    name: String,
+    to: Option<String>,
+    soak: Duration,
+    write: bool,
+) -> Result<(), Error> {
+    let mut stream = connect(target)
+        .await?
+        .upgrade(v1::UpgradeRequest {
+            name: name.clone(),
+            to: to.unwrap_or_default(),
+            soak_ms: u64::try_from(soak.as_millis()).unwrap_or(u64::MAX),
+            write,
+        })
+        .await?
+        .into_inner();
+    while let Some(p) = stream.message().await? {
+        let Some(o) = p.outcome else {
+            println!("{}", p.line);
+            continue;
+        };
+        let result =
+            v1::UpgradeResult::try_from(o.result).unwrap_or(v1::UpgradeResult::Unspecified);
+        return match result {
+            v1::UpgradeResult::Kept
+            | v1::UpgradeResult::Written
+            | v1::UpgradeResult::NothingToDo => {
+                println!("{}", o.reason);
+                Ok(())
+            }
+            v1::UpgradeResult::RolledBack => {
+                if !o.log_lines.is_empty() {
+                    println!("{name}'s last log lines:");
+                    for l in &o.log_lines {
+                        println!("  {l}");
+                    }
+                }
+                Err(Error::Upgrade(format!("rolled back: {}", o.reason)))
+            }
+            _ => Err(Error::Upgrade(o.reason)),
+        };
+    }
+    Err(Error::Upgrade(format!(
+        "the daemon ended the upgrade's stream without an outcome; `openclawctl explain {name}` shows where it is"
+    )))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod edit;
 pub mod ephemeral;
 pub mod load;
 pub mod locate;

@@ -97,25 +97,25 @@ struct FileFormat<M, R> {
     /// Instance name to its wish.
     instances: M,
     /// Instance name to the runtime an upgrade chose (absent in files of older daemons, and left
-    /// out when there is none).
-    #[serde(default, skip_serializing_if = "Empty::is_empty")]
+    /// out when empty: such a file is what an older daemon wrote).
+    #[serde(default, skip_serializing_if = "Empty::empty")]
     runtimes: R,
 }
 
-/// A map the file leaves out when it is empty.
+/// Whether a map of the file has nothing in it.
 trait Empty {
-    fn is_empty(&self) -> bool;
+    fn empty(&self) -> bool;
 }
 
-impl<V> Empty for BTreeMap<String, V> {
-    fn is_empty(&self) -> bool {
-        BTreeMap::is_empty(self)
+impl<K, V> Empty for BTreeMap<K, V> {
+    fn empty(&self) -> bool {
+        self.is_empty()
     }
 }
 
 impl<T: Empty> Empty for &T {
-    fn is_empty(&self) -> bool {
-        (**self).is_empty()
+    fn empty(&self) -> bool {
+        (**self).empty()
     }
 }
 

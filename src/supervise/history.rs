@@ -19,7 +19,7 @@ pub const CAPACITY: usize = 200;
 pub struct Entry {
     /// When.
     pub time: SystemTime,
-    /// What kind: "state", "restart", "start-limit", "probe", "blocked", "operator", "fatal".
+    /// What kind: "state", "restart", "start-limit", "probe", "blocked", "operator", "fatal", "upgrade".
     pub kind: String,
     /// What happened, and why, in words.
     pub text: String,

@@ -192,6 +192,10 @@ pub enum Command {
     Hold(oneshot::Sender<oneshot::Sender<Go>>),
     /// A runtime was installed: an instance waiting for its runtime tries to start again.
     RuntimeInstalled,
+    /// Take this profile from now on, without a restart: a reload (or an upgrade's `--write`) whose
+    /// only change to the fields the child runs with is a `runtime` equal to the one it runs on.
+    /// Replies once taken.
+    Profile(Arc<Profile>, oneshot::Sender<()>),
 }
 
 /// What a held task does next.
@@ -1117,6 +1121,10 @@ impl Task {
                 self.status.last_error = None;
                 self.next_start = Some(Instant::now());
                 self.waiting_ready.push(reply);
+            }
+            Command::Profile(p, reply) => {
+                self.profile = p;
+                let _ = reply.send(());
             }
             // Taken by the loop in `run`.
             Command::Hold(_) => {}

@@ -25,6 +25,7 @@ pub mod sample;
 pub mod spawn;
 pub mod token;
 pub mod tree;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -118,6 +119,8 @@ pub struct Supervisor {
     log_disk: logs::Disk,
     cancel: CancellationToken,
     sampler: sample::Sampler,
+    /// The instances with an upgrade under way (`upgrade.rs`): one at a time each.
+    upgrading: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Without cgroups, how often every instance's tree is walked for [`tree::Seen`], at most.
@@ -186,6 +189,7 @@ impl Supervisor {
             log_disk: logs::Disk::start()?,
             cancel,
             sampler: sample::Sampler::new(),
+            upgrading: Mutex::default(),
         };
         let mut instances = BTreeMap::new();
         for profile in plan.profiles {
@@ -470,10 +474,17 @@ impl Supervisor {
                 None => (ReloadAction::Remove, Vec::new()),
                 Some(p) => {
                     let fields = changed_fields(&h.profile, p);
-                    let action = if fields.iter().any(|f| f.restart) {
-                        ReloadAction::Change
-                    } else {
+                    let restart: Vec<&str> = fields
+                        .iter()
+                        .filter(|f| f.restart)
+                        .map(|f| f.name)
+                        .collect();
+                    let action = if restart.is_empty()
+                        || (restart == ["runtime"] && self.runs_on(name, &h.profile, p).await)
+                    {
                         ReloadAction::Keep
+                    } else {
+                        ReloadAction::Change
                     };
                     (action, fields.iter().map(|f| f.name).collect())
                 }
@@ -541,6 +552,27 @@ impl Supervisor {
                             profile.map_or_else(|| h.profile.clone(), |p| Arc::new(p.clone()));
                         // The task sees it too: its next start takes its runtime from it.
                         h.newest.send_replace(profile.clone());
+                        if c.fields.contains(&"runtime") {
+                            // The profile now says the runtime it runs on (an upgrade's choice
+                            // written by hand): the task starts on it from now on, and the choice
+                            // is the profile's.
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            if h.tx
+                                .send(Command::Profile(profile.clone(), tx))
+                                .await
+                                .is_ok()
+                            {
+                                let _ = rx.await;
+                            }
+                            if self
+                                .shared
+                                .desired
+                                .runtime(&c.name)
+                                .is_some_and(|w| w.soak.is_none())
+                            {
+                                self.shared.desired.set_runtime(&c.name, None).await;
+                            }
+                        }
                         next.insert(
                             c.name.clone(),
                             Handle {
@@ -556,6 +588,16 @@ impl Supervisor {
                     }
                 }
                 (ReloadAction::Add | ReloadAction::Change, Some(p)) => {
+                    if c.fields.contains(&"runtime")
+                        && self
+                            .shared
+                            .desired
+                            .runtime(&c.name)
+                            .is_some_and(|w| w.soak.is_none())
+                    {
+                        // The profile's runtime, edited by hand, replaces an upgrade's choice.
+                        self.shared.desired.set_runtime(&c.name, None).await;
+                    }
                     // A changed instance keeps its log and runs if it was meant to.
                     let (log, start) = match old.get(&c.name) {
                         Some(h) => (Ok(h.log.clone()), h.status.borrow().want_running),
@@ -591,6 +633,48 @@ impl Supervisor {
             plan,
             changes,
             applied: true,
+        }
+    }
+
+    /// Whether `new`'s runtime is the one instance `name` runs on now (its upgrade's choice, else
+    /// `old`'s): the same spec, or the same installed runtime. Reads the store off the runtime.
+    async fn runs_on(&self, name: &str, old: &Profile, new: &Profile) -> bool {
+        let now = self.shared.runtime_for(name, old);
+        let next = new.runtime.as_ref().map(|r| r.value.clone());
+        if now == next {
+            return true;
+        }
+        let (Some(now), Some(next)) = (now, next) else {
+            return false;
+        };
+        let store = self.shared.runtimes.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = |s| store.find(s).map(|r| r.dir);
+            dir(&now).is_some_and(|d| Some(d) == dir(&next))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Gives instance `name` (its handle, and its task) `profile` without a restart: one that
+    /// differs only in what needs none, or in a `runtime` equal to the one it runs on.
+    pub(crate) async fn take_profile(&self, name: &str, profile: Arc<Profile>) {
+        let _one = self.reloading.lock().await;
+        let handle = {
+            let mut map = self.instances.write().unwrap_or_else(|e| e.into_inner());
+            let mut next = (**map).clone();
+            let handle = next.get_mut(name).map(|h| {
+                h.profile = profile.clone();
+                h.clone()
+            });
+            *map = Arc::new(next);
+            handle
+        };
+        if let Some(h) = handle {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if h.tx.send(Command::Profile(profile, tx)).await.is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 

@@ -31,3 +31,4 @@ mod runtimes_run;
 mod supervise;
 mod systemd;
 mod top;
+mod upgrade;
