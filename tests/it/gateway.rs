@@ -606,6 +606,175 @@ fn real_gateways_main_and_rescue_end_to_end() {
     eprintln!("real-gateway end-to-end: {:.1?} in all", t0.elapsed());
 }
 
+/// The runtime store the real-gateway tests share across runs, beside the install prefix
+/// (`.gateway/runtimes`, git-ignored): npm's work is done once per machine, as for `.gateway`.
+fn shared_store() -> PathBuf {
+    let prefix = std::env::var_os("OPENCLAW_GATEWAY_PREFIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".gateway"));
+    prefix.join("runtimes")
+}
+
+/// The release main starts on before its upgrade to the pinned one (`scripts/install-openclaw`'s).
+const EARLIER: &str = "2026.9.5";
+const PINNED: &str = "2026.9.6";
+
+#[test]
+fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
+    let t0 = Instant::now();
+    // Rescue runs the pinned release the way OpenClaw's docs install it (on the PATH); main runs
+    // an earlier release from the daemon's runtime store, then is upgraded to the pinned one.
+    let Some(dirs) = install() else { return };
+    let store = shared_store();
+    let scene = Scene::new();
+    let ports: [u16; 2] = common::free_ports(2).try_into().unwrap();
+    let root = scene.root.path().canonicalize().unwrap();
+    let states = NAMES.map(|n| root.join("state").join(n));
+    for (i, name) in NAMES.iter().enumerate() {
+        let runtime = if *name == "main" {
+            format!("runtime: {{ openclaw: {EARLIER} }}\n")
+        } else {
+            String::new()
+        };
+        scene.profile(
+            &format!("{name}.yaml"),
+            &format!(
+                "# {name}: kept through --write\n\
+                 port: {port}\n\
+                 state_dir: {state}\n\
+                 command: [openclaw, gateway, run, --bind, loopback, --allow-unconfigured]\n\
+                 gateway_token: generate\n\
+                 env:\n  NO_COLOR: \"1\"\n\
+                 health: {{ start_deadline: 300s }}\n\
+                 stop: {{ timeout: 60s }}\n\
+                 {runtime}",
+                port = ports[i],
+                state = serde_json::to_string(&states[i]).unwrap(),
+            ),
+        );
+    }
+    let path = format!("{dirs}:{}", std::env::var("PATH").unwrap_or_default());
+    let store_arg = store.display().to_string();
+    let daemon = scene.daemon_with_env(&["--runtimes", &store_arg], &[("PATH", path.as_str())]);
+    let e = E2e {
+        scene,
+        daemon,
+        ports,
+        states,
+    };
+
+    // 1. main's release from npm, through the daemon (a no-op when an earlier run installed it);
+    //    main waits for it, then starts on it by itself.
+    let t = Instant::now();
+    let installed = e.ctl(&["runtime", "install", &format!("openclaw@{EARLIER}")]);
+    eprintln!(
+        "runtime install openclaw@{EARLIER}: {:.1?}\n{}",
+        t.elapsed(),
+        tail(&installed, 5)
+    );
+    e.ctl(&["start", "main", "rescue"]);
+    let version = |name: &str| {
+        let st = e.status(name);
+        (
+            st["openclaw_version"].as_str().unwrap_or_default().to_string(),
+            st["runtime"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (main_before, main_runtime) = version("main");
+    e.ensure(main_before == EARLIER && main_runtime.starts_with(&format!("openclaw@{EARLIER}+node@")), || {
+        format!("main runs {main_before} from {main_runtime:?}, not {EARLIER} from the store")
+    });
+    let rescue_version = version("rescue");
+    e.ensure(rescue_version == (PINNED.to_string(), String::new()), || {
+        format!("rescue runs {rescue_version:?}, not {PINNED} from the PATH")
+    });
+    for name in NAMES {
+        e.wait_http(name, "/readyz", "\"ready\":true");
+    }
+    let main_pid = e.running_pid("main");
+    let rescue_pid = e.running_pid("rescue");
+
+    // 2. Rescue is probed all through main's upgrade.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rescue_port = ports[1];
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match http_get(rescue_port, "/readyz") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            (ok, failed)
+        })
+    };
+
+    // 3. The upgrade: the pinned release into the store (npm, unless there already), main
+    //    restarted on it, ready, healthy for the soak, kept.
+    let t = Instant::now();
+    let out = e.daemon.ctl(&["upgrade", "main", "--to", PINNED, "--soak", "20s"]);
+    let took = t.elapsed();
+    let text = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    eprintln!("upgrade main --to {PINNED}: {took:.1?}\n{}", tail(&text, 12));
+    e.ensure(out.status.success(), || format!("the upgrade failed:\n{text}"));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = prober.join().unwrap();
+    eprintln!("rescue answered /readyz {ok} times during main's upgrade, failed {}", failed.len());
+    e.ensure(failed.is_empty() && ok > 0, || {
+        format!("rescue did not answer /readyz all through main's upgrade: {failed:?}")
+    });
+
+    // 4. main runs the pinned release from the store; rescue is untouched.
+    let (main_after, main_runtime) = version("main");
+    e.ensure(main_after == PINNED && main_runtime.starts_with(&format!("openclaw@{PINNED}+node@")), || {
+        format!("after the upgrade main runs {main_after} from {main_runtime:?}")
+    });
+    let upgraded_pid = e.running_pid("main");
+    e.ensure(upgraded_pid != main_pid, || "main was not restarted".into());
+    let bin = store.join(format!("openclaw-{PINNED}+node-"));
+    let child_path = environ_var(upgraded_pid, "PATH").unwrap_or_default();
+    e.ensure(child_path.starts_with(&*bin.to_string_lossy()), || {
+        format!("main's PATH does not start with its runtime's bin: {child_path}")
+    });
+    e.wait_http("main", "/readyz", "\"ready\":true");
+    e.ensure(e.running_pid("rescue") == rescue_pid, || "rescue was restarted".into());
+    let rescue = e.status("rescue");
+    e.ensure(
+        version("rescue") == (PINNED.to_string(), String::new()) && rescue["restarts"] == 0,
+        || format!("rescue changed: {rescue}"),
+    );
+
+    // 5. Written into main's profile, comments kept; a reload then restarts nothing.
+    e.ctl(&["upgrade", "main", "--write"]);
+    let written = std::fs::read_to_string(e.scene.path("supervisor.d/main.yaml")).unwrap();
+    e.ensure(
+        written.contains("# main: kept through --write") && written.contains(PINNED),
+        || format!("main.yaml after --write:\n{written}"),
+    );
+    e.ctl(&["reload"]);
+    e.ensure(e.running_pid("main") == upgraded_pid, || {
+        "the reload after --write restarted main".into()
+    });
+    e.ensure(e.running_pid("rescue") == rescue_pid, || "rescue was restarted".into());
+    let sizes = Command::new("du")
+        .args(["-sh"])
+        .args(
+            std::fs::read_dir(&store)
+                .unwrap()
+                .flatten()
+                .map(|d| d.path())
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')),
+        )
+        .output()
+        .map(|o| common::stdout(&o))
+        .unwrap_or_default();
+    eprintln!("the runtime store ({}):\n{sizes}", store.display());
+    eprintln!("real-gateway upgrade: {:.1?} in all", t0.elapsed());
+}
+
 /// This file's end-to-end test run alone in a child of this test binary, with an empty install
 /// prefix and a registry nothing answers on; `ci` is the `CI` variable it sees.
 fn end_to_end_without_registry(ci: Option<&str>) -> Output {
