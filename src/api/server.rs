@@ -659,6 +659,38 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             })
         })))
     }
+
+    type InstallRuntimeStream = Stream<v1::InstallRuntimeProgress>;
+
+    async fn install_runtime(
+        &self,
+        req: Request<v1::InstallRuntimeRequest>,
+    ) -> Result<Response<Self::InstallRuntimeStream>, GrpcStatus> {
+        let spec = super::runtimes::spec(&req.into_inner().runtime)?;
+        let sup = self.supervisor.clone();
+        Ok(Response::new(stream_of(move |tx| {
+            Box::pin(super::runtimes::install(sup, spec, tx))
+        })))
+    }
+
+    async fn list_runtimes(
+        &self,
+        _req: Request<v1::ListRuntimesRequest>,
+    ) -> Result<Response<v1::ListRuntimesResponse>, GrpcStatus> {
+        super::runtimes::list(self.supervisor.clone())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_runtime(
+        &self,
+        req: Request<v1::RemoveRuntimeRequest>,
+    ) -> Result<Response<v1::RemoveRuntimeResponse>, GrpcStatus> {
+        let spec = super::runtimes::spec(&req.into_inner().runtime)?;
+        super::runtimes::remove(&self.supervisor, &spec)
+            .await
+            .map(Response::new)
+    }
 }
 
 /// Refuses every call with UNAVAILABLE while `flag` is set (a re-exec under way): the same call

@@ -21,6 +21,7 @@ pub mod logs;
 pub mod ownership;
 pub mod probe;
 pub mod reaper;
+pub mod runtimes;
 pub mod sample;
 pub mod spawn;
 pub mod token;
