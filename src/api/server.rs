@@ -354,10 +354,17 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         _: Request<v1::CheckRequest>,
     ) -> Result<Response<v1::CheckResponse>, GrpcStatus> {
-        let dir = self.config_dir.clone();
-        let mut plan = tokio::task::spawn_blocking(move || profile::load(&dir))
-            .await
-            .map_err(|e| GrpcStatus::internal(e.to_string()))?;
+        let (dir, store) = (
+            self.config_dir.clone(),
+            self.supervisor.runtime_store().clone(),
+        );
+        let mut plan = tokio::task::spawn_blocking(move || {
+            let mut plan = profile::load(&dir);
+            plan.check_runtimes(&store);
+            plan
+        })
+        .await
+        .map_err(|e| GrpcStatus::internal(e.to_string()))?;
         // What this daemon can apply: `limits` need its cgroups.
         let limits = self.supervisor.containment().limit_errors(&plan.profiles);
         if !limits.is_empty() {

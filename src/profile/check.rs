@@ -63,6 +63,92 @@ pub fn check_with(profiles: &[Profile], ctx: &Context) -> Vec<Diagnostic> {
     out
 }
 
+/// What the check says of the instances' runtimes, knowing the runtime store: a `runtime` that is
+/// not installed (with the command that installs it), and 2+ instances that all run on one runtime
+/// (all the same spec, or all none: the `openclaw` on the daemon's PATH). Warnings only: the
+/// daemon must start, so that `openclawctl runtime install` can reach it.
+pub fn runtimes(profiles: &[Profile], store: &crate::runtime::Store) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for p in profiles {
+        let Some(r) = &p.runtime else { continue };
+        if store.find(&r.value).is_some() {
+            continue;
+        }
+        let at = match &r.origin {
+            Origin::Profile(at) => at.clone(),
+            _ => p.name_at.clone(),
+        };
+        out.push(
+            Diagnostic::warning(
+                Kind::RuntimeMissing,
+                at,
+                format!(
+                    "{} is not installed in the runtime store {}: the instance will not start until it is",
+                    r.value,
+                    store.root().display()
+                ),
+            )
+            .instance(p.name.as_str())
+            .field("runtime")
+            .hint(format!(
+                "install it: openclawctl runtime install {} (without a running daemon: openclaw-supervisord --runtimes {} install-runtime {})",
+                r.value,
+                store.root().display(),
+                r.value
+            )),
+        );
+    }
+    if let Some(d) = one_runtime_for_all(profiles) {
+        out.push(d);
+    }
+    out
+}
+
+/// The warning for 2+ instances on one runtime, at the profile of the one to move (rescue, if
+/// there is one; else the last by name).
+fn one_runtime_for_all(profiles: &[Profile]) -> Option<Diagnostic> {
+    let (first, rest) = profiles.split_first()?;
+    let spec = |p: &Profile| p.runtime.as_ref().map(|r| r.value.clone());
+    if rest.is_empty() || rest.iter().any(|p| spec(p) != spec(first)) {
+        return None;
+    }
+    let mut names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    let mover = profiles
+        .iter()
+        .find(|p| p.name.as_str().eq_ignore_ascii_case("rescue"))
+        .or_else(|| {
+            profiles
+                .iter()
+                .max_by(|a, b| a.name.as_str().cmp(b.name.as_str()))
+        })?;
+    let runtime = match spec(first) {
+        Some(s) => s.to_string(),
+        None => "the `openclaw` on the daemon's PATH (no profile names a `runtime`)".to_string(),
+    };
+    let at = match mover.runtime.as_ref().map(|r| &r.origin) {
+        Some(Origin::Profile(at)) => at.clone(),
+        _ => Location::file(&mover.file),
+    };
+    Some(
+        Diagnostic::warning(
+            Kind::SharedRuntime,
+            at,
+            format!(
+                "every instance ({}) runs on {runtime}: an upgrade that breaks one breaks all; give {} its own",
+                names.join(", "),
+                mover.name
+            ),
+        )
+        .instance(mover.name.as_str())
+        .field("runtime")
+        .hint(format!(
+            "pin another release in {}'s profile, e.g. `runtime: {{ openclaw: VERSION }}`, and install it with openclawctl runtime install openclaw@VERSION",
+            mover.name
+        )),
+    )
+}
+
 fn duplicate_names(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     let mut order: Vec<usize> = (0..profiles.len()).collect();
     let key = |i: usize| profiles[i].name.as_str().to_ascii_lowercase();
