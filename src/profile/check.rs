@@ -65,8 +65,9 @@ pub fn check_with(profiles: &[Profile], ctx: &Context) -> Vec<Diagnostic> {
 
 /// What the check says of the instances' runtimes, knowing the runtime store: a `runtime` that is
 /// not installed (with the command that installs it), and 2+ instances that all run on one runtime
-/// (all the same spec, or all none: the `openclaw` on the daemon's PATH). Warnings only: the
-/// daemon must start, so that `openclawctl runtime install` can reach it.
+/// (all the same spec, or all none: the `openclaw` on the daemon's PATH, said only once the store
+/// holds a runtime, so that a host that never used runtimes is not told on every check).
+/// Warnings only: the daemon must start, so that `openclawctl runtime install` can reach it.
 pub fn runtimes(profiles: &[Profile], store: &crate::runtime::Store) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for p in profiles {
@@ -99,7 +100,10 @@ pub fn runtimes(profiles: &[Profile], store: &crate::runtime::Store) -> Vec<Diag
         );
     }
     if let Some(d) = one_runtime_for_all(profiles) {
-        out.push(d);
+        let on_path = profiles.iter().all(|p| p.runtime.is_none());
+        if !on_path || !store.list().is_empty() {
+            out.push(d);
+        }
     }
     out
 }
