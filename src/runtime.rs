@@ -635,4 +635,129 @@ mod tests {
         assert!(store.find(&Spec::parse("2026.9.7").unwrap()).is_none());
         assert!(Store::new(tmp.path().join("none")).list().is_empty());
     }
+
+    #[test]
+    fn a_remove_takes_the_node_along_with_its_last_runtime_and_never_follows_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        for (o, n) in [("2026.9.6", "24.21.0"), ("2026.9.7", "24.21.0")] {
+            install(&store, o, n);
+            std::fs::create_dir_all(store.node_dir(n).join("node_modules")).unwrap();
+        }
+        let first = store.find(&Spec::parse("2026.9.6").unwrap()).unwrap();
+        let removed = store.remove(&first).unwrap();
+        assert_eq!(removed, [first.dir.clone()]);
+        assert!(
+            store.node_dir("24.21.0").is_dir(),
+            "2026.9.7 is still on it"
+        );
+        let last = store.find(&Spec::parse("2026.9.7").unwrap()).unwrap();
+        assert_eq!(
+            store.remove(&last).unwrap(),
+            [last.dir.clone(), store.node_dir("24.21.0")]
+        );
+        assert!(store.list().is_empty());
+
+        // A symlink where a runtime was: refused, its target untouched.
+        let elsewhere = tmp.path().join("elsewhere");
+        install(&Store::new(&elsewhere), "2026.9.8", "24.21.0");
+        let planted = Runtime {
+            openclaw: "2026.9.8".into(),
+            node: "24.21.0".into(),
+            dir: store.dir_for("2026.9.8", "24.21.0"),
+        };
+        std::os::unix::fs::symlink(
+            elsewhere.join("openclaw-2026.9.8+node-24.21.0"),
+            &planted.dir,
+        )
+        .unwrap();
+        let e = store.remove(&planted).unwrap_err();
+        assert!(
+            e.contains("is a symbolic link, not a directory the store made"),
+            "{e}"
+        );
+        assert!(elsewhere
+            .join("openclaw-2026.9.8+node-24.21.0")
+            .join(MANIFEST)
+            .exists());
+    }
+
+    #[test]
+    fn an_installer_run_is_read_back_from_the_store_or_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        install(&store, "2026.9.6", "24.21.0");
+        let spec = Spec::parse("openclaw@2026.9.6").unwrap();
+        let done = "noise\n{\"openclaw\":\"2026.9.6\",\"node\":\"24.21.0\",\"dir\":\"x\"}\n";
+        let r = store.installed(&spec, Ok(0), done, &[]).unwrap();
+        assert_eq!(r.id(), "openclaw@2026.9.6+node@24.21.0");
+
+        let last = ["npm error ENOTFOUND".to_string()];
+        match store.installed(&spec, Ok(69), "", &last) {
+            Err(InstallError::Unreachable(e)) => {
+                assert!(e.contains("the npm registry cannot be reached"), "{e}");
+                assert!(e.ends_with("its last lines:\n  npm error ENOTFOUND"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match store.installed(&spec, Ok(1), "", &last) {
+            Err(InstallError::Failed(e)) => assert!(e.contains("exited with 1"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let e = store
+            .installed(&spec, Err("signal SIGKILL".into()), "", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ended by signal SIGKILL"), "{e}");
+        // Success, but the runtime it names is not in the store.
+        let other = "{\"openclaw\":\"2026.9.7\",\"node\":\"24.21.0\",\"dir\":\"x\"}";
+        let e = store
+            .installed(&spec, Ok(0), other, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no such runtime"), "{e}");
+        let e = store
+            .installed(&spec, Ok(0), "", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without saying what it installed"), "{e}");
+    }
+
+    #[test]
+    fn the_installers_lines_are_followed_and_the_last_kept() {
+        let mut text = String::from("a\rb\n\n");
+        for i in 0..20 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str("no end");
+        let mut seen = Vec::new();
+        let last = follow_lines(text.as_bytes(), &mut |l| seen.push(l.to_string()));
+        assert_eq!(&seen[..3], ["a", "b", "line 0"]);
+        assert_eq!(seen.len(), 23);
+        assert_eq!(last.len(), LAST_LINES);
+        assert_eq!(last.last().map(String::as_str), Some("no end"));
+    }
+
+    #[test]
+    fn the_installer_is_asked_for_the_spec_in_the_store() {
+        let store = Store::new("/s");
+        let args = store
+            .installer_args(&Spec::parse("openclaw@2026.9.6+node@24.21.0").unwrap())
+            .unwrap();
+        assert_eq!(args[0], "-c");
+        assert!(args[1].contains("--store"));
+        assert_eq!(
+            args[2..],
+            [
+                "install-openclaw",
+                "--store",
+                "/s",
+                "--openclaw",
+                "2026.9.6",
+                "--node",
+                "24.21.0",
+                "--json"
+            ]
+        );
+    }
 }
