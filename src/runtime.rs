@@ -646,7 +646,7 @@ mod tests {
         }
         let first = store.find(&Spec::parse("2026.9.6").unwrap()).unwrap();
         let removed = store.remove(&first).unwrap();
-        assert_eq!(removed, [first.dir.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&first.dir));
         assert!(
             store.node_dir("24.21.0").is_dir(),
             "2026.9.7 is still on it"
