@@ -333,6 +333,10 @@ impl Store {
     /// The runtime in directory `name` of the store, if its manifest says what the name does.
     fn read(&self, name: &str) -> Option<Runtime> {
         let dir = self.root.join(name);
+        // Only a directory of the store's own making: a symlink planted here is not one.
+        if !std::fs::symlink_metadata(&dir).ok()?.is_dir() {
+            return None;
+        }
         let text = crate::fsx::read_regular(&dir.join(MANIFEST), 1 << 16).ok()?;
         let m: Manifest = serde_json::from_str(&text).ok()?;
         let valid = m.format == FORMAT

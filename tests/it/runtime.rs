@@ -341,6 +341,40 @@ fn an_unreachable_registry_is_said_so() {
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
 }
 
+#[test]
+fn a_link_planted_in_the_store_is_never_followed() {
+    let scene = Scene::new();
+    let (d, store, _) = daemon_with_npm(&scene);
+    let elsewhere = stand_in_runtime(&scene.path("elsewhere"), "2026.9.7", "24.21.0", "");
+    std::fs::create_dir_all(&store).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, store.join("openclaw-2026.9.7+node-24.21.0")).unwrap();
+    // Not a runtime of the store: not listed, not removed.
+    assert!(stdout(&d.ctl(&["runtime", "list"])).starts_with("no runtime installed"));
+    let out = d.ctl(&["runtime", "remove", "openclaw@2026.9.7"]);
+    assert!(
+        stderr(&out).contains("is not installed"),
+        "{}",
+        stderr(&out)
+    );
+    // And the installer will not build through it.
+    let out = d.ctl(&["runtime", "install", "openclaw@2026.9.7+node@24.21.0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "openclaw-2026.9.7+node-24.21.0 is a symlink; the store makes its own directories"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(elsewhere.join("runtime.json").is_file());
+    assert!(!elsewhere
+        .join("node_modules/.bin/openclaw")
+        .read_link()
+        .unwrap()
+        .as_os_str()
+        .is_empty());
+}
+
 /// `openclawctl check` with the store at `scene/store`.
 fn check(scene: &Scene) -> std::process::Output {
     let store = scene.path("store");
