@@ -993,6 +993,69 @@ fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
 mod tests {
     use super::*;
 
+    #[test]
+    fn runtimes_are_warned_of_when_missing_and_when_one_serves_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = |name: &str, port: u16, extra: &str| {
+            let text = format!(
+                "port: {port}\nstate_dir: {}/{name}\n{extra}",
+                dir.path().display()
+            );
+            std::fs::write(dir.path().join(format!("{name}.yaml")), text).unwrap();
+        };
+        profile("main", 18789, "runtime: { openclaw: 2026.9.6 }\n");
+        profile("rescue", 19001, "runtime: { openclaw: 2026.9.6 }\n");
+        let store = crate::runtime::Store::new(dir.path().join("store"));
+        let found = runtimes(
+            &crate::profile::load_with_env(dir.path(), &|_| None).profiles,
+            &store,
+        );
+        let kinds: Vec<Kind> = found.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::RuntimeMissing,
+                Kind::RuntimeMissing,
+                Kind::SharedRuntime
+            ]
+        );
+        assert!(found
+            .iter()
+            .all(|d| d.severity == crate::profile::Severity::Warning));
+        assert_eq!(found[0].at.line, 3);
+        assert_eq!(found[0].field.as_deref(), Some("runtime"));
+        assert!(found[0].hint.as_deref().is_some_and(
+            |h| h.starts_with("install it: openclawctl runtime install openclaw@2026.9.6")
+        ));
+        assert_eq!(found[2].instance.as_deref(), Some("rescue"));
+        assert!(found[2]
+            .message
+            .ends_with("an upgrade that breaks one breaks all; give rescue its own"));
+
+        // Both on the PATH's openclaw: said only once the store holds a runtime.
+        profile("main", 18789, "");
+        profile("rescue", 19001, "");
+        let plan = crate::profile::load_with_env(dir.path(), &|_| None);
+        assert!(runtimes(&plan.profiles, &store).is_empty());
+        let r = store.dir_for("2026.9.6", "24.21.0");
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(
+            r.join(crate::runtime::MANIFEST),
+            "{\"format\":1,\"openclaw\":\"2026.9.6\",\"node\":\"24.21.0\"}",
+        )
+        .unwrap();
+        let found = runtimes(&plan.profiles, &store);
+        assert_eq!(found.len(), 1);
+        assert!(found[0]
+            .message
+            .contains("the `openclaw` on the daemon's PATH"));
+
+        // One instance alone shares with nobody.
+        std::fs::remove_file(dir.path().join("rescue.yaml")).unwrap();
+        let plan = crate::profile::load_with_env(dir.path(), &|_| None);
+        assert!(runtimes(&plan.profiles, &store).is_empty());
+    }
+
     const ME: usize = 0;
 
     /// Builds the free blocks from (start, end, instance) claims, sorted as the sweep sorts them.
