@@ -353,8 +353,10 @@ impl Store {
     /// Installs the runtime `spec` asks for (from npm, by the embedded `scripts/install-openclaw
     /// --store`), unless installed; each line of the installer's progress goes to `progress`.
     /// Blocks for as long as npm works: call it off the runtime. Runs the installer with std's
-    /// `Command`, so not in the daemon (whose reaper waits for every child: it runs the same
-    /// installer from its spawning thread, `Supervisor::install_runtime`).
+    /// `Command`: for `openclaw-supervisord install-runtime`. In the daemon, whose reaper waits for
+    /// every child, use `Supervisor::install_runtime` (the same installer, from the spawning
+    /// thread); should this be called there anyway, an exit the reaper took is read from what the
+    /// installer printed.
     pub fn install(
         &self,
         spec: &Spec,
@@ -383,13 +385,25 @@ impl Store {
             Some(err) => follow_lines(err, progress),
             None => Vec::new(),
         };
-        let status = child
-            .wait()
-            .map_err(|e| InstallError::Failed(format!("waiting for the installer: {e}")))?;
         let out = reader.join().unwrap_or_default();
-        let code = match status.code() {
-            Some(c) => Ok(c),
-            None => Err(format!("{status}")),
+        let code = match child.wait() {
+            Ok(status) => status.code().ok_or_else(|| status.to_string()),
+            // Called inside the daemon, its reaper may have taken the exit: what the installer
+            // printed decides (its JSON line comes only after a complete install).
+            Err(e) if e.raw_os_error() == Some(nix::libc::ECHILD) => {
+                Ok(if !out.trim().is_empty() {
+                    0
+                } else if last.iter().any(|l| l.contains("cannot be reached")) {
+                    EX_UNAVAILABLE
+                } else {
+                    1
+                })
+            }
+            Err(e) => {
+                return Err(InstallError::Failed(format!(
+                    "waiting for the installer: {e}"
+                )))
+            }
         };
         self.installed(spec, code, &out, &last)
     }
