@@ -98,7 +98,7 @@ pub async fn list(sup: Arc<Supervisor>) -> Result<v1::ListRuntimesResponse, Grpc
 
 /// RemoveRuntime.
 pub async fn remove(
-    sup: &Supervisor,
+    sup: &Arc<Supervisor>,
     spec: &Spec,
 ) -> Result<v1::RemoveRuntimeResponse, GrpcStatus> {
     match sup.remove_runtime(spec).await {

@@ -3,6 +3,8 @@
 //! daemon), which instances use which runtime, and removing one that none uses.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -35,8 +37,10 @@ impl Supervisor {
     }
 
     /// Each installed runtime (by id) with the instances that use it: those whose profile's or
-    /// upgrade's choice resolves to it, and those whose upgrade soaks with it as the runtime to
-    /// roll back to. Reads a few small files of the store.
+    /// upgrade's choice resolves to it, those whose upgrade soaks with it as the runtime to roll
+    /// back to, and those whose running gateway was started from it (its PATH starts with the
+    /// runtime's `bin`). Reads a few small files of the store and of /proc: call it off the
+    /// runtime.
     pub fn runtime_users(&self, installed: &[Runtime]) -> BTreeMap<String, Vec<String>> {
         let store = &self.shared.runtimes;
         let mut users: BTreeMap<String, Vec<String>> =
@@ -51,12 +55,28 @@ impl Supervisor {
                     .and_then(|w| w.soak)
                     .and_then(|s| s.previous),
             );
-            for spec in uses {
-                if let Some(r) = store.find(&spec) {
-                    if let Some(list) = users.get_mut(&r.id()) {
-                        if !list.contains(name) {
-                            list.push(name.clone());
-                        }
+            let mut ids: Vec<String> = uses
+                .iter()
+                .filter_map(|s| store.find(s))
+                .map(|r| r.id())
+                .collect();
+            let pid = h.status.borrow().pid;
+            if let Some(first) = pid.and_then(first_on_path) {
+                let real = std::fs::canonicalize(&first).ok();
+                ids.extend(
+                    installed
+                        .iter()
+                        .filter(|r| {
+                            r.bin_dir() == first
+                                || real.is_some() && std::fs::canonicalize(r.bin_dir()).ok() == real
+                        })
+                        .map(Runtime::id),
+                );
+            }
+            for id in ids {
+                if let Some(list) = users.get_mut(&id) {
+                    if !list.contains(name) {
+                        list.push(name.clone());
                     }
                 }
             }
@@ -132,19 +152,19 @@ impl Supervisor {
 
     /// Removes the installed runtime `spec` asks for, unless an instance uses it (see
     /// [`Supervisor::runtime_users`]); its Node goes too when no runtime left is on it.
-    pub async fn remove_runtime(&self, spec: &Spec) -> Result<Runtime, RemoveError> {
+    pub async fn remove_runtime(self: &Arc<Self>, spec: &Spec) -> Result<Runtime, RemoveError> {
         let store = self.shared.runtimes.clone();
-        let (found, installed) = {
-            let (store, spec) = (store.clone(), spec.clone());
-            tokio::task::spawn_blocking(move || (store.find(&spec), store.list()))
-                .await
-                .map_err(|e| RemoveError::Failed(format!("the remove's thread failed: {e}")))?
+        let (found, mut users) = {
+            let (sup, spec) = (self.clone(), spec.clone());
+            tokio::task::spawn_blocking(move || {
+                let store = &sup.shared.runtimes;
+                (store.find(&spec), sup.runtime_users(&store.list()))
+            })
+            .await
+            .map_err(|e| RemoveError::Failed(format!("the remove's thread failed: {e}")))?
         };
         let r = found.ok_or_else(|| RemoveError::NotInstalled(spec.clone()))?;
-        let users = self
-            .runtime_users(&installed)
-            .remove(&r.id())
-            .unwrap_or_default();
+        let users = users.remove(&r.id()).unwrap_or_default();
         if !users.is_empty() {
             return Err(RemoveError::InUse {
                 runtime: r.id(),
@@ -161,4 +181,36 @@ impl Supervisor {
 
     /// A runtime was installed: instances that wait for it may start now.
     pub async fn runtime_installed(&self) {}
+}
+
+/// The first directory on the PATH of process `pid`, from its `/proc/PID/environ`.
+fn first_on_path(pid: i32) -> Option<PathBuf> {
+    first_on_path_of(&std::fs::read(format!("/proc/{pid}/environ")).ok()?)
+}
+
+/// The first directory on the PATH of an environment as `/proc/PID/environ` holds it.
+fn first_on_path_of(env: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = env
+        .split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"PATH="))?;
+    let first = path.split(|b| *b == b':').next()?;
+    (!first.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(first)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_directory_on_a_path_is_read_from_an_environment() {
+        let env = b"HOME=/root\0PATH=/s/openclaw-1.2.3+node-4.5.6/bin:/usr/bin\0MYPATH=/x\0";
+        assert_eq!(
+            first_on_path_of(env),
+            Some(PathBuf::from("/s/openclaw-1.2.3+node-4.5.6/bin"))
+        );
+        assert_eq!(first_on_path_of(b"PATH=\0"), None);
+        assert_eq!(first_on_path_of(b"XPATH=/a\0"), None);
+        assert_eq!(first_on_path_of(b""), None);
+    }
 }

@@ -249,6 +249,35 @@ fn remove_is_refused_while_a_profile_uses_the_runtime() {
 }
 
 #[test]
+fn remove_is_refused_while_a_gateway_started_from_the_runtime_runs() {
+    let scene = Scene::new();
+    let (d, store, _) = daemon_with_npm(&scene);
+    let out = d.ctl(&["runtime", "install", "openclaw@2026.9.6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // No profile names it, but the running gateway's PATH starts with its bin.
+    let bin = store.join("openclaw-2026.9.6+node-24.21.0/bin");
+    let port = free_ports(1)[0];
+    scene.fake_profile(
+        "main",
+        port,
+        &format!("env: {{ PATH: \"{}:/usr/bin:/bin\" }}\n", bin.display()),
+    );
+    assert!(d.ctl(&["reload"]).status.success());
+    d.wait_status("main", "running", |s| s["state"] == "running");
+    let out = d.ctl(&["runtime", "remove", "openclaw@2026.9.6"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is in use by main"),
+        "{}",
+        stderr(&out)
+    );
+    // Stopped, it uses it no more.
+    assert!(d.ctl(&["stop", "main"]).status.success());
+    let out = d.ctl(&["runtime", "remove", "openclaw@2026.9.6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn install_runtime_without_a_daemon_fills_the_same_store() {
     let scene = Scene::new();
     let (path, log) = fake_npm(&scene);
