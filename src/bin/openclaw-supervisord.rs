@@ -147,7 +147,9 @@ fn main() -> ExitCode {
         config_dir: dir,
         socket: args.socket.unwrap_or_else(paths::default_socket),
         log_dir: args.log_dir.unwrap_or_else(paths::default_log_dir),
-        runtimes,
+        // Absolute, as the config dir: what `runtime list` and `check` name means the same to a
+        // client elsewhere.
+        runtimes: std::path::absolute(&runtimes).unwrap_or(runtimes),
         state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
         log_max_bytes: args.log_max_bytes,
         log_keep: args.log_keep,

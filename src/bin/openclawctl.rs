@@ -38,8 +38,8 @@ enum Command {
         /// otherwise].
         #[arg(long, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
         config_dir: Option<PathBuf>,
-        /// The runtime store the profiles' `runtime` is looked up in [default: the daemon's,
-        /// STATE_DIR/runtimes: /var/lib/openclaw-supervisor/runtimes for root,
+        /// The runtime store the profiles' `runtime` is looked up in [default: the running
+        /// daemon's, else STATE_DIR/runtimes: /var/lib/openclaw-supervisor/runtimes for root,
         /// ~/.local/state/openclaw-supervisor/runtimes otherwise].
         #[arg(long, env = "OPENCLAW_SUPERVISOR_RUNTIMES")]
         runtimes: Option<PathBuf>,
@@ -333,6 +333,28 @@ fn config_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
     }
 }
 
+/// The runtime store of `check`: the one given, else the running daemon's (said on stderr when it
+/// is not the default), else the default.
+fn runtimes_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
+    if let Some(dir) = given {
+        return dir;
+    }
+    let default = paths::default_state_dir().join("runtimes");
+    let asked = runtime()
+        .ok()
+        .and_then(|rt| rt.block_on(cli::runtimes::daemon_store(target)));
+    match asked {
+        Some(dir) if dir != default => {
+            eprintln!(
+                "using the running daemon's runtime store {} (--runtimes or OPENCLAW_SUPERVISOR_RUNTIMES to choose another)",
+                dir.display()
+            );
+            dir
+        }
+        _ => default,
+    }
+}
+
 /// `__complete-names`: the daemon's instance names, else those of the config dir's profiles;
 /// nothing (and exit 0) when neither answers, so a completion never prints an error.
 fn complete_names(target: &remote::Target) -> ExitCode {
@@ -401,10 +423,7 @@ fn main() -> ExitCode {
         Command::Check {
             config_dir: dir,
             runtimes,
-        } => cli::check(
-            &config_dir(dir, target),
-            &runtimes.unwrap_or_else(|| paths::default_state_dir().join("runtimes")),
-        ),
+        } => cli::check(&config_dir(dir, target), &runtimes_dir(runtimes, target)),
         Command::New {
             name,
             port,

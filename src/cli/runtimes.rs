@@ -23,6 +23,18 @@ pub async fn install(target: &Target, runtime: String) -> Result<(), Error> {
     Ok(())
 }
 
+/// The runtime store of the daemon at `target`, if one answers.
+pub async fn daemon_store(target: &Target) -> Option<std::path::PathBuf> {
+    let r = connect(target)
+        .await
+        .ok()?
+        .list_runtimes(v1::ListRuntimesRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    (!r.store.is_empty()).then(|| std::path::PathBuf::from(r.store))
+}
+
 /// `runtime list [--json]`.
 pub async fn list(target: &Target, json: bool) -> Result<(), Error> {
     let r = connect(target)

@@ -449,6 +449,31 @@ fn check_warns_of_a_runtime_not_installed_with_the_install_command() {
 }
 
 #[test]
+fn check_looks_in_the_running_daemons_store() {
+    let scene = Scene::new();
+    let ports = free_ports(1);
+    scene.fake_profile(
+        "main",
+        ports[0],
+        "autostart: false\nruntime: { openclaw: 2026.9.6 }\n",
+    );
+    let store = scene.path("store");
+    stand_in_runtime(&store, "2026.9.6", "24.21.0", "");
+    let d = scene.daemon_with(&["--runtimes", store.to_str().unwrap()]);
+    let out = d.ctl(&["check", "--config-dir", scene.dir().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "using the running daemon's runtime store {}",
+            store.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn check_warns_when_every_instance_runs_on_one_runtime() {
     let scene = Scene::new();
     let ports = free_ports(2);
