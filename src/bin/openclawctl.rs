@@ -333,26 +333,16 @@ fn config_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
     }
 }
 
-/// The runtime store of `check`: the one given, else the running daemon's (said on stderr when it
-/// is not the default), else the default.
+/// The runtime store of `check`: the one given, else the running daemon's, else the default. Not
+/// announced: a warning about a runtime names the store it looked in.
 fn runtimes_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
-    if let Some(dir) = given {
-        return dir;
-    }
-    let default = paths::default_state_dir().join("runtimes");
-    let asked = runtime()
-        .ok()
-        .and_then(|rt| rt.block_on(cli::runtimes::daemon_store(target)));
-    match asked {
-        Some(dir) if dir != default => {
-            eprintln!(
-                "using the running daemon's runtime store {} (--runtimes or OPENCLAW_SUPERVISOR_RUNTIMES to choose another)",
-                dir.display()
-            );
-            dir
-        }
-        _ => default,
-    }
+    given
+        .or_else(|| {
+            runtime()
+                .ok()
+                .and_then(|rt| rt.block_on(cli::runtimes::daemon_store(target)))
+        })
+        .unwrap_or_else(|| paths::default_state_dir().join("runtimes"))
 }
 
 /// `__complete-names`: the daemon's instance names, else those of the config dir's profiles;

@@ -416,35 +416,32 @@ impl Supervisor {
                 .is_none_or(|old| changed_fields(old, p).iter().any(|f| f.restart))
         };
         let store = self.shared.runtimes.clone();
-        let plan = match tokio::task::spawn_blocking(move || {
-            let mut plan = crate::profile::load_marking(&d, &fresh);
-            plan.check_runtimes(&store);
-            plan
-        })
-        .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                let mut plan = Plan {
-                    dir: dir.to_path_buf(),
-                    profiles: Vec::new(),
-                    report: Default::default(),
-                    ephemeral: None,
-                };
-                plan.report
-                    .diagnostics
-                    .push(crate::profile::Diagnostic::error(
-                        crate::profile::Kind::Io,
-                        crate::profile::Location::file(dir),
-                        format!("reading the profiles failed: {e}"),
-                    ));
-                return ReloadOutcome {
-                    plan,
-                    changes: Vec::new(),
-                    applied: false,
-                };
-            }
-        };
+        let plan =
+            match tokio::task::spawn_blocking(move || runtimes::load_checked(&d, &fresh, &store))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let mut plan = Plan {
+                        dir: dir.to_path_buf(),
+                        profiles: Vec::new(),
+                        report: Default::default(),
+                        ephemeral: None,
+                    };
+                    plan.report
+                        .diagnostics
+                        .push(crate::profile::Diagnostic::error(
+                            crate::profile::Kind::Io,
+                            crate::profile::Location::file(dir),
+                            format!("reading the profiles failed: {e}"),
+                        ));
+                    return ReloadOutcome {
+                        plan,
+                        changes: Vec::new(),
+                        applied: false,
+                    };
+                }
+            };
         let mut plan = plan;
         let limits = self.shared.containment.limit_errors(&plan.profiles);
         if !limits.is_empty() {

@@ -183,6 +183,17 @@ impl Supervisor {
     pub async fn runtime_installed(&self) {}
 }
 
+/// A reload's profiles (`profile::load_marking`) with what the check says of their runtimes.
+pub(super) fn load_checked(
+    dir: &std::path::Path,
+    fresh: &dyn Fn(&crate::profile::Profile) -> bool,
+    store: &Store,
+) -> crate::profile::Plan {
+    let mut plan = crate::profile::load_marking(dir, fresh);
+    plan.check_runtimes(store);
+    plan
+}
+
 /// The first directory on the PATH of process `pid`, from its `/proc/PID/environ`.
 fn first_on_path(pid: i32) -> Option<PathBuf> {
     first_on_path_of(&std::fs::read(format!("/proc/{pid}/environ")).ok()?)

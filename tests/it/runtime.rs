@@ -463,13 +463,18 @@ fn check_looks_in_the_running_daemons_store() {
     let out = d.ctl(&["check", "--config-dir", scene.dir().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+    // Another store given: there it is not installed.
+    let out = d.ctl(&[
+        "check",
+        "--config-dir",
+        scene.dir().to_str().unwrap(),
+        "--runtimes",
+        scene.path("other").to_str().unwrap(),
+    ]);
     assert!(
-        stderr(&out).contains(&format!(
-            "using the running daemon's runtime store {}",
-            store.display()
-        )),
+        stdout(&out).contains("openclaw@2026.9.6 is not installed"),
         "{}",
-        stderr(&out)
+        stdout(&out)
     );
 }
 
