@@ -445,6 +445,7 @@ fn check_or_refuse(
 ) -> Result<profile::Plan, ExitCode> {
     systemd.status("checking the profiles");
     let mut plan = profile::load(&opts.config_dir);
+    plan.check_runtimes(&crate::runtime::Store::new(&opts.runtimes));
     let limits = containment.limit_errors(&plan.profiles);
     if !limits.is_empty() {
         plan.report.diagnostics.extend(limits);

@@ -245,6 +245,86 @@ impl Versions {
     }
 }
 
+/// The installer, `scripts/install-openclaw`, embedded: the one place that knows how a runtime is
+/// installed and laid out.
+pub const INSTALLER: &str = include_str!("../scripts/install-openclaw");
+
+/// The installer's exit code when the npm registry cannot be reached (EX_UNAVAILABLE).
+const EX_UNAVAILABLE: i32 = 69;
+
+/// How many of the installer's last lines an error repeats.
+const LAST_LINES: usize = 15;
+
+/// Hands each line `r` yields to `progress` (without its line end; npm's carriage-return
+/// redraws split too) and returns the last [`LAST_LINES`] that were not blank.
+pub fn follow_lines(r: impl std::io::Read, progress: &mut dyn FnMut(&str)) -> Vec<String> {
+    use std::io::BufRead;
+    let mut last = std::collections::VecDeque::with_capacity(LAST_LINES);
+    let mut reader = std::io::BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&buf);
+        for line in text.split(['\n', '\r']).filter(|l| !l.trim().is_empty()) {
+            progress(line);
+            if last.len() == LAST_LINES {
+                last.pop_front();
+            }
+            last.push_back(line.to_string());
+        }
+    }
+    last.into()
+}
+
+/// Why an install failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The npm registry cannot be reached (the installer's exit 69).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Anything else, with the installer's last lines.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for InstallError {
+    fn from(why: String) -> InstallError {
+        InstallError::Failed(why)
+    }
+}
+
+/// The error for a `bash` that would not start.
+pub fn missing_bash(why: &str) -> String {
+    format!("cannot run bash, which runs the runtime installer ({why}): install bash, or put it on the daemon's PATH")
+}
+
+/// Removes `dir`, a directory of the store's own making (never a symlink planted in its place),
+/// by renaming it to `aside` first.
+fn remove_own_dir(dir: &Path, aside: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "{} is {}, not a directory the store made; remove it by hand",
+            dir.display(),
+            crate::fsx::kind_of(&meta)
+        ));
+    }
+    let _ = std::fs::remove_dir_all(aside);
+    std::fs::rename(dir, aside).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    std::fs::remove_dir_all(aside).map_err(|e| {
+        format!(
+            "{} is no longer a runtime, but removing its files ({}) failed: {e}",
+            dir.display(),
+            aside.display()
+        )
+    })
+}
+
 /// A runtime's `runtime.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
@@ -313,6 +393,10 @@ impl Store {
     /// The runtime in directory `name` of the store, if its manifest says what the name does.
     fn read(&self, name: &str) -> Option<Runtime> {
         let dir = self.root.join(name);
+        // Only a directory of the store's own making: a symlink planted here is not one.
+        if !std::fs::symlink_metadata(&dir).ok()?.is_dir() {
+            return None;
+        }
         let text = crate::fsx::read_regular(&dir.join(MANIFEST), 1 << 16).ok()?;
         let m: Manifest = serde_json::from_str(&text).ok()?;
         let valid = m.format == FORMAT
@@ -328,15 +412,204 @@ impl Store {
 
     /// Installs the runtime `spec` asks for (from npm, by the embedded `scripts/install-openclaw
     /// --store`), unless installed; each line of the installer's progress goes to `progress`.
-    /// Blocks for as long as npm works: call it off the runtime.
-    pub fn install(&self, spec: &Spec, progress: &mut dyn FnMut(&str)) -> Result<Runtime, String> {
+    /// Blocks for as long as npm works: call it off the runtime. Runs the installer with std's
+    /// `Command`: for `openclaw-supervisord install-runtime`. In the daemon, whose reaper waits for
+    /// every child, use `Supervisor::install_runtime` (the same installer, from the spawning
+    /// thread); should this be called there anyway, an exit the reaper took is read from what the
+    /// installer printed.
+    pub fn install(
+        &self,
+        spec: &Spec,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Runtime, InstallError> {
         if let Some(r) = self.find(spec) {
             return Ok(r);
         }
-        progress("installing is not built yet");
-        Err(format!(
-            "{spec} is not installed, and installing is not built yet"
-        ))
+        self.prepare()?;
+        let mut child = std::process::Command::new("bash")
+            .args(self.installer_args(spec)?)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| missing_bash(&e.to_string()))?;
+        let stdout = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            if let Some(mut s) = stdout {
+                let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            }
+            out
+        });
+        let last = match child.stderr.take() {
+            Some(err) => follow_lines(err, progress),
+            None => Vec::new(),
+        };
+        let out = reader.join().unwrap_or_default();
+        let code = match child.wait() {
+            Ok(status) => status.code().ok_or_else(|| status.to_string()),
+            // Called inside the daemon, its reaper may have taken the exit: what the installer
+            // printed decides (its JSON line comes only after a complete install).
+            Err(e) if e.raw_os_error() == Some(nix::libc::ECHILD) => {
+                Ok(if !out.trim().is_empty() {
+                    0
+                } else if last.iter().any(|l| l.contains("cannot be reached")) {
+                    EX_UNAVAILABLE
+                } else {
+                    1
+                })
+            }
+            Err(e) => {
+                return Err(InstallError::Failed(format!(
+                    "waiting for the installer: {e}"
+                )))
+            }
+        };
+        self.installed(spec, code, &out, &last)
+    }
+
+    /// Creates the store's directory if missing (0755, the daemon's), and refuses one that
+    /// others could write into.
+    pub fn prepare(&self) -> Result<(), String> {
+        crate::fsx::prepare_dir(&self.root, 0o755, "runtime store")
+    }
+
+    /// The arguments of `bash` that install `spec` into this store: the embedded installer, in
+    /// its store mode, with its result as JSON on stdout.
+    pub fn installer_args(&self, spec: &Spec) -> Result<Vec<String>, String> {
+        let root = self.root.to_str().ok_or_else(|| {
+            format!(
+                "the runtime store's path {} is not UTF-8; choose another (--runtimes)",
+                self.root.display()
+            )
+        })?;
+        let mut args = vec![
+            "-c".to_string(),
+            INSTALLER.to_string(),
+            "install-openclaw".to_string(),
+            "--store".to_string(),
+            root.to_string(),
+            "--openclaw".to_string(),
+            spec.openclaw.clone(),
+        ];
+        if let Some(n) = &spec.node {
+            args.extend(["--node".to_string(), n.clone()]);
+        }
+        args.push("--json".to_string());
+        Ok(args)
+    }
+
+    /// What an installer run that ended with `code` (or was killed: `Err(how)`), printed `stdout`
+    /// and ended its progress with `last` installed: the runtime, read back from the store, or
+    /// why not with the installer's last lines.
+    pub fn installed(
+        &self,
+        spec: &Spec,
+        code: Result<i32, String>,
+        stdout: &str,
+        last: &[String],
+    ) -> Result<Runtime, InstallError> {
+        let tail = || {
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!("; its last lines:\n  {}", last.join("\n  "))
+            }
+        };
+        match code {
+            Ok(0) => {}
+            Ok(EX_UNAVAILABLE) => {
+                return Err(InstallError::Unreachable(format!(
+                    "cannot install {spec}: the npm registry cannot be reached{}",
+                    tail()
+                )))
+            }
+            Ok(c) => {
+                return Err(format!(
+                    "installing {spec} failed (the installer exited with {c}){}",
+                    tail()
+                )
+                .into())
+            }
+            Err(how) => {
+                return Err(format!(
+                    "installing {spec} failed: the installer ended by {how}{}",
+                    tail()
+                )
+                .into())
+            }
+        }
+        #[derive(Deserialize)]
+        struct Done {
+            openclaw: String,
+            node: String,
+        }
+        let done: Done = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| {
+                InstallError::Failed(format!(
+                    "installing {spec}: the installer ended without saying what it installed{}",
+                    tail()
+                ))
+            })?;
+        let exact = Spec {
+            openclaw: done.openclaw,
+            node: Some(done.node),
+        };
+        self.find(&exact).ok_or_else(|| {
+            InstallError::Failed(format!(
+                "installing {spec}: the installer reported {exact}, but the store {} has no such runtime{}",
+                self.root.display(),
+                tail()
+            ))
+        })
+    }
+
+    /// Removes runtime `r` from the store, and its Node when no runtime left uses it. Holds the
+    /// store's lock (no install runs meanwhile); the runtime stops being one (renamed to a
+    /// temporary name) before its files go, so a remove cut short never leaves half a runtime.
+    /// Returns what was removed.
+    pub fn remove(&self, r: &Runtime) -> Result<Vec<PathBuf>, String> {
+        let _lock = self.lock()?;
+        let name = r
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|_| r.dir.parent() == Some(self.root.as_path()))
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a runtime of the store {}",
+                    r.dir.display(),
+                    self.root.display()
+                )
+            })?
+            .to_string();
+        let mut removed = Vec::new();
+        remove_own_dir(&r.dir, &self.root.join(format!(".tmp-remove-{name}")))?;
+        removed.push(r.dir.clone());
+        if !self.list().iter().any(|o| o.node == r.node) {
+            let node = self.node_dir(&r.node);
+            if std::fs::symlink_metadata(&node).is_ok() {
+                let aside = self
+                    .root
+                    .join("node")
+                    .join(format!(".tmp-remove-{}", r.node));
+                remove_own_dir(&node, &aside)?;
+                removed.push(node);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The store's lock (`STORE/.lock`, as the installer takes it), held until dropped.
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+        let path = self.root.join(".lock");
+        let file = crate::fsx::open_append(&path, 0o644)
+            .map_err(|e| format!("cannot open the store's lock {}: {e}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
     }
 
     /// The installed runtime `spec` asks for: with no Node given, the one with the newest Node.
@@ -479,5 +752,130 @@ mod tests {
         assert_eq!(store.find(&exact).unwrap().node, "24.3.0");
         assert!(store.find(&Spec::parse("2026.9.7").unwrap()).is_none());
         assert!(Store::new(tmp.path().join("none")).list().is_empty());
+    }
+
+    #[test]
+    fn a_remove_takes_the_node_along_with_its_last_runtime_and_never_follows_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        for (o, n) in [("2026.9.6", "24.21.0"), ("2026.9.7", "24.21.0")] {
+            install(&store, o, n);
+            std::fs::create_dir_all(store.node_dir(n).join("node_modules")).unwrap();
+        }
+        let first = store.find(&Spec::parse("2026.9.6").unwrap()).unwrap();
+        let removed = store.remove(&first).unwrap();
+        assert_eq!(removed, std::slice::from_ref(&first.dir));
+        assert!(
+            store.node_dir("24.21.0").is_dir(),
+            "2026.9.7 is still on it"
+        );
+        let last = store.find(&Spec::parse("2026.9.7").unwrap()).unwrap();
+        assert_eq!(
+            store.remove(&last).unwrap(),
+            [last.dir.clone(), store.node_dir("24.21.0")]
+        );
+        assert!(store.list().is_empty());
+
+        // A symlink where a runtime was: refused, its target untouched.
+        let elsewhere = tmp.path().join("elsewhere");
+        install(&Store::new(&elsewhere), "2026.9.8", "24.21.0");
+        let planted = Runtime {
+            openclaw: "2026.9.8".into(),
+            node: "24.21.0".into(),
+            dir: store.dir_for("2026.9.8", "24.21.0"),
+        };
+        std::os::unix::fs::symlink(
+            elsewhere.join("openclaw-2026.9.8+node-24.21.0"),
+            &planted.dir,
+        )
+        .unwrap();
+        let e = store.remove(&planted).unwrap_err();
+        assert!(
+            e.contains("is a symbolic link, not a directory the store made"),
+            "{e}"
+        );
+        assert!(elsewhere
+            .join("openclaw-2026.9.8+node-24.21.0")
+            .join(MANIFEST)
+            .exists());
+    }
+
+    #[test]
+    fn an_installer_run_is_read_back_from_the_store_or_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        install(&store, "2026.9.6", "24.21.0");
+        let spec = Spec::parse("openclaw@2026.9.6").unwrap();
+        let done = "noise\n{\"openclaw\":\"2026.9.6\",\"node\":\"24.21.0\",\"dir\":\"x\"}\n";
+        let r = store.installed(&spec, Ok(0), done, &[]).unwrap();
+        assert_eq!(r.id(), "openclaw@2026.9.6+node@24.21.0");
+
+        let last = ["npm error ENOTFOUND".to_string()];
+        match store.installed(&spec, Ok(69), "", &last) {
+            Err(InstallError::Unreachable(e)) => {
+                assert!(e.contains("the npm registry cannot be reached"), "{e}");
+                assert!(e.ends_with("its last lines:\n  npm error ENOTFOUND"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match store.installed(&spec, Ok(1), "", &last) {
+            Err(InstallError::Failed(e)) => assert!(e.contains("exited with 1"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let e = store
+            .installed(&spec, Err("signal SIGKILL".into()), "", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ended by signal SIGKILL"), "{e}");
+        // Success, but the runtime it names is not in the store.
+        let other = "{\"openclaw\":\"2026.9.7\",\"node\":\"24.21.0\",\"dir\":\"x\"}";
+        let e = store
+            .installed(&spec, Ok(0), other, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no such runtime"), "{e}");
+        let e = store
+            .installed(&spec, Ok(0), "", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without saying what it installed"), "{e}");
+    }
+
+    #[test]
+    fn the_installers_lines_are_followed_and_the_last_kept() {
+        let mut text = String::from("a\rb\n\n");
+        for i in 0..20 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str("no end");
+        let mut seen = Vec::new();
+        let last = follow_lines(text.as_bytes(), &mut |l| seen.push(l.to_string()));
+        assert_eq!(&seen[..3], ["a", "b", "line 0"]);
+        assert_eq!(seen.len(), 23);
+        assert_eq!(last.len(), LAST_LINES);
+        assert_eq!(last.last().map(String::as_str), Some("no end"));
+    }
+
+    #[test]
+    fn the_installer_is_asked_for_the_spec_in_the_store() {
+        let store = Store::new("/s");
+        let args = store
+            .installer_args(&Spec::parse("openclaw@2026.9.6+node@24.21.0").unwrap())
+            .unwrap();
+        assert_eq!(args[0], "-c");
+        assert!(args[1].contains("--store"));
+        assert_eq!(
+            args[2..],
+            [
+                "install-openclaw",
+                "--store",
+                "/s",
+                "--openclaw",
+                "2026.9.6",
+                "--node",
+                "24.21.0",
+                "--json"
+            ]
+        );
     }
 }

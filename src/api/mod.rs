@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod calls;
 pub mod client;
+pub mod runtimes;
 pub mod server;
 pub mod socket;
 

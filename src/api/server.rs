@@ -374,10 +374,17 @@ impl v1::supervisor_service_server::SupervisorService for Api {
         &self,
         _: Request<v1::CheckRequest>,
     ) -> Result<Response<v1::CheckResponse>, GrpcStatus> {
-        let dir = self.config_dir.clone();
-        let mut plan = tokio::task::spawn_blocking(move || profile::load(&dir))
-            .await
-            .map_err(|e| GrpcStatus::internal(e.to_string()))?;
+        let (dir, store) = (
+            self.config_dir.clone(),
+            self.supervisor.runtime_store().clone(),
+        );
+        let mut plan = tokio::task::spawn_blocking(move || {
+            let mut plan = profile::load(&dir);
+            plan.check_runtimes(&store);
+            plan
+        })
+        .await
+        .map_err(|e| GrpcStatus::internal(e.to_string()))?;
         // What this daemon can apply: `limits` need its cgroups.
         let limits = self.supervisor.containment().limit_errors(&plan.profiles);
         if !limits.is_empty() {
@@ -756,6 +763,38 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                 }
             })
         })))
+    }
+
+    type InstallRuntimeStream = Stream<v1::InstallRuntimeProgress>;
+
+    async fn install_runtime(
+        &self,
+        req: Request<v1::InstallRuntimeRequest>,
+    ) -> Result<Response<Self::InstallRuntimeStream>, GrpcStatus> {
+        let spec = super::runtimes::spec(&req.into_inner().runtime)?;
+        let sup = self.supervisor.clone();
+        Ok(Response::new(stream_of(move |tx| {
+            Box::pin(super::runtimes::install(sup, spec, tx))
+        })))
+    }
+
+    async fn list_runtimes(
+        &self,
+        _req: Request<v1::ListRuntimesRequest>,
+    ) -> Result<Response<v1::ListRuntimesResponse>, GrpcStatus> {
+        super::runtimes::list(self.supervisor.clone())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_runtime(
+        &self,
+        req: Request<v1::RemoveRuntimeRequest>,
+    ) -> Result<Response<v1::RemoveRuntimeResponse>, GrpcStatus> {
+        let spec = super::runtimes::spec(&req.into_inner().runtime)?;
+        super::runtimes::remove(&self.supervisor, &spec)
+            .await
+            .map(Response::new)
     }
 }
 

@@ -96,6 +96,15 @@ enum Command {
     /// re-exec (its version, the API it serves, the handover formats it reads, its check of the
     /// profiles); what a re-exec runs first. Exit 0 if it can.
     HandoverCheck,
+    /// Install a runtime into the runtime store (--runtimes, else STATE_DIR/runtimes) from npm
+    /// without a running daemon, as `openclawctl runtime install` does through one: for
+    /// provisioning and the quick start. SPEC: `openclaw@VERSION[+node@VERSION]`. Progress on
+    /// stderr; the runtime's id and directory on stdout. Exit 69 when the npm registry cannot be
+    /// reached, 1 on any other failure.
+    InstallRuntime {
+        /// `openclaw@VERSION[+node@VERSION]`.
+        spec: String,
+    },
     /// The unit's ExecStopPost: after a stop that did not finish (the daemon hung and was killed
     /// alone), end the gateways it left; after a crash, nothing.
     #[command(hide = true)]
@@ -105,8 +114,14 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     let dir = args.config_dir.unwrap_or_else(paths::default_config_dir);
+    let runtimes = args
+        .runtimes
+        .clone()
+        .or_else(|| args.state_dir.as_ref().map(|d| d.join("runtimes")))
+        .unwrap_or_else(|| paths::default_state_dir().join("runtimes"));
     match args.command {
-        Some(Command::Check) => return cli::check(&dir),
+        Some(Command::Check) => return cli::check(&dir, &runtimes),
+        Some(Command::InstallRuntime { spec }) => return install_runtime(&runtimes, &spec),
         Some(Command::HandoverCheck) => return openclaw_supervisor::handover::check_mode(&dir),
         Some(Command::StopLeftovers) | None => {}
     }
@@ -132,11 +147,9 @@ fn main() -> ExitCode {
         config_dir: dir,
         socket: args.socket.unwrap_or_else(paths::default_socket),
         log_dir: args.log_dir.unwrap_or_else(paths::default_log_dir),
-        runtimes: args
-            .runtimes
-            .clone()
-            .or_else(|| args.state_dir.as_ref().map(|d| d.join("runtimes")))
-            .unwrap_or_else(|| paths::default_state_dir().join("runtimes")),
+        // Absolute, as the config dir: what `runtime list` and `check` name means the same to a
+        // client elsewhere.
+        runtimes: std::path::absolute(&runtimes).unwrap_or(runtimes),
         state_dir: args.state_dir.unwrap_or_else(paths::default_state_dir),
         log_max_bytes: args.log_max_bytes,
         log_keep: args.log_keep,
@@ -198,4 +211,29 @@ fn main() -> ExitCode {
     };
     queue.run(|| runtime.is_finished());
     runtime.join().unwrap_or(ExitCode::FAILURE)
+}
+
+/// `install-runtime SPEC`: the install `openclawctl runtime install` asks a daemon for, run here.
+fn install_runtime(store: &std::path::Path, spec: &str) -> ExitCode {
+    use openclaw_supervisor::runtime::{InstallError, Spec, Store};
+    let spec = match Spec::parse(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("openclaw-supervisord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match Store::new(store).install(&spec, &mut |line| eprintln!("{line}")) {
+        Ok(r) => {
+            println!("{}  {}", r.id(), r.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openclaw-supervisord: {e}");
+            ExitCode::from(match e {
+                InstallError::Unreachable(_) => 69,
+                InstallError::Failed(_) => 1,
+            })
+        }
+    }
 }

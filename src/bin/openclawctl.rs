@@ -38,6 +38,11 @@ enum Command {
         /// otherwise].
         #[arg(long, env = "OPENCLAW_SUPERVISOR_CONFIG_DIR")]
         config_dir: Option<PathBuf>,
+        /// The runtime store the profiles' `runtime` is looked up in [default: the running
+        /// daemon's, else STATE_DIR/runtimes: /var/lib/openclaw-supervisor/runtimes for root,
+        /// ~/.local/state/openclaw-supervisor/runtimes otherwise].
+        #[arg(long, env = "OPENCLAW_SUPERVISOR_RUNTIMES")]
+        runtimes: Option<PathBuf>,
     },
     /// Write NAME.yaml for one more gateway on a free block of ports, and check the whole dir.
     ///
@@ -219,6 +224,12 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// The daemon's runtime store: OpenClaw releases, each on its Node, that profiles name with
+    /// `runtime:`.
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
     /// The instance names, one a line (for shell completion): the daemon's, else the config dir's.
     #[command(name = "__complete-names", hide = true)]
     CompleteNames,
@@ -226,6 +237,29 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RuntimeCommand {
+    /// Install a runtime from npm (the daemon runs npm): `openclaw@VERSION` takes the Node that
+    /// release declares (one the store has when it fits), `openclaw@VERSION+node@VERSION` names
+    /// it. Prints the installer's progress as it comes, then the runtime and its directory.
+    Install {
+        /// `openclaw@VERSION[+node@VERSION]`.
+        spec: String,
+    },
+    /// The installed runtimes and the instances that use each.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a runtime (and its Node if no other runtime is on it); refused (exit 1) while an
+    /// instance uses it.
+    Remove {
+        /// `openclaw@VERSION[+node@VERSION]`.
+        spec: String,
     },
 }
 
@@ -318,6 +352,18 @@ fn config_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
     }
 }
 
+/// The runtime store of `check`: the one given, else the running daemon's, else the default. Not
+/// announced: a warning about a runtime names the store it looked in.
+fn runtimes_dir(given: Option<PathBuf>, target: &remote::Target) -> PathBuf {
+    given
+        .or_else(|| {
+            runtime()
+                .ok()
+                .and_then(|rt| rt.block_on(cli::runtimes::daemon_store(target)))
+        })
+        .unwrap_or_else(|| paths::default_state_dir().join("runtimes"))
+}
+
 /// `__complete-names`: the daemon's instance names, else those of the config dir's profiles;
 /// nothing (and exit 0) when neither answers, so a completion never prints an error.
 fn complete_names(target: &remote::Target) -> ExitCode {
@@ -383,7 +429,10 @@ fn main() -> ExitCode {
     };
     let target = &target;
     match args.command {
-        Command::Check { config_dir: dir } => cli::check(&config_dir(dir, target)),
+        Command::Check {
+            config_dir: dir,
+            runtimes,
+        } => cli::check(&config_dir(dir, target), &runtimes_dir(runtimes, target)),
         Command::New {
             name,
             port,
@@ -447,6 +496,13 @@ fn main() -> ExitCode {
             soak,
             write,
         } => on_daemon(Box::pin(remote::upgrade(target, name, to, soak, write))),
+        Command::Runtime { command } => on_daemon(Box::pin(async move {
+            match command {
+                RuntimeCommand::Install { spec } => cli::runtimes::install(target, spec).await,
+                RuntimeCommand::List { json } => cli::runtimes::list(target, json).await,
+                RuntimeCommand::Remove { spec } => cli::runtimes::remove(target, spec).await,
+            }
+        })),
         Command::CompleteNames => complete_names(target),
         Command::Completions { shell } => {
             use clap::CommandFactory;

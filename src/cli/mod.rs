@@ -12,6 +12,7 @@ pub mod completion;
 pub mod import;
 pub mod new;
 pub mod remote;
+pub mod runtimes;
 pub mod top;
 
 use crate::profile::ephemeral::{self, Ephemeral};
@@ -21,9 +22,11 @@ use crate::profile::{self, Origin, Plan, Profile, Sourced};
 /// Exit code of a check that found errors.
 pub const EXIT_CHECK_FAILED: u8 = 1;
 
-/// `check [--config-dir DIR]`: prints the report and its summary; exit 0 when clean, 1 otherwise.
-pub fn check(dir: &Path) -> ExitCode {
-    let plan = profile::load(dir);
+/// `check [--config-dir DIR] [--runtimes DIR]`: prints the report (with what it says of the
+/// runtimes in the store at `runtimes`) and its summary; exit 0 when clean, 1 otherwise.
+pub fn check(dir: &Path, runtimes: &Path) -> ExitCode {
+    let mut plan = profile::load(dir);
+    plan.check_runtimes(&crate::runtime::Store::new(runtimes));
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", plan.report);
     let _ = writeln!(out, "{}", plan.report.summary(dir));

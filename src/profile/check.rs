@@ -63,6 +63,96 @@ pub fn check_with(profiles: &[Profile], ctx: &Context) -> Vec<Diagnostic> {
     out
 }
 
+/// What the check says of the instances' runtimes, knowing the runtime store: a `runtime` that is
+/// not installed (with the command that installs it), and 2+ instances that all run on one runtime
+/// (all the same spec, or all none: the `openclaw` on the daemon's PATH, said only once the store
+/// holds a runtime, so that a host that never used runtimes is not told on every check).
+/// Warnings only: the daemon must start, so that `openclawctl runtime install` can reach it.
+pub fn runtimes(profiles: &[Profile], store: &crate::runtime::Store) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for p in profiles {
+        let Some(r) = &p.runtime else { continue };
+        if store.find(&r.value).is_some() {
+            continue;
+        }
+        let at = match &r.origin {
+            Origin::Profile(at) => at.clone(),
+            _ => p.name_at.clone(),
+        };
+        out.push(
+            Diagnostic::warning(
+                Kind::RuntimeMissing,
+                at,
+                format!(
+                    "{} is not installed in the runtime store {}: the instance will not start until it is",
+                    r.value,
+                    store.root().display()
+                ),
+            )
+            .instance(p.name.as_str())
+            .field("runtime")
+            .hint(format!(
+                "install it: openclawctl runtime install {} (without a running daemon: openclaw-supervisord --runtimes {} install-runtime {})",
+                r.value,
+                store.root().display(),
+                r.value
+            )),
+        );
+    }
+    if let Some(d) = one_runtime_for_all(profiles) {
+        let on_path = profiles.iter().all(|p| p.runtime.is_none());
+        if !on_path || !store.list().is_empty() {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// The warning for 2+ instances on one runtime, at the profile of the one to move (rescue, if
+/// there is one; else the last by name).
+fn one_runtime_for_all(profiles: &[Profile]) -> Option<Diagnostic> {
+    let (first, rest) = profiles.split_first()?;
+    let spec = |p: &Profile| p.runtime.as_ref().map(|r| r.value.clone());
+    if rest.is_empty() || rest.iter().any(|p| spec(p) != spec(first)) {
+        return None;
+    }
+    let mut names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    let mover = profiles
+        .iter()
+        .find(|p| p.name.as_str().eq_ignore_ascii_case("rescue"))
+        .or_else(|| {
+            profiles
+                .iter()
+                .max_by(|a, b| a.name.as_str().cmp(b.name.as_str()))
+        })?;
+    let runtime = match spec(first) {
+        Some(s) => s.to_string(),
+        None => "the `openclaw` on the daemon's PATH (no profile names a `runtime`)".to_string(),
+    };
+    let at = match mover.runtime.as_ref().map(|r| &r.origin) {
+        Some(Origin::Profile(at)) => at.clone(),
+        _ => Location::file(&mover.file),
+    };
+    Some(
+        Diagnostic::warning(
+            Kind::SharedRuntime,
+            at,
+            format!(
+                "every instance ({}) runs on {runtime}: an upgrade that breaks one breaks all; give {} its own",
+                names.join(", "),
+                mover.name
+            ),
+        )
+        .instance(mover.name.as_str())
+        .field("runtime")
+        .hint(format!(
+            "pin another release in {}'s profile, e.g. `runtime: {{ openclaw: VERSION }}`, and install it with openclawctl runtime install openclaw@VERSION",
+            mover.name
+        )),
+    )
+}
+
 fn duplicate_names(profiles: &[Profile], out: &mut Vec<Diagnostic>) {
     let mut order: Vec<usize> = (0..profiles.len()).collect();
     let key = |i: usize| profiles[i].name.as_str().to_ascii_lowercase();
@@ -902,6 +992,69 @@ fn origin_location(p: &Profile, s: &Sourced<PathBuf>) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtimes_are_warned_of_when_missing_and_when_one_serves_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = |name: &str, port: u16, extra: &str| {
+            let text = format!(
+                "port: {port}\nstate_dir: {}/{name}\n{extra}",
+                dir.path().display()
+            );
+            std::fs::write(dir.path().join(format!("{name}.yaml")), text).unwrap();
+        };
+        profile("main", 18789, "runtime: { openclaw: 2026.9.6 }\n");
+        profile("rescue", 19001, "runtime: { openclaw: 2026.9.6 }\n");
+        let store = crate::runtime::Store::new(dir.path().join("store"));
+        let found = runtimes(
+            &crate::profile::load_with_env(dir.path(), &|_| None).profiles,
+            &store,
+        );
+        let kinds: Vec<Kind> = found.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::RuntimeMissing,
+                Kind::RuntimeMissing,
+                Kind::SharedRuntime
+            ]
+        );
+        assert!(found
+            .iter()
+            .all(|d| d.severity == crate::profile::Severity::Warning));
+        assert_eq!(found[0].at.line, 3);
+        assert_eq!(found[0].field.as_deref(), Some("runtime"));
+        assert!(found[0].hint.as_deref().is_some_and(
+            |h| h.starts_with("install it: openclawctl runtime install openclaw@2026.9.6")
+        ));
+        assert_eq!(found[2].instance.as_deref(), Some("rescue"));
+        assert!(found[2]
+            .message
+            .ends_with("an upgrade that breaks one breaks all; give rescue its own"));
+
+        // Both on the PATH's openclaw: said only once the store holds a runtime.
+        profile("main", 18789, "");
+        profile("rescue", 19001, "");
+        let plan = crate::profile::load_with_env(dir.path(), &|_| None);
+        assert!(runtimes(&plan.profiles, &store).is_empty());
+        let r = store.dir_for("2026.9.6", "24.21.0");
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(
+            r.join(crate::runtime::MANIFEST),
+            "{\"format\":1,\"openclaw\":\"2026.9.6\",\"node\":\"24.21.0\"}",
+        )
+        .unwrap();
+        let found = runtimes(&plan.profiles, &store);
+        assert_eq!(found.len(), 1);
+        assert!(found[0]
+            .message
+            .contains("the `openclaw` on the daemon's PATH"));
+
+        // One instance alone shares with nobody.
+        std::fs::remove_file(dir.path().join("rescue.yaml")).unwrap();
+        let plan = crate::profile::load_with_env(dir.path(), &|_| None);
+        assert!(runtimes(&plan.profiles, &store).is_empty());
+    }
 
     const ME: usize = 0;
 

@@ -90,6 +90,11 @@ pub enum Kind {
     Inconsistent,
     /// A claimed port lies in the kernel's ephemeral range (a warning).
     EphemeralPort,
+    /// A profile's `runtime` is not installed in the runtime store (a warning: the daemon starts,
+    /// so that `openclawctl runtime install` can install it).
+    RuntimeMissing,
+    /// Every instance runs on one runtime, so one upgrade can break them all (a warning).
+    SharedRuntime,
 }
 
 impl Kind {
@@ -109,6 +114,8 @@ impl Kind {
             Kind::PortFallback => "port-fallback",
             Kind::Inconsistent => "inconsistent",
             Kind::EphemeralPort => "ephemeral-port",
+            Kind::RuntimeMissing => "runtime-missing",
+            Kind::SharedRuntime => "shared-runtime",
         }
     }
 }

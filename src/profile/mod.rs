@@ -36,6 +36,18 @@ pub struct Plan {
     pub ephemeral: Option<ephemeral::Ephemeral>,
 }
 
+impl Plan {
+    /// Adds what the check says of the instances' runtimes, knowing `store` (`check::runtimes`:
+    /// warnings only).
+    pub fn check_runtimes(&mut self, store: &crate::runtime::Store) {
+        let found = check::runtimes(&self.profiles, store);
+        if !found.is_empty() {
+            self.report.diagnostics.extend(found);
+            self.report.sort();
+        }
+    }
+}
+
 /// Reads and checks every profile in `dir`, with the daemon's environment for `~` and `${VAR}`
 /// and the host's ephemeral port range (read once, now). The files' text is gone once this
 /// returns (a plan keeps none of it), and so is the memory their parsing took (see

@@ -21,6 +21,7 @@ pub mod logs;
 pub mod ownership;
 pub mod probe;
 pub mod reaper;
+pub mod runtimes;
 pub mod sample;
 pub mod spawn;
 pub mod token;
@@ -435,8 +436,9 @@ impl Supervisor {
                 .get(p.name.as_str())
                 .is_none_or(|old| changed_fields(old, p).iter().any(|f| f.restart))
         };
+        let store = self.shared.runtimes.clone();
         let plan =
-            match tokio::task::spawn_blocking(move || crate::profile::load_marking(&d, &fresh))
+            match tokio::task::spawn_blocking(move || runtimes::load_checked(&d, &fresh, &store))
                 .await
             {
                 Ok(p) => p,

@@ -277,25 +277,26 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
     say.step(format!("upgrade of {name} to {to} asked ({})", ask.by))
         .await;
     let runtime = {
-        let (line_tx, mut line_rx) = mpsc::channel::<String>(64);
-        let spec = to.clone();
-        let store = store.clone();
-        let install = tokio::task::spawn_blocking(move || {
-            store.install(&spec, &mut |l: &str| {
-                let _ = line_tx.blocking_send(l.to_string());
-            })
-        });
-        while let Some(l) = line_rx.recv().await {
+        // Through the daemon's install (its child forked and reaped as the gateways are).
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<String>();
+        let install = sup.install_runtime(&to, line_tx);
+        tokio::pin!(install);
+        let done = loop {
+            tokio::select! {
+                r = &mut install => break r,
+                Some(l) = line_rx.recv() => say.line(l).await,
+            }
+        };
+        while let Ok(l) = line_rx.try_recv() {
             say.line(l).await;
         }
-        match install.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
+        match done {
+            Ok(r) => r,
+            Err(e) => {
                 let why = format!("cannot install {to}: {e}; nothing changed");
                 say.step(why.clone()).await;
                 return Outcome::of(Verdict::Failed, why);
             }
-            Err(e) => return Outcome::of(Verdict::Failed, format!("the install failed: {e}")),
         }
     };
     let target = runtime.spec();

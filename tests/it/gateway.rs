@@ -676,18 +676,23 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
     let version = |name: &str| {
         let st = e.status(name);
         (
-            st["openclaw_version"].as_str().unwrap_or_default().to_string(),
+            st["openclaw_version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             st["runtime"].as_str().unwrap_or_default().to_string(),
         )
     };
     let (main_before, main_runtime) = version("main");
-    e.ensure(main_before == EARLIER && main_runtime.starts_with(&format!("openclaw@{EARLIER}+node@")), || {
-        format!("main runs {main_before} from {main_runtime:?}, not {EARLIER} from the store")
-    });
+    e.ensure(
+        main_before == EARLIER && main_runtime.starts_with(&format!("openclaw@{EARLIER}+node@")),
+        || format!("main runs {main_before} from {main_runtime:?}, not {EARLIER} from the store"),
+    );
     let rescue_version = version("rescue");
-    e.ensure(rescue_version == (PINNED.to_string(), String::new()), || {
-        format!("rescue runs {rescue_version:?}, not {PINNED} from the PATH")
-    });
+    e.ensure(
+        rescue_version == (PINNED.to_string(), String::new()),
+        || format!("rescue runs {rescue_version:?}, not {PINNED} from the PATH"),
+    );
     for name in NAMES {
         e.wait_http(name, "/readyz", "\"ready\":true");
     }
@@ -715,23 +720,34 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
     // 3. The upgrade: the pinned release into the store (npm, unless there already), main
     //    restarted on it, ready, healthy for the soak, kept.
     let t = Instant::now();
-    let out = e.daemon.ctl(&["upgrade", "main", "--to", PINNED, "--soak", "20s"]);
+    let out = e
+        .daemon
+        .ctl(&["upgrade", "main", "--to", PINNED, "--soak", "20s"]);
     let took = t.elapsed();
     let text = format!("{}{}", common::stdout(&out), common::stderr(&out));
-    eprintln!("upgrade main --to {PINNED}: {took:.1?}\n{}", tail(&text, 12));
-    e.ensure(out.status.success(), || format!("the upgrade failed:\n{text}"));
+    eprintln!(
+        "upgrade main --to {PINNED}: {took:.1?}\n{}",
+        tail(&text, 12)
+    );
+    e.ensure(out.status.success(), || {
+        format!("the upgrade failed:\n{text}")
+    });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = prober.join().unwrap();
-    eprintln!("rescue answered /readyz {ok} times during main's upgrade, failed {}", failed.len());
+    eprintln!(
+        "rescue answered /readyz {ok} times during main's upgrade, failed {}",
+        failed.len()
+    );
     e.ensure(failed.is_empty() && ok > 0, || {
         format!("rescue did not answer /readyz all through main's upgrade: {failed:?}")
     });
 
     // 4. main runs the pinned release from the store; rescue is untouched.
     let (main_after, main_runtime) = version("main");
-    e.ensure(main_after == PINNED && main_runtime.starts_with(&format!("openclaw@{PINNED}+node@")), || {
-        format!("after the upgrade main runs {main_after} from {main_runtime:?}")
-    });
+    e.ensure(
+        main_after == PINNED && main_runtime.starts_with(&format!("openclaw@{PINNED}+node@")),
+        || format!("after the upgrade main runs {main_after} from {main_runtime:?}"),
+    );
     let upgraded_pid = e.running_pid("main");
     e.ensure(upgraded_pid != main_pid, || "main was not restarted".into());
     let bin = store.join(format!("openclaw-{PINNED}+node-"));
@@ -740,7 +756,9 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
         format!("main's PATH does not start with its runtime's bin: {child_path}")
     });
     e.wait_http("main", "/readyz", "\"ready\":true");
-    e.ensure(e.running_pid("rescue") == rescue_pid, || "rescue was restarted".into());
+    e.ensure(e.running_pid("rescue") == rescue_pid, || {
+        "rescue was restarted".into()
+    });
     let rescue = e.status("rescue");
     e.ensure(
         version("rescue") == (PINNED.to_string(), String::new()) && rescue["restarts"] == 0,
@@ -758,7 +776,9 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
     e.ensure(e.running_pid("main") == upgraded_pid, || {
         "the reload after --write restarted main".into()
     });
-    e.ensure(e.running_pid("rescue") == rescue_pid, || "rescue was restarted".into());
+    e.ensure(e.running_pid("rescue") == rescue_pid, || {
+        "rescue was restarted".into()
+    });
     let sizes = Command::new("du")
         .args(["-sh"])
         .args(

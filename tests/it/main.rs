@@ -27,6 +27,7 @@ mod onboard_grpc;
 mod onboard_import;
 mod onboard_new;
 mod reexec;
+mod runtime;
 mod runtimes_run;
 mod supervise;
 mod systemd;
