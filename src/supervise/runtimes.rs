@@ -3,6 +3,7 @@
 //! daemon), which instances use which runtime, and removing one that none uses.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -59,12 +60,27 @@ impl Supervisor {
                 .filter_map(|s| store.find(s))
                 .map(|r| r.id())
                 .collect();
-            // What its running gateway was started from, as its status recorded at the start.
-            let st = h.status.borrow();
-            if st.pid.is_some() {
-                ids.extend(st.versions.runtime.clone());
+            // What its running gateway was started from, as its status recorded at the start;
+            // and a runtime whose `bin` its PATH starts with (a PATH set by hand to one).
+            let (pid, started_from) = {
+                let st = h.status.borrow();
+                (st.pid, st.versions.runtime.clone())
+            };
+            if pid.is_some() {
+                ids.extend(started_from);
             }
-            drop(st);
+            if let Some(first) = pid.and_then(first_on_path) {
+                let real = std::fs::canonicalize(&first).ok();
+                ids.extend(
+                    installed
+                        .iter()
+                        .filter(|r| {
+                            r.bin_dir() == first
+                                || real.is_some() && std::fs::canonicalize(r.bin_dir()).ok() == real
+                        })
+                        .map(Runtime::id),
+                );
+            }
             for id in ids {
                 if let Some(list) = users.get_mut(&id) {
                     if !list.contains(name) {
@@ -181,4 +197,36 @@ pub(super) fn load_checked(
     let mut plan = crate::profile::load_marking(dir, fresh);
     plan.check_runtimes(store);
     plan
+}
+
+/// The first directory on the PATH of process `pid`, from its `/proc/PID/environ`.
+fn first_on_path(pid: i32) -> Option<PathBuf> {
+    first_on_path_of(&std::fs::read(format!("/proc/{pid}/environ")).ok()?)
+}
+
+/// The first directory on the PATH of an environment as `/proc/PID/environ` holds it.
+fn first_on_path_of(env: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = env
+        .split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"PATH="))?;
+    let first = path.split(|b| *b == b':').next()?;
+    (!first.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(first)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_directory_on_a_path_is_read_from_an_environment() {
+        let env = b"HOME=/root\0PATH=/s/openclaw-1.2.3+node-4.5.6/bin:/usr/bin\0MYPATH=/x\0";
+        assert_eq!(
+            first_on_path_of(env),
+            Some(PathBuf::from("/s/openclaw-1.2.3+node-4.5.6/bin"))
+        );
+        assert_eq!(first_on_path_of(b"PATH=\0"), None);
+        assert_eq!(first_on_path_of(b"XPATH=/a\0"), None);
+        assert_eq!(first_on_path_of(b""), None);
+    }
 }
