@@ -388,6 +388,7 @@ async fn prepare(
             fdstore,
             drain: pipes,
             runtimes: crate::runtime::Store::new(&opts.runtimes),
+            upgrades: opts.state_dir.join("upgrades"),
         },
     ) {
         Ok(s) => Arc::new(s),

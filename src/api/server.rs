@@ -485,7 +485,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
     ) -> Result<Response<v1::Instance>, GrpcStatus> {
         let by = caller(&req);
         Ok(self
-            .command(&req.into_inner().name, |tx| Command::Restart(by, tx))
+            .command(&req.into_inner().name, |tx| Command::Restart(by, None, tx))
             .await?)
     }
 

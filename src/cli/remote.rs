@@ -817,9 +817,12 @@ pub async fn upgrade(
         })
         .await?
         .into_inner();
+    // The last step often says what the outcome says: printed once.
+    let mut last = String::new();
     while let Some(p) = stream.message().await? {
         let Some(o) = p.outcome else {
             println!("{}", p.line);
+            last = p.line;
             continue;
         };
         let result =
@@ -828,7 +831,9 @@ pub async fn upgrade(
             v1::UpgradeResult::Kept
             | v1::UpgradeResult::Written
             | v1::UpgradeResult::NothingToDo => {
-                println!("{}", o.reason);
+                if o.reason != last {
+                    println!("{}", o.reason);
+                }
                 Ok(())
             }
             v1::UpgradeResult::RolledBack => {

@@ -184,8 +184,11 @@ pub enum Command {
     Start(String, oneshot::Sender<Reply>),
     /// Stop, optionally with another timeout than the profile's; replies once stopped.
     Stop(Option<Duration>, String, oneshot::Sender<Reply>),
-    /// Stop if running, then start; replies once ready or failed.
-    Restart(String, oneshot::Sender<Reply>),
+    /// Stop if running, then start; replies once ready or failed. The work, if any, runs on a
+    /// blocking thread once the tree is stopped and before the start (an upgrade's copy of the
+    /// gateway's databases, a rollback's restore); the line it returns goes into the history and
+    /// the log.
+    Restart(String, Option<Between>, oneshot::Sender<Reply>),
     /// Stop at this idle point for a re-exec: the task replies with where to send what follows
     /// ([`Go`]) and does nothing else until it comes. A reply nobody waits for any more (the re-exec
     /// gave up) is ignored and the task goes on.
@@ -196,6 +199,15 @@ pub enum Command {
     /// only change to the fields the child runs with is a `runtime` equal to the one it runs on.
     /// Replies once taken.
     Profile(Arc<Profile>, oneshot::Sender<()>),
+}
+
+/// Work done between the stop and the start of a restart (see [`Command::Restart`]).
+pub struct Between(pub Box<dyn FnOnce() -> String + Send>);
+
+impl std::fmt::Debug for Between {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Between(..)")
+    }
 }
 
 /// What a held task does next.
@@ -305,6 +317,8 @@ pub struct Shared {
     pub containment: Arc<Containment>,
     /// The runtime store (`crate::runtime`): where a profile's or an upgrade's `runtime` is.
     pub runtimes: crate::runtime::Store,
+    /// Where an upgrade keeps each instance's databases for a rollback (`super::statesnap`).
+    pub upgrades: std::path::PathBuf,
     /// Without cgroups: the processes seen in each instance's tree while its gateway lived.
     pub known: tree::Seen,
     /// The records of running children, for the next daemon's adoption.
@@ -1106,7 +1120,7 @@ impl Task {
                 self.fail_waiters(CommandError::StoppedBeforeReady);
                 let _ = reply.send(Ok(self.status.clone()));
             }
-            Command::Restart(by, reply) => {
+            Command::Restart(by, between, reply) => {
                 self.history.push(
                     "operator",
                     format!("restart ({by}), while {}", self.status.state.as_str()),
@@ -1115,6 +1129,13 @@ impl Task {
                 self.remember(Want::Running).await;
                 let what = format!("restart ({by})");
                 self.stop(None, format!("operator {what}")).await;
+                if let Some(work) = between {
+                    let line = tokio::task::spawn_blocking(work.0)
+                        .await
+                        .unwrap_or_else(|e| format!("the work between stop and start failed: {e}"));
+                    self.history.push("upgrade", line.clone());
+                    self.log.note(format!("upgrade: {line}"));
+                }
                 self.fail_waiters(CommandError::RestartedBeforeReady);
                 self.cause = Cause::Operator(what);
                 self.tracker.reset();

@@ -24,6 +24,7 @@ pub mod reaper;
 pub mod runtimes;
 pub mod sample;
 pub mod spawn;
+pub mod statesnap;
 pub mod token;
 pub mod tree;
 pub mod upgrade;
@@ -172,6 +173,7 @@ impl Supervisor {
             diag: Arc::new(ownership::Diag::default()),
             containment: Arc::new(containment),
             runtimes: run.runtimes.clone(),
+            upgrades: run.upgrades.clone(),
             known: tree::Seen::default(),
             metrics: Arc::default(),
             node_versions: Arc::default(),
@@ -1116,6 +1118,8 @@ pub struct Running {
     pub drain: BTreeMap<String, (std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
     /// The runtime store that profiles' `runtime` name.
     pub runtimes: crate::runtime::Store,
+    /// Where an upgrade keeps each instance's databases for a rollback (`STATE_DIR/upgrades`).
+    pub upgrades: std::path::PathBuf,
 }
 
 /// At start, before leftovers are ended: the gateways of `profiles` that the records in

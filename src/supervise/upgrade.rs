@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::desired::{RuntimeWish, Soak};
-use super::instance::{Command, CommandError, State};
-use super::Supervisor;
+use super::instance::{Between, Command, CommandError, State};
+use super::{statesnap, Supervisor};
 use crate::runtime::Spec;
 
 /// The soak when none is given.
@@ -344,7 +344,19 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
     ))
     .await;
     let reason = format!("upgrade to {target} ({})", ask.by);
-    let outcome = match restart(sup, name, reason, start_deadline).await {
+    // The databases as the release it runs now left them, for a rollback (see `statesnap`).
+    let save = {
+        let state_dir = h.profile.state_dir.value.clone();
+        let copy = statesnap::copy_dir(&sup.shared.upgrades, name);
+        Between(Box::new(move || {
+            statesnap::save(&state_dir, &copy).unwrap_or_else(|e| {
+                format!(
+                    "no copy of the databases for a rollback: {e}; a rollback cannot restore them"
+                )
+            })
+        }))
+    };
+    let outcome = match restart(sup, name, reason, Some(save), start_deadline).await {
         Restarted::Ready => soak_then(say, &target, &previous, Some(ask.soak)).await,
         Restarted::Failed(why) => rollback(say, &target, &previous, why).await,
         Restarted::Stopped => stopped(say, &target).await,
@@ -374,12 +386,18 @@ enum Restarted {
 
 /// Restarts `name` as an operator's restart does, for `why`, and waits until it is ready or has
 /// failed (bounded: its start deadline and a margin for the stop before it).
-async fn restart(sup: &Arc<Supervisor>, name: &str, why: String, deadline: Duration) -> Restarted {
+async fn restart(
+    sup: &Arc<Supervisor>,
+    name: &str,
+    why: String,
+    between: Option<Between>,
+    deadline: Duration,
+) -> Restarted {
     let Some(h) = sup.get(name) else {
         return Restarted::Away(format!("{name} was removed"));
     };
     let (tx, rx) = oneshot::channel();
-    if h.tx.send(Command::Restart(why, tx)).await.is_err() {
+    if h.tx.send(Command::Restart(why, between, tx)).await.is_err() {
         return Restarted::Away(format!(
             "{name} was replaced by a reload or the supervisor is stopping"
         ));
@@ -466,6 +484,7 @@ async fn soak_then(
                     }),
                 )
                 .await;
+            drop_copy(sup, name).await;
             let why = format!(
                 "kept: {name} stayed healthy on {target}; `openclawctl upgrade {name} --write` writes it into its profile"
             );
@@ -593,11 +612,18 @@ async fn stopped(say: &Say, target: &Spec) -> Outcome {
             }),
         )
         .await;
+    drop_copy(&say.sup, name).await;
     let why = format!(
         "an operator stopped {name} during its soak: the soak ends, {target} stays chosen (`openclawctl start {name}` runs it)"
     );
     say.step(why.clone()).await;
     Outcome::of(Verdict::Kept, why)
+}
+
+/// No rollback can come any more: the copy of `name`'s databases goes.
+async fn drop_copy(sup: &Supervisor, name: &str) {
+    let copy = statesnap::copy_dir(&sup.shared.upgrades, name);
+    let _ = tokio::task::spawn_blocking(move || statesnap::remove_copy(&copy)).await;
 }
 
 /// The upgrade failed for `why`: the choice goes back to `previous` (None: the profile's) and the
@@ -632,7 +658,20 @@ async fn rollback(say: &Say, target: &Spec, previous: &Option<Spec>, why: String
         .get(name)
         .map_or(Duration::from_secs(60), |h| h.profile.health.start_deadline);
     let reason = format!("rollback from {target}");
-    let after = match restart(sup, name, reason, deadline).await {
+    // The databases as they were before the upgrade: the previous release may refuse the ones the
+    // new one migrated (see `statesnap`).
+    let put_back = sup.get(name).map(|h| {
+        let state_dir = h.profile.state_dir.value.clone();
+        let copy = statesnap::copy_dir(&sup.shared.upgrades, name);
+        let label = target.openclaw.clone();
+        Between(Box::new(move || {
+            let line = statesnap::restore(&copy, &state_dir, &label)
+                .unwrap_or_else(|e| format!("the databases were not restored: {e}"));
+            let _ = statesnap::remove_copy(&copy);
+            line
+        }))
+    });
+    let after = match restart(sup, name, reason, put_back, deadline).await {
         Restarted::Ready => {
             let pid = sup
                 .get(name)

@@ -696,10 +696,10 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
     for name in NAMES {
         e.wait_http(name, "/readyz", "\"ready\":true");
     }
-    let main_pid = e.running_pid("main");
+    e.running_pid("main");
     let rescue_pid = e.running_pid("rescue");
 
-    // 2. Rescue is probed all through main's upgrade.
+    // 2. Rescue is probed all through main's upgrades.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rescue_port = ports[1];
     let prober = {
@@ -717,8 +717,58 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
         })
     };
 
-    // 3. The upgrade: the pinned release into the store (npm, unless there already), main
-    //    restarted on it, ready, healthy for the soak, kept.
+    // 3. A failed upgrade: main is killed during the soak on the pinned release (installed into
+    //    the store by npm unless there already). It must be rolled back to its release, which
+    //    refuses the database the new one migrated unless the daemon puts back the copy it made.
+    let t = Instant::now();
+    let upgrade = Command::new(common::bin_path("openclawctl"))
+        .args(["upgrade", "main", "--to", PINNED, "--soak", "120s"])
+        .env("OPENCLAW_SUPERVISOR_SOCKET", &e.daemon.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let soaking = e.wait("main soaking on the pinned release", || {
+        let st = e.status("main");
+        (st["state"] == "running"
+            && st["openclaw_version"] == PINNED
+            && st["soak_until_unix_ms"].as_u64().is_some_and(|u| u > 0))
+        .then(|| st["pid"].as_u64().unwrap() as i32)
+    });
+    e.wait_http("main", "/readyz", "\"ready\":true");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(soaking),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = upgrade.wait_with_output().unwrap();
+    let text = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    eprintln!(
+        "failed upgrade: {:.1?} from the kill to the answer ({:.1?} in all)\n{}",
+        killed.elapsed(),
+        t.elapsed(),
+        tail(&text, 20)
+    );
+    e.ensure(
+        out.status.code() == Some(1) && text.contains("rolled back"),
+        || format!("the upgrade of a killed main was not rolled back:\n{text}"),
+    );
+    e.ensure(version("main").0 == EARLIER, || {
+        format!("after the rollback main runs {:?}", version("main"))
+    });
+    e.wait_http("main", "/readyz", "\"ready\":true");
+    let log = e.daemon.log("main");
+    e.ensure(log.contains("upgrade: restored"), || {
+        format!("main's databases were not restored:\n{}", tail(&log, 30))
+    });
+    let main_pid = e.running_pid("main");
+    e.ensure(e.running_pid("rescue") == rescue_pid, || {
+        "rescue was restarted".into()
+    });
+
+    // 4. The upgrade again: main restarted on the pinned release, ready, healthy for the soak,
+    //    kept.
     let t = Instant::now();
     let out = e
         .daemon
@@ -742,7 +792,7 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
         format!("rescue did not answer /readyz all through main's upgrade: {failed:?}")
     });
 
-    // 4. main runs the pinned release from the store; rescue is untouched.
+    // 5. main runs the pinned release from the store; rescue is untouched.
     let (main_after, main_runtime) = version("main");
     e.ensure(
         main_after == PINNED && main_runtime.starts_with(&format!("openclaw@{PINNED}+node@")),
@@ -765,7 +815,7 @@ fn real_gateways_main_upgraded_between_releases_while_rescue_stays() {
         || format!("rescue changed: {rescue}"),
     );
 
-    // 5. Written into main's profile, comments kept; a reload then restarts nothing.
+    // 6. Written into main's profile, comments kept; a reload then restarts nothing.
     e.ctl(&["upgrade", "main", "--write"]);
     let written = std::fs::read_to_string(e.scene.path("supervisor.d/main.yaml")).unwrap();
     e.ensure(

@@ -355,3 +355,79 @@ fn an_operator_stop_ends_the_soak_and_keeps_the_choice_and_a_second_upgrade_wait
         runtime_dir("2026.9.7")
     );
 }
+
+/// Makes the stand-in runtime `version` in `store` behave as OpenClaw does with its state
+/// database: it refuses to start (exit 78) on a database a newer schema wrote, and otherwise
+/// migrates it to `schema` before serving (with `faults`).
+fn with_schema(store: &Path, version: &str, schema: u32, faults: &str) {
+    let script = store
+        .join(runtime_dir(version))
+        .join("node_modules/openclaw/openclaw.mjs");
+    let db = "$OPENCLAW_STATE_DIR/state/openclaw.sqlite";
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             mkdir -p \"$OPENCLAW_STATE_DIR/state\"\n\
+             have=$(cat \"{db}\" 2>/dev/null || echo 0)\n\
+             if [ \"$have\" -gt {schema} ]; then echo \"database schema $have is newer than this build ({schema})\" >&2; exit 78; fi\n\
+             echo {schema} > \"{db}\"\n\
+             exec {} \"$@\" {faults}\n",
+            common::fake_gateway().display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_rollback_puts_back_the_databases_the_new_release_migrated() {
+    let (scene, store) = scene(&[("2026.9.8", "")]);
+    // 2026.9.5 writes schema 17; 2026.9.8 migrates to 18 and crashes during its soak: without
+    // the copy from before the upgrade, 2026.9.5 would refuse the migrated database (exit 78).
+    with_schema(&store, "2026.9.5", 17, "");
+    with_schema(&store, "2026.9.8", 18, "--crash-after-ms 500");
+    let d = daemon(&scene, &store, &[]);
+    let (main, rescue) = both_running(&d);
+    let state = scene.home().join("state/main");
+    let db = state.join("state/openclaw.sqlite");
+    assert_eq!(std::fs::read_to_string(&db).unwrap().trim(), "17");
+    let out = d.ctl(&["upgrade", "main", "--to", "2026.9.8", "--soak", "5s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("rolled back"), "{text}");
+    let after = running(&d, "main");
+    assert_ne!(after["pid"], main["pid"]);
+    assert_eq!(runs_on(pid_of(&after)), runtime_dir("2026.9.5"));
+    assert_eq!(std::fs::read_to_string(&db).unwrap().trim(), "17");
+    // What the new release wrote is kept beside it, not deleted.
+    let kept: Vec<PathBuf> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("state.rolled-back-from-2026.9.8-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(kept[0].join("openclaw.sqlite"))
+            .unwrap()
+            .trim(),
+        "18"
+    );
+    let log = d.log("main");
+    assert!(log.contains("upgrade: kept a copy of"), "{log}");
+    assert!(log.contains("upgrade: restored"), "{log}");
+    // The copy is gone with the upgrade; rescue was never touched.
+    assert!(!scene.path("daemon-state/upgrades/main/state").exists());
+    assert_eq!(d.status("rescue")["pid"], rescue["pid"]);
+}
