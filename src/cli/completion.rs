@@ -1,12 +1,12 @@
 //! Instance names in `openclawctl completions SHELL`: clap's static script, with the positional
-//! NAME arguments of `start`, `stop`, `restart`, `logs`, `status`, `watch`, `exec`, `env` and
-//! `token` completed by `openclawctl __complete-names` (the daemon's names, else the config dir's).
+//! NAME arguments of `start`, `stop`, `restart`, `logs`, `status`, `watch`, `exec`, `env`,
+//! `token`, `explain` and `upgrade` completed by `openclawctl __complete-names` (the daemon's names, else the config dir's).
 //! A hidden subcommand rather than clap_complete's dynamic engine (`CompleteEnv`, behind the
 //! `unstable-dynamic` feature): the scripts stay the ones users already load, and the names come
 //! from the daemon the command line points at (its `--socket`/`--endpoint`/`--token-file`).
 
 /// The commands whose positional arguments are instance names.
-pub const NAME_COMMANDS: &str = "start stop restart logs status watch exec env token";
+pub const NAME_COMMANDS: &str = "start stop restart logs status watch exec env token explain upgrade";
 
 /// bash: a wrapper of clap's `_openclawctl` that completes names first (not after `--`, not an
 /// option), registered in its place.
