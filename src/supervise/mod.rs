@@ -669,6 +669,8 @@ impl Supervisor {
             let mut next = (**map).clone();
             let handle = next.get_mut(name).map(|h| {
                 h.profile = profile.clone();
+                // Its next start takes its runtime from this profile (the choice may be gone).
+                h.newest.send_replace(profile.clone());
                 h.clone()
             });
             *map = Arc::new(next);

@@ -274,7 +274,12 @@ fn write_puts_the_choice_into_the_profile_and_a_reload_restarts_nothing() {
         "only the runtime changed, comments and layout kept"
     );
     assert_eq!(choice(&scene, "main"), serde_json::Value::Null);
+    // Written, the choice is the profile's: a restart before any reload stays on it.
+    let written = running(&d, "main");
+    assert!(d.ctl(&["restart", "main"]).status.success());
     let main = running(&d, "main");
+    assert_ne!(main["pid"], written["pid"]);
+    assert_eq!(runs_on(pid_of(&main)), runtime_dir("2026.9.7"));
 
     let reload = d.ctl(&["reload"]);
     assert!(reload.status.success(), "{}", stderr(&reload));
