@@ -6,7 +6,8 @@
 //! from the daemon the command line points at (its `--socket`/`--endpoint`/`--token-file`).
 
 /// The commands whose positional arguments are instance names.
-pub const NAME_COMMANDS: &str = "start stop restart logs status watch exec env token explain upgrade";
+pub const NAME_COMMANDS: &str =
+    "start stop restart logs status watch exec env token explain upgrade";
 
 /// bash: a wrapper of clap's `_openclawctl` that completes names first (not after `--`, not an
 /// option), registered in its place.

@@ -8,151 +8,278 @@
 //! copy back ([`restore`]), keeping what the new release wrote beside it
 //! (`STATE_DIR/state.rolled-back-from-VERSION-UNIXTIME`), never deleting it.
 //!
-//! The copy lives in the daemon's own state dir (`STATE/upgrades/NAME/state`, 0700). Nothing here
-//! follows a symlink: only regular files are copied, opened `O_NOFOLLOW`; the restored directory
-//! is a new one made by the daemon (the old one renamed away, not deleted), and each restored file
-//! is a new file (`O_EXCL|O_NOFOLLOW`) given the owner and mode the directory and the copied file
-//! had. Both run on a blocking thread, between the stop and the start of a restart.
+//! The copy lives in the daemon's own state dir (`STATE/upgrades/NAME/state`, 0700), and exists
+//! only complete (built as `state.partial`, renamed into place; at most 16 GiB). Nothing here
+//! follows a symlink, though the gateway's state dir may belong to another user: it is opened one
+//! component at a time (`O_DIRECTORY|O_NOFOLLOW`) and every step after is relative to that fd;
+//! only regular files are copied (`O_NOFOLLOW|O_NONBLOCK`); the restored directory is a new one
+//! made by the daemon (the old one renamed away, not deleted), and each restored file is new
+//! (`O_EXCL|O_NOFOLLOW`), given the owner of the directory and its own mode (no set-id bits). A
+//! restore that fails part way puts the directory back as it was. Both run on a blocking thread,
+//! between the stop and the start of a restart.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::{fchmod, fstat, mkdirat, Mode, SFlag};
+use nix::unistd::{fchown, unlinkat, Gid, Uid, UnlinkatFlags};
 
 /// The directory of the gateway's databases, under its state dir.
 const STATE: &str = "state";
 
-/// Where the copy of `name`'s databases is kept, under the daemon's `upgrades` dir.
+/// The most a copy takes (16 GiB): past it the upgrade goes on without one, and says so.
+const MAX_COPY: u64 = 16 << 30;
+
+/// Where the copy of `name`'s databases is kept, under the daemon's `upgrades` dir. It exists only
+/// complete: it is built beside it (`state.partial`) and renamed into place.
 pub fn copy_dir(upgrades: &Path, name: &str) -> PathBuf {
     upgrades.join(name).join(STATE)
 }
 
-/// Copies the regular files of `state_dir/state` into `into` (made anew, 0700), each with its
-/// mode. Nothing to copy (no `state/` yet) leaves `into` empty. Returns a line for the log.
+/// Opens the directory `path` without following a symlink at any of its components (each opened
+/// `O_DIRECTORY|O_NOFOLLOW` in the one before). None if a component does not exist.
+fn open_dir(path: &Path) -> Result<Option<OwnedFd>, String> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let root = if path.is_absolute() { "/" } else { "." };
+    let mut dir = openat(nix::fcntl::AT_FDCWD, root, flags, Mode::empty())
+        .map_err(|e| format!("cannot open {root}: {e}"))?;
+    for part in path.components() {
+        let name = match part {
+            std::path::Component::Normal(n) => n,
+            std::path::Component::RootDir | std::path::Component::CurDir => continue,
+            _ => return Err(format!("{} is not a plain path", path.display())),
+        };
+        dir = match openat(&dir, name, flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+                return Err(format!(
+                    "{} is not a directory (a symlink is not followed)",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        };
+    }
+    Ok(Some(dir))
+}
+
+/// The names in the open directory `dir` (read through `/proc/self/fd`, which is that very
+/// directory, whatever became of its path).
+fn names_in(dir: &OwnedFd) -> Result<Vec<OsString>, String> {
+    let listed = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map_err(|e| format!("cannot list a directory: {e}"))?;
+    let mut out: Vec<OsString> = listed.flatten().map(|e| e.file_name()).collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `name` in `dir`, if it is a regular file (opened `O_NOFOLLOW|O_NONBLOCK`: no link, no FIFO
+/// hang), with its mode.
+fn regular_at(dir: &OwnedFd, name: &OsStr) -> Option<(File, u32)> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::empty()).ok()?;
+    let st = fstat(&fd).ok()?;
+    (SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+        .then(|| (File::from(fd), st.st_mode & 0o777))
+}
+
+/// Copies the regular files of `state_dir/state` into `into` (0700, in the daemon's state dir),
+/// each with its mode; complete or not at all. No `state/` yet makes an empty copy (a rollback
+/// then leaves the new release's aside and starts the old one on none). Returns a line for the log.
 pub fn save(state_dir: &Path, into: &Path) -> Result<String, String> {
-    let from = state_dir.join(STATE);
+    let partial = into.with_extension("partial");
     if let Some(parent) = into.parent() {
         crate::fsx::prepare_dir(parent, 0o700, "the upgrade's copy")?;
     }
+    remove_copy(&partial)?;
     remove_copy(into)?;
-    crate::fsx::create_dir(into, 0o700)
-        .map_err(|e| format!("cannot make {}: {e}", into.display()))?;
-    let meta = match std::fs::symlink_metadata(&from) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(format!(
-                "{} does not exist yet: nothing to keep for a rollback",
-                from.display()
-            ))
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", from.display())),
-    };
-    if !meta.is_dir() {
-        return Err(format!(
-            "{} is {}, not a directory: not copied",
-            from.display(),
-            crate::fsx::kind_of(&meta)
-        ));
-    }
+    crate::fsx::create_dir(&partial, 0o700)
+        .map_err(|e| format!("cannot make {}: {e}", partial.display()))?;
+    let from = state_dir.join(STATE);
     let (mut files, mut bytes) = (0usize, 0u64);
-    for (name, src) in regular_files(&from)? {
-        let mut input = crate::fsx::open_read_nofollow(&src)
-            .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-        let mode = input
-            .metadata()
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o600);
-        let dst = into.join(&name);
-        let mut out = crate::fsx::create_new(&dst, mode & 0o700)
-            .map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
-        bytes +=
-            copy(&mut input, &mut out).map_err(|e| format!("copying {}: {e}", src.display()))?;
-        out.sync_all()
-            .map_err(|e| format!("cannot sync {}: {e}", dst.display()))?;
-        // The mode to give it back with.
-        let _ = std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode));
-        files += 1;
+    if let Some(dir) = open_dir(&from)? {
+        for name in names_in(&dir)? {
+            let Some((mut input, mode)) = regular_at(&dir, &name) else {
+                continue;
+            };
+            let dst = partial.join(&name);
+            let mut out = crate::fsx::create_new(&dst, 0o600)
+                .map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
+            let limit = MAX_COPY.saturating_sub(bytes) + 1;
+            let n = std::io::copy(&mut std::io::Read::take(&mut input, limit), &mut out)
+                .map_err(|e| format!("copying {}: {e}", from.join(&name).display()))?;
+            bytes += n;
+            if bytes > MAX_COPY {
+                let _ = remove_copy(&partial);
+                return Err(format!(
+                    "{} holds more than {} GiB: no copy made",
+                    from.display(),
+                    MAX_COPY >> 30
+                ));
+            }
+            out.sync_all()
+                .map_err(|e| format!("cannot sync {}: {e}", dst.display()))?;
+            let _ = out.set_permissions(std::fs::Permissions::from_mode(mode));
+            files += 1;
+        }
     }
-    Ok(format!(
-        "kept a copy of {} ({files} files, {} KiB) for a rollback",
-        from.display(),
-        bytes.div_ceil(1024)
-    ))
+    std::fs::rename(&partial, into)
+        .map_err(|e| format!("cannot rename {} into place: {e}", partial.display()))?;
+    Ok(if files == 0 {
+        format!(
+            "{} holds no database yet: a rollback starts the previous release on none",
+            from.display()
+        )
+    } else {
+        format!(
+            "kept a copy of {} ({files} files, {} KiB) for a rollback",
+            from.display(),
+            bytes.div_ceil(1024)
+        )
+    })
 }
 
 /// Puts the copy in `from` back as `state_dir/state`: the directory there is renamed to
 /// `state.rolled-back-from-LABEL-UNIXTIME` (kept, not deleted) and a new one made with its owner
-/// and mode, holding the copied files (owned as the directory). Returns a line for the log.
+/// and mode, holding the copied files (owned as the directory). Every step is relative to the
+/// opened state dir, so no symlink put in its place meanwhile is followed. If it fails part way,
+/// the directory as it was is put back. Returns a line for the log.
 pub fn restore(from: &Path, state_dir: &Path, label: &str) -> Result<String, String> {
-    let copied = regular_files(from)
-        .map_err(|e| format!("no copy from before the upgrade to restore ({e})"))?;
-    let target = state_dir.join(STATE);
-    let meta = std::fs::symlink_metadata(&target).ok();
-    let (uid, gid, mode) = match &meta {
-        Some(m) if m.is_dir() => (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
-        Some(m) => {
+    let copied: Vec<(OsString, PathBuf)> = {
+        let dir = std::fs::read_dir(from)
+            .map_err(|e| format!("no complete copy from before the upgrade ({e})"))?;
+        let mut v: Vec<(OsString, PathBuf)> = dir
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| (e.file_name(), e.path()))
+            .collect();
+        v.sort();
+        v
+    };
+    let sd =
+        open_dir(state_dir)?.ok_or_else(|| format!("{} does not exist", state_dir.display()))?;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let (uid, gid, mode, aside) = match openat(&sd, STATE, flags, Mode::empty()) {
+        Ok(cur) => {
+            let st = fstat(&cur).map_err(|e| format!("cannot read {STATE}/: {e}"))?;
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = format!("{STATE}.rolled-back-from-{label}-{secs}");
+            renameat(&sd, STATE, &sd, aside.as_str())
+                .map_err(|e| format!("cannot move {STATE}/ aside: {e}"))?;
+            (st.st_uid, st.st_gid, st.st_mode & 0o777, Some(aside))
+        }
+        Err(nix::errno::Errno::ENOENT) => {
+            let st = fstat(&sd).map_err(|e| format!("cannot read the state dir: {e}"))?;
+            (st.st_uid, st.st_gid, 0o700, None)
+        }
+        Err(e) => {
             return Err(format!(
-                "{} is {}, not a directory: nothing restored",
-                target.display(),
-                crate::fsx::kind_of(m)
+                "{} is not a directory the daemon opens ({e}): nothing restored",
+                state_dir.join(STATE).display()
             ))
         }
-        None => {
-            let parent = std::fs::symlink_metadata(state_dir)
-                .map_err(|e| format!("cannot read {}: {e}", state_dir.display()))?;
-            (parent.uid(), parent.gid(), 0o700)
-        }
     };
-    let aside = meta.is_some().then(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        state_dir.join(format!("{STATE}.rolled-back-from-{label}-{secs}"))
-    });
-    if let Some(aside) = &aside {
-        // A rename moves the entry itself: a link planted at either name is never followed.
-        std::fs::rename(&target, aside).map_err(|e| {
-            format!(
-                "cannot move {} aside to {}: {e}",
-                target.display(),
-                aside.display()
-            )
-        })?;
+    let mut made: Vec<OsString> = Vec::new();
+    let filled = fill(&sd, &copied, (uid, gid, mode), &mut made);
+    if let Err(e) = filled {
+        // Put back what was there: the half-made directory goes, the moved one returns.
+        if let Ok(nd) = openat(&sd, STATE, flags, Mode::empty()) {
+            for name in &made {
+                let _ = unlinkat(&nd, name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+        let _ = unlinkat(&sd, STATE, UnlinkatFlags::RemoveDir);
+        if let Some(a) = &aside {
+            let _ = renameat(&sd, a.as_str(), &sd, STATE);
+        }
+        return Err(format!(
+            "{e}; {} is left as the new release left it",
+            state_dir.join(STATE).display()
+        ));
     }
-    std::fs::create_dir(&target).map_err(|e| format!("cannot make {}: {e}", target.display()))?;
-    let mut files = 0usize;
-    for (name, src) in copied {
-        let mut input = crate::fsx::open_read_nofollow(&src)
-            .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-        let file_mode = input
-            .metadata()
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o600);
-        let dst = target.join(&name);
-        let mut out = crate::fsx::create_new(&dst, file_mode)
-            .map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
-        copy(&mut input, &mut out).map_err(|e| format!("copying into {}: {e}", dst.display()))?;
-        out.sync_all()
-            .map_err(|e| format!("cannot sync {}: {e}", dst.display()))?;
-        let _ = out.set_permissions(std::fs::Permissions::from_mode(file_mode));
-        let _ = std::os::unix::fs::fchown(&out, Some(uid), Some(gid));
-        files += 1;
-    }
-    let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode));
-    let _ = std::os::unix::fs::lchown(&target, Some(uid), Some(gid));
+    let target = state_dir.join(STATE);
     Ok(match aside {
         Some(a) => format!(
-            "restored {} as it was before the upgrade ({files} files); what the new release wrote is kept in {}",
+            "restored {} as it was before the upgrade ({} files); what the new release wrote is kept in {}",
             target.display(),
-            a.display()
+            copied.len(),
+            state_dir.join(a).display()
         ),
         None => format!(
-            "restored {} as it was before the upgrade ({files} files)",
-            target.display()
+            "restored {} as it was before the upgrade ({} files)",
+            target.display(),
+            copied.len()
         ),
     })
 }
 
-/// Removes the copy (after an upgrade that is kept).
+/// Makes `state/` in the open state dir `sd` and writes `copied` into it, owned by `owner`
+/// (uid, gid, and the directory's mode); each name made goes into `made`.
+fn fill(
+    sd: &OwnedFd,
+    copied: &[(OsString, PathBuf)],
+    (uid, gid, mode): (u32, u32, u32),
+    made: &mut Vec<OsString>,
+) -> Result<(), String> {
+    let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    mkdirat(sd, STATE, Mode::from_bits_truncate(0o700))
+        .map_err(|e| format!("cannot make {STATE}/: {e}"))?;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let nd = openat(sd, STATE, flags, Mode::empty())
+        .map_err(|e| format!("cannot open the new {STATE}/: {e}"))?;
+    for (name, src) in copied {
+        if name.as_bytes().contains(&b'/') {
+            continue;
+        }
+        let mut input = crate::fsx::open_read_nofollow(src)
+            .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        let file_mode = input
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o600);
+        let wflags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            &nd,
+            name.as_os_str(),
+            wflags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| format!("cannot make {STATE}/{}: {e}", name.to_string_lossy()))?;
+        made.push(name.clone());
+        fchown(&fd, owner.0, owner.1).map_err(|e| {
+            format!(
+                "cannot give {STATE}/{} its owner: {e}",
+                name.to_string_lossy()
+            )
+        })?;
+        let mut out = File::from(fd);
+        std::io::copy(&mut input, &mut out)
+            .map_err(|e| format!("copying into {STATE}/{}: {e}", name.to_string_lossy()))?;
+        out.sync_all()
+            .map_err(|e| format!("cannot sync {STATE}/{}: {e}", name.to_string_lossy()))?;
+        fchmod(&out, Mode::from_bits_truncate(file_mode)).map_err(|e| {
+            format!(
+                "cannot set the mode of {STATE}/{}: {e}",
+                name.to_string_lossy()
+            )
+        })?;
+    }
+    fchown(&nd, owner.0, owner.1).map_err(|e| format!("cannot give {STATE}/ its owner: {e}"))?;
+    fchmod(&nd, Mode::from_bits_truncate(mode))
+        .map_err(|e| format!("cannot set the mode of {STATE}/: {e}"))?;
+    Ok(())
+}
+
+/// Removes a copy (after an upgrade that is kept, or once restored).
 pub fn remove_copy(dir: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(dir)
@@ -163,24 +290,6 @@ pub fn remove_copy(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
     }
-}
-
-/// The regular files directly in `dir` (no symlink, no subdirectory), by name.
-fn regular_files(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
-        if e.file_type().is_ok_and(|t| t.is_file()) {
-            out.push((e.file_name(), e.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn copy(input: &mut impl Read, out: &mut impl Write) -> std::io::Result<u64> {
-    std::io::copy(input, out)
 }
 
 #[cfg(test)]
@@ -219,11 +328,36 @@ mod tests {
     }
 
     #[test]
+    fn a_state_directory_replaced_by_a_symlink_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("gw");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("secret"), "not the gateway's").unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, state.join("state")).unwrap();
+        let copy = copy_dir(&tmp.path().join("upgrades"), "main");
+        let e = save(&state, &copy).unwrap_err();
+        assert!(e.contains("a symlink is not followed"), "{e}");
+        assert!(!copy.exists());
+        // Nor is a copy put back through it.
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::write(copy.join("openclaw.sqlite"), "17").unwrap();
+        let e = restore(&copy, &state, "x").unwrap_err();
+        assert!(e.contains("nothing restored"), "{e}");
+        assert!(std::fs::symlink_metadata(state.join("state"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+    }
+
+    #[test]
     fn nothing_to_copy_before_a_first_start() {
         let tmp = tempfile::tempdir().unwrap();
         let copy = copy_dir(tmp.path(), "main");
         let said = save(&tmp.path().join("fresh"), &copy).unwrap();
-        assert!(said.contains("does not exist yet"), "{said}");
+        assert!(said.contains("holds no database yet"), "{said}");
         // Restoring an empty copy leaves an empty state dir (the new release's moved aside).
         std::fs::create_dir_all(tmp.path().join("fresh/state")).unwrap();
         std::fs::write(tmp.path().join("fresh/state/openclaw.sqlite"), "18").unwrap();

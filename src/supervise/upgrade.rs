@@ -665,10 +665,17 @@ async fn rollback(say: &Say, target: &Spec, previous: &Option<Spec>, why: String
         let copy = statesnap::copy_dir(&sup.shared.upgrades, name);
         let label = target.openclaw.clone();
         Between(Box::new(move || {
-            let line = statesnap::restore(&copy, &state_dir, &label)
-                .unwrap_or_else(|e| format!("the databases were not restored: {e}"));
-            let _ = statesnap::remove_copy(&copy);
-            line
+            match statesnap::restore(&copy, &state_dir, &label) {
+                Ok(line) => {
+                    let _ = statesnap::remove_copy(&copy);
+                    line
+                }
+                // The copy stays, for an operator to put back by hand.
+                Err(e) => format!(
+                    "the databases were not restored: {e}; the copy from before the upgrade stays in {}",
+                    copy.display()
+                ),
+            }
         }))
     });
     let after = match restart(sup, name, reason, put_back, deadline).await {
