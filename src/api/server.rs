@@ -637,6 +637,12 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             to,
             soak: match r.soak_ms {
                 0 => supervise::upgrade::DEFAULT_SOAK,
+                ms if ms > MAX_SOAK_MS => {
+                    return Err(GrpcStatus::invalid_argument(format!(
+                        "a soak of {} is longer than a day; give at most 24h",
+                        humantime::format_duration(Duration::from_millis(ms))
+                    )))
+                }
                 ms => Duration::from_millis(ms),
             },
             write: r.write,
@@ -663,6 +669,7 @@ impl v1::supervisor_service_server::SupervisorService for Api {
                                     Verdict::Written => v1::UpgradeResult::Written,
                                     Verdict::Nothing => v1::UpgradeResult::NothingToDo,
                                     Verdict::Failed => v1::UpgradeResult::Failed,
+                                    Verdict::Stopped => v1::UpgradeResult::Stopped,
                                 } as i32,
                                 reason: o.reason,
                                 log_lines: o.log_lines,
@@ -797,6 +804,9 @@ impl v1::supervisor_service_server::SupervisorService for Api {
             .map(Response::new)
     }
 }
+
+/// The longest soak an upgrade takes (a day, in ms).
+const MAX_SOAK_MS: u64 = 24 * 3600 * 1000;
 
 /// Refuses every call with UNAVAILABLE while `flag` is set (a re-exec under way): the same call
 /// works against the next program a moment later.

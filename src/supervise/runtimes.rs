@@ -48,6 +48,9 @@ impl Supervisor {
         for (name, h) in self.instances().iter() {
             let mut uses: Vec<Spec> = Vec::new();
             uses.extend(self.shared.runtime_for(name, &h.profile));
+            // Its profile's, even while an upgrade's choice wins: the one a rollback (or a
+            // choice given up) goes back to.
+            uses.extend(h.profile.runtime.as_ref().map(|r| r.value.clone()));
             uses.extend(
                 self.shared
                     .desired

@@ -63,6 +63,9 @@ pub enum Verdict {
     /// It could not be done (an install failed, the profile could not be written, the daemon is
     /// stopping); the reason says what holds now.
     Failed,
+    /// An operator stopped it before the soak ended: the new runtime stays chosen, unproven (and
+    /// is not written into the profile).
+    Stopped,
 }
 
 /// The last word of an upgrade.
@@ -144,8 +147,9 @@ impl Say {
     /// A line for the client only (an installer's progress).
     async fn line(&self, text: String) {
         if let Some(out) = &self.out {
-            // A client gone away is no reason to stop.
-            let _ = out.send(Step::Line(text)).await;
+            // A client gone away, or one that does not read, is no reason to stop or to wait:
+            // what it misses is in the history and the log.
+            let _ = out.try_send(Step::Line(text));
         }
     }
 }
@@ -322,7 +326,9 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
     let previous = wish.map(|w| w.runtime);
     let start_deadline = h.profile.health.start_deadline;
     // Until it is ready, the soak's end is as late as it can be; set again once it is.
-    let until = now_ms() + ms(start_deadline) + ms(ask.soak);
+    let until = now_ms()
+        .saturating_add(ms(start_deadline))
+        .saturating_add(ms(ask.soak));
     sup.shared
         .desired
         .set_runtime(
@@ -396,13 +402,16 @@ async fn restart(
     let Some(h) = sup.get(name) else {
         return Restarted::Away(format!("{name} was removed"));
     };
+    // A guard only (the task holds the start to its deadline), past the stop and the work between
+    // the stop and the start (a copy of large databases may take minutes).
+    let margin = Duration::from_secs(if between.is_some() { 600 } else { 10 });
     let (tx, rx) = oneshot::channel();
     if h.tx.send(Command::Restart(why, between, tx)).await.is_err() {
         return Restarted::Away(format!(
             "{name} was replaced by a reload or the supervisor is stopping"
         ));
     }
-    let bound = deadline + h.profile.stop.timeout + Duration::from_secs(10);
+    let bound = deadline + h.profile.stop.timeout + margin;
     let cancel = sup.cancel.clone();
     tokio::select! {
         _ = cancel.cancelled() => Restarted::Away("the supervisor is stopping; the next one resumes the soak".into()),
@@ -446,7 +455,7 @@ async fn soak_then(
         Ok(pid) => {
             let until = match soak {
                 Some(d) => {
-                    let until = now_ms() + ms(d);
+                    let until = now_ms().saturating_add(ms(d));
                     sup.shared
                         .desired
                         .set_runtime(
@@ -474,6 +483,12 @@ async fn soak_then(
     };
     match soaked {
         Soaked::Healthy => {
+            // Said (history, log) before the soak leaves the desired state, which is what others
+            // watch for the end.
+            let why = format!(
+                "kept: {name} stayed healthy on {target}; `openclawctl upgrade {name} --write` writes it into its profile"
+            );
+            say.step(why.clone()).await;
             sup.shared
                 .desired
                 .set_runtime(
@@ -485,10 +500,6 @@ async fn soak_then(
                 )
                 .await;
             drop_copy(sup, name).await;
-            let why = format!(
-                "kept: {name} stayed healthy on {target}; `openclawctl upgrade {name} --write` writes it into its profile"
-            );
-            say.step(why.clone()).await;
             Outcome::of(Verdict::Kept, why)
         }
         Soaked::Unhealthy(why) => rollback(say, target, previous, why).await,
@@ -617,7 +628,7 @@ async fn stopped(say: &Say, target: &Spec) -> Outcome {
         "an operator stopped {name} during its soak: the soak ends, {target} stays chosen (`openclawctl start {name}` runs it)"
     );
     say.step(why.clone()).await;
-    Outcome::of(Verdict::Kept, why)
+    Outcome::of(Verdict::Stopped, why)
 }
 
 /// No rollback can come any more: the copy of `name`'s databases goes.
