@@ -536,6 +536,21 @@ impl RunsOn {
     }
 }
 
+/// Whether `program` (resolved) is of runtime `r`: under its directory, or its Node's in `store`.
+fn from_runtime(
+    program: &std::path::Path,
+    r: &crate::runtime::Runtime,
+    store: &crate::runtime::Store,
+) -> bool {
+    let Ok(p) = std::fs::canonicalize(program) else {
+        return false;
+    };
+    [r.dir.clone(), store.node_dir(&r.node)]
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .any(|d| p.starts_with(d))
+}
+
 /// Starts the task of one instance, which starts its child at once if `start` (and `begin` has no
 /// child for it). The task ends when `cancel` fires, after stopping its child.
 pub fn spawn(
@@ -1226,10 +1241,18 @@ impl Task {
                 }
             }
             let runs = match (&pre, &runtime) {
-                (Preflight::Ready { .. }, Some(r)) => RunsOn {
-                    versions: Versions::of_runtime(r),
-                    node: None,
-                },
+                // What runs is the runtime's only if the program is (a command with an absolute
+                // path elsewhere runs something else, whatever the PATH says): else it is read as
+                // a program off the PATH is.
+                (Preflight::Ready { request, .. }, Some(r))
+                    if from_runtime(&request.program, r, &store) =>
+                {
+                    RunsOn {
+                        versions: Versions::of_runtime(r),
+                        node: None,
+                    }
+                }
+                (Preflight::Ready { request, .. }, Some(_)) => RunsOn::path(request),
                 (Preflight::Ready { request, .. }, None) => RunsOn::path(request),
                 _ => RunsOn::default(),
             };

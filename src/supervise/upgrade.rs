@@ -154,6 +154,9 @@ impl Say {
     }
 }
 
+/// The least a soak resumed after a daemon restart watches the instance, once it is ready.
+const MIN_RESUMED_SOAK: Duration = Duration::from_secs(10);
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -226,7 +229,10 @@ impl Supervisor {
                     humantime::format_duration(Duration::from_millis(left))
                 ))
                 .await;
-                let outcome = soak_then(&say, &wish.runtime, &soak.previous, None).await;
+                // Watched for what was left, and at least a moment: a soak whose time ran out while
+                // no daemon watched is not taken as passed unseen.
+                let watch_for = Duration::from_millis(left).max(MIN_RESUMED_SOAK);
+                let outcome = soak_then(&say, &wish.runtime, &soak.previous, Some(watch_for)).await;
                 tracing::info!(instance = %name, "upgrade after a daemon restart: {:?}: {}", outcome.verdict, outcome.reason);
                 drop(slot);
             });

@@ -322,3 +322,22 @@ fn the_versions_as_run_survive_a_crash_and_an_adoption() {
     assert_eq!(versions(&after), versions(&before), "{after}");
     assert_eq!(after["openclaw_version"], "2026.9.6", "{after}");
 }
+
+#[test]
+fn a_command_outside_its_runtime_is_not_shown_as_running_the_runtime() {
+    let scene = Scene::new();
+    runtime(&scene, "2026.9.6", "24.21.0", "2026.9.6");
+    let port = free_ports(1)[0];
+    // The runtime is on its PATH, but the command names another program by its absolute path.
+    scene.profile(
+        "main.yaml",
+        &format!(
+            "port: {port}\nstate_dir: ~/state/main\ncommand: [{:?}]\nruntime: {{ openclaw: 2026.9.6 }}\n",
+            common::fake_gateway().display().to_string()
+        ),
+    );
+    let d = daemon(&scene, &[]);
+    let s = running(&d, "main");
+    assert_eq!(s["runtime"], serde_json::Value::Null, "{s}");
+    assert_ne!(s["openclaw_version"], "2026.9.6", "{s}");
+}
