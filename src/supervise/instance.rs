@@ -1207,6 +1207,22 @@ impl Task {
             self.start_limit_fatal();
             return;
         }
+        // A rollback an earlier daemon decided but did not finish: its databases first.
+        let pending = {
+            let upgrades = self.shared.upgrades.clone();
+            let name = self.profile.name.to_string();
+            let state_dir = self.profile.state_dir.value.clone();
+            tokio::task::spawn_blocking(move || {
+                super::statesnap::restore_pending(&upgrades, &name, &state_dir)
+            })
+            .await
+            .ok()
+            .flatten()
+        };
+        if let Some(line) = pending {
+            self.history.push("upgrade", line.clone());
+            self.log.note(format!("upgrade: {line}"));
+        }
         // The runtime: an upgrade's choice, else the newest profile's (a reload that kept this
         // task may have read a newer one than the task's own).
         let newest = self.newest.borrow().clone();

@@ -279,6 +279,47 @@ fn fill(
     Ok(())
 }
 
+/// The mark of a rollback decided but not yet done (`upgrades/NAME/restore`, holding the label of
+/// the release rolled back from): the copy is put back before the instance's next start, even by
+/// the next daemon if this one stops first.
+fn pending_mark(upgrades: &Path, name: &str) -> PathBuf {
+    upgrades.join(name).join("restore")
+}
+
+/// Marks `name`'s copy to be put back before its next start (a rollback from `label`).
+pub fn mark_pending(upgrades: &Path, name: &str, label: &str) -> Result<(), String> {
+    let mark = pending_mark(upgrades, name);
+    let mut f = crate::fsx::create_new(&mark, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", mark.display()))?;
+    std::io::Write::write_all(&mut f, label.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", mark.display()))
+}
+
+/// If a rollback of `name` is pending, puts its copy back into `state_dir` (then the copy and the
+/// mark go; a failure keeps both, and the next start tries again). The line for the log, if any.
+pub fn restore_pending(upgrades: &Path, name: &str, state_dir: &Path) -> Option<String> {
+    let mark = pending_mark(upgrades, name);
+    let label = crate::fsx::read_regular(&mark, 256).ok()?;
+    let label: String = label
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        .collect();
+    let copy = copy_dir(upgrades, name);
+    Some(match restore(&copy, state_dir, &label) {
+        Ok(line) => {
+            let _ = remove_copy(&copy);
+            let _ = std::fs::remove_file(&mark);
+            line
+        }
+        Err(e) => format!(
+            "the databases were not restored: {e}; the copy from before the upgrade stays in {}",
+            copy.display()
+        ),
+    })
+}
+
 /// Removes a copy (after an upgrade that is kept, or once restored).
 pub fn remove_copy(dir: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
@@ -350,6 +391,27 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_pending_rollback_is_done_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("gw");
+        std::fs::create_dir_all(state.join("state")).unwrap();
+        std::fs::write(state.join("state/openclaw.sqlite"), "17").unwrap();
+        let upgrades = tmp.path().join("upgrades");
+        save(&state, &copy_dir(&upgrades, "main")).unwrap();
+        std::fs::write(state.join("state/openclaw.sqlite"), "18").unwrap();
+        assert_eq!(restore_pending(&upgrades, "main", &state), None);
+        mark_pending(&upgrades, "main", "2026.9.6").unwrap();
+        let said = restore_pending(&upgrades, "main", &state).unwrap();
+        assert!(said.starts_with("restored"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(state.join("state/openclaw.sqlite")).unwrap(),
+            "17"
+        );
+        assert_eq!(restore_pending(&upgrades, "main", &state), None);
+        assert!(!upgrades.join("main/state").exists());
     }
 
     #[test]

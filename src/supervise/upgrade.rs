@@ -656,6 +656,19 @@ async fn rollback(say: &Say, target: &Spec, previous: &Option<Spec>, why: String
             tail[skip..].iter().map(|l| l.render()).collect()
         })
         .unwrap_or_default();
+    if statesnap::copy_dir(&sup.shared.upgrades, name).is_dir() {
+        let (upgrades, n, label) = (
+            sup.shared.upgrades.clone(),
+            name.to_string(),
+            target.openclaw.clone(),
+        );
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || statesnap::mark_pending(&upgrades, &n, &label))
+                .await
+        {
+            tracing::warn!(instance = name, "{e}: the rollback puts the databases back only if this daemon lives until the restart");
+        }
+    }
     sup.shared
         .desired
         .set_runtime(
@@ -676,23 +689,15 @@ async fn rollback(say: &Say, target: &Spec, previous: &Option<Spec>, why: String
         .map_or(Duration::from_secs(60), |h| h.profile.health.start_deadline);
     let reason = format!("rollback from {target}");
     // The databases as they were before the upgrade: the previous release may refuse the ones the
-    // new one migrated (see `statesnap`).
+    // new one migrated (see `statesnap`). Put back between the stop and the start; or, should the
+    // daemon stop first, before the next start (the mark, written before the choice changes).
     let put_back = sup.get(name).map(|h| {
         let state_dir = h.profile.state_dir.value.clone();
-        let copy = statesnap::copy_dir(&sup.shared.upgrades, name);
-        let label = target.openclaw.clone();
+        let upgrades = sup.shared.upgrades.clone();
+        let name = name.to_string();
         Between(Box::new(move || {
-            match statesnap::restore(&copy, &state_dir, &label) {
-                Ok(line) => {
-                    let _ = statesnap::remove_copy(&copy);
-                    line
-                }
-                // The copy stays, for an operator to put back by hand.
-                Err(e) => format!(
-                    "the databases were not restored: {e}; the copy from before the upgrade stays in {}",
-                    copy.display()
-                ),
-            }
+            statesnap::restore_pending(&upgrades, &name, &state_dir)
+                .unwrap_or_else(|| "no copy of the databases to put back".into())
         }))
     });
     let after = match restart(sup, name, reason, put_back, deadline).await {
