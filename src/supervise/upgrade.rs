@@ -335,19 +335,7 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
     let until = now_ms()
         .saturating_add(ms(start_deadline))
         .saturating_add(ms(ask.soak));
-    sup.shared
-        .desired
-        .set_runtime(
-            name,
-            Some(RuntimeWish {
-                runtime: target.clone(),
-                soak: Some(Soak {
-                    until_unix_ms: until,
-                    previous: previous.clone(),
-                }),
-            }),
-        )
-        .await;
+    choose_soaking(sup, name, &target, &previous, until).await;
     say.step(format!(
         "restarting {name} on {target} (it ran {}); it must be ready within {} and stay healthy for {}",
         shown(sup, name, &previous),
@@ -378,6 +366,30 @@ async fn run(say: &Say, ask: Ask) -> Outcome {
         return write(say, &target).await;
     }
     outcome
+}
+
+/// Chooses `target` for `name` in the desired state, soaking until `until` (ms since the epoch),
+/// to go back to `previous` if it fails.
+async fn choose_soaking(
+    sup: &Supervisor,
+    name: &str,
+    target: &Spec,
+    previous: &Option<Spec>,
+    until: u64,
+) {
+    sup.shared
+        .desired
+        .set_runtime(
+            name,
+            Some(RuntimeWish {
+                runtime: target.clone(),
+                soak: Some(Soak {
+                    until_unix_ms: until,
+                    previous: previous.clone(),
+                }),
+            }),
+        )
+        .await;
 }
 
 fn ms(d: Duration) -> u64 {
@@ -462,19 +474,7 @@ async fn soak_then(
             let until = match soak {
                 Some(d) => {
                     let until = now_ms().saturating_add(ms(d));
-                    sup.shared
-                        .desired
-                        .set_runtime(
-                            name,
-                            Some(RuntimeWish {
-                                runtime: target.clone(),
-                                soak: Some(Soak {
-                                    until_unix_ms: until,
-                                    previous: previous.clone(),
-                                }),
-                            }),
-                        )
-                        .await;
+                    choose_soaking(sup, name, target, previous, until).await;
                     say.step(format!(
                         "{name} is ready on {target} (pid {pid}); soaking for {}",
                         humantime::format_duration(d)
