@@ -342,8 +342,7 @@ const NODE_VERSION_BOUND: Duration = Duration::from_secs(5);
 
 impl Shared {
     /// The runtime instance `name` runs on: the one an upgrade chose (the desired state), else its
-    /// profile's `runtime`; None runs the `openclaw` its PATH finds. `profile` is the newest the
-    /// supervisor has read for it.
+    /// profile's `runtime`; None runs the `openclaw` its PATH finds.
     pub fn runtime_for(&self, name: &str, profile: &Profile) -> Option<crate::runtime::Spec> {
         self.desired
             .runtime(name)
@@ -400,10 +399,6 @@ pub struct Handle {
     pub history: History,
     /// The profile it runs.
     pub profile: Arc<Profile>,
-    /// The newest profile the supervisor has read for it, shared with the task: a reload that
-    /// keeps the task (a change that needs no restart) sends the new one here, and the task reads
-    /// it at each start for its runtime (`Shared::runtime_for`).
-    pub newest: watch::Sender<Arc<Profile>>,
     /// The profile's file, as text (made once: statuses of hundreds of instances repeat it).
     pub file: Arc<str>,
     /// Ends the task (after it stops its child): for a reload that removes or replaces it.
@@ -637,7 +632,6 @@ pub fn spawn(
     });
     let (status_tx, status_rx) = watch::channel(status.clone());
     let profile = Arc::new(profile);
-    let (newest, newest_rx) = watch::channel(profile.clone());
     let task = Task {
         file: file.clone(),
         prober: Prober::new(&profile.health.readiness_url, &profile.health.liveness_url),
@@ -659,7 +653,6 @@ pub fn spawn(
         refused: None,
         scanned,
         adopted,
-        newest: newest_rx,
         waiting_runtime: false,
     };
     let cancelled_because = Arc::new(std::sync::OnceLock::new());
@@ -672,7 +665,6 @@ pub fn spawn(
             history,
             file,
             profile,
-            newest,
             cancel,
             cancelled_because,
         },
@@ -713,8 +705,6 @@ struct Task {
     scanned: Option<Vec<tree::Holder>>,
     /// A gateway to adopt before anything else.
     adopted: Option<Adopted>,
-    /// The handle's `newest`.
-    newest: watch::Receiver<Arc<Profile>>,
     /// Blocked because its runtime is not installed: a `RuntimeInstalled` starts it.
     waiting_runtime: bool,
 }
@@ -1223,10 +1213,11 @@ impl Task {
             self.history.push("upgrade", line.clone());
             self.log.note(format!("upgrade: {line}"));
         }
-        // The runtime: an upgrade's choice, else the newest profile's (a reload that kept this
-        // task may have read a newer one than the task's own).
-        let newest = self.newest.borrow().clone();
-        let spec = self.shared.runtime_for(self.profile.name.as_str(), &newest);
+        // The runtime: an upgrade's choice, else the profile's (a reload that keeps this task with
+        // another `runtime` hands it the new profile: `Command::Profile`).
+        let spec = self
+            .shared
+            .runtime_for(self.profile.name.as_str(), &self.profile);
         // Off the runtime: finding the runtime in the store, making the dirs, taking the lock,
         // looking for holders of the instance's places, finding the program and making the
         // instance's cgroup (limits applied, and whatever an earlier child left in it ended, once

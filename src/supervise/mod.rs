@@ -554,8 +554,6 @@ impl Supervisor {
                         // reload compares with what the files say now (a new `autostart`).
                         let profile =
                             profile.map_or_else(|| h.profile.clone(), |p| Arc::new(p.clone()));
-                        // The task sees it too: its next start takes its runtime from it.
-                        h.newest.send_replace(profile.clone());
                         if c.fields.contains(&"runtime") {
                             // The profile now says the runtime it runs on (an upgrade's choice
                             // written by hand): the task starts on it from now on, and the choice
@@ -669,8 +667,6 @@ impl Supervisor {
             let mut next = (**map).clone();
             let handle = next.get_mut(name).map(|h| {
                 h.profile = profile.clone();
-                // Its next start takes its runtime from this profile (the choice may be gone).
-                h.newest.send_replace(profile.clone());
                 h.clone()
             });
             *map = Arc::new(next);
@@ -807,8 +803,7 @@ impl Supervisor {
         let Some(h) = self.get(name) else {
             return Ok(None);
         };
-        let newest = h.newest.borrow().clone();
-        match self.shared.runtime_for(name, &newest) {
+        match self.shared.runtime_for(name, &h.profile) {
             None => Ok(None),
             Some(spec) => self.shared.runtimes.find(&spec).map(Some).ok_or_else(|| {
                 format!("runtime {spec} is not installed: run `openclawctl runtime install {spec}`")
