@@ -495,17 +495,7 @@ async fn soak_then(
                 "kept: {name} stayed healthy on {target}; `openclawctl upgrade {name} --write` writes it into its profile"
             );
             say.step(why.clone()).await;
-            sup.shared
-                .desired
-                .set_runtime(
-                    name,
-                    Some(RuntimeWish {
-                        runtime: target.clone(),
-                        soak: None,
-                    }),
-                )
-                .await;
-            drop_copy(sup, name).await;
+            end_soak(sup, name, target).await;
             Outcome::of(Verdict::Kept, why)
         }
         Soaked::Unhealthy(why) => rollback(say, target, previous, why).await,
@@ -618,8 +608,18 @@ async fn watch(sup: &Arc<Supervisor>, name: &str, pid: i32, until: u64) -> Soake
 /// An operator stopped the instance during the upgrade: the soak ends, the choice stays.
 async fn stopped(say: &Say, target: &Spec) -> Outcome {
     let name = say.name.as_str();
-    say.sup
-        .shared
+    end_soak(&say.sup, name, target).await;
+    let why = format!(
+        "an operator stopped {name} during its soak: the soak ends, {target} stays chosen (`openclawctl start {name}` runs it)"
+    );
+    say.step(why.clone()).await;
+    Outcome::of(Verdict::Stopped, why)
+}
+
+/// The soak is over and `target` stays chosen: no rollback can come any more, so the copy of
+/// `name`'s databases goes.
+async fn end_soak(sup: &Supervisor, name: &str, target: &Spec) {
+    sup.shared
         .desired
         .set_runtime(
             name,
@@ -629,16 +629,6 @@ async fn stopped(say: &Say, target: &Spec) -> Outcome {
             }),
         )
         .await;
-    drop_copy(&say.sup, name).await;
-    let why = format!(
-        "an operator stopped {name} during its soak: the soak ends, {target} stays chosen (`openclawctl start {name}` runs it)"
-    );
-    say.step(why.clone()).await;
-    Outcome::of(Verdict::Stopped, why)
-}
-
-/// No rollback can come any more: the copy of `name`'s databases goes.
-async fn drop_copy(sup: &Supervisor, name: &str) {
     let copy = statesnap::copy_dir(&sup.shared.upgrades, name);
     let _ = tokio::task::spawn_blocking(move || statesnap::remove_copy(&copy)).await;
 }
